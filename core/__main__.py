@@ -1,0 +1,134 @@
+"""Command line: every stage the app runs, scriptable.
+
+    python -m core prepare             fetch the built-in catalogue (set-up time), build embeddings + index
+    python -m core search PHOTO        top-k catalogue items for a photo
+    python -m core bench --json        the README's speed and quality figures
+    python -m core serve               start the dashboard
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from core.config import Settings
+
+
+def _settings_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--catalog", help="catalogue source name (default: fashion-mnist)")
+    parser.add_argument("--catalog-limit", type=int, help="use only the first N items (0 = all)")
+    parser.add_argument("--backbone", help="efficientnet_lite0 (default), efficientnet_lite1, efficientnet_lite2, …")
+    parser.add_argument("--weights", type=Path, dest="weights_path", help="local state dict for the backbone")
+    parser.add_argument("--image-size", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--n-trees", type=int)
+    parser.add_argument("--search-k", type=int)
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--artifacts-dir", type=Path)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    names = ("catalog", "catalog_limit", "backbone", "weights_path", "image_size", "batch_size", "n_trees",
+             "search_k", "data_dir", "artifacts_dir")
+    return Settings.from_env(**{name: getattr(args, name) for name in names})
+
+
+def _tqdm_progress():
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="img" if total > 1 else "step",
+                                     file=sys.stderr, mininterval=1.0)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return progress
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from core import fashion_mnist
+    from core.workspace import Workspace
+
+    settings = _settings(args)
+    if settings.catalog == "fashion-mnist":
+        print(f"Fashion-MNIST files: {fashion_mnist.fetch(settings.data_dir)}", file=sys.stderr)
+    workspace = Workspace.open(settings, _tqdm_progress())
+    print(json.dumps(workspace.describe(), indent=2))
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from core.workspace import Workspace
+
+    workspace = Workspace.open(_settings(args), _tqdm_progress())
+    result = workspace.search(Path(args.photo).read_bytes(), k=args.k, exact=args.exact)
+    print(f"predicted: {', '.join(f'{c} {p:.0%}' for c, p in result.predicted[:3])}; "
+          f"{result.latency_ms:.1f} ms ({result.method})")
+    print(result.hits[["id", "category", "split", "score"]].to_string(index=False))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from core.bench import run_bench
+
+    results = run_bench(_settings(args), n_queries=args.queries, cold=not args.warm, progress=_tqdm_progress())
+    text = json.dumps(results, indent=2)
+    if args.output:
+        args.output.write_text(text + "\n")
+    print(text if args.json else "\n".join(f"{k:>26}: {v}" for k, v in results.items()))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    app = Path(__file__).resolve().parent.parent / "streamlit_app.py"
+    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port)]
+    return subprocess.call(command, env=os.environ.copy())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="get the catalogue and build embeddings + Annoy index")
+    _settings_args(p)
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("search", help="search the catalogue with a photo file")
+    _settings_args(p)
+    p.add_argument("photo", type=Path)
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--exact", action="store_true", help="brute-force search instead of Annoy")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("bench", help="build/load/query timings and retrieval quality")
+    _settings_args(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--warm", action="store_true", help="skip the cold build (reuse artifacts)")
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--output", type=Path, help="also write the JSON here")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("serve", help="start the Streamlit dashboard")
+    p.add_argument("--port", type=int, default=8501)
+    p.set_defaults(func=cmd_serve)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Heavy results on disk: keyed by what made them, written atomically, verified before they are trusted.
+
+Layout (see README): ``<artifacts>/<catalogue key>/catalog/…`` and ``<artifacts>/<catalogue key>/<model key>/…``.
+A key is a hash of the inputs, so a changed input is a new directory, never a stale hit. Each file is written to
+a temporary name and renamed, and ``meta.json`` records each file's size and checksum: a half-written or corrupted
+file fails verification and is rebuilt instead of being loaded (a truncated Annoy file would otherwise be mmapped
+and read out of bounds).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def fingerprint(inputs: dict[str, Any], length: int = 12) -> str:
+    """Stable short hash of a JSON-able description of the inputs."""
+    blob = json.dumps(inputs, sort_keys=True, default=str).encode()
+    return hashlib.blake2b(blob, digest_size=16).hexdigest()[:length]
+
+
+def file_checksum(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(8 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it into place only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with tmp.open("wb") as fh:
+            np.save(fh, array)
+
+
+class ArtifactDir:
+    """One keyed directory with a ``meta.json`` that vouches for its files."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @property
+    def meta_path(self) -> Path:
+        return self.path / "meta.json"
+
+    def meta(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.meta_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def record(self, name: str, **info: Any) -> None:
+        """Vouch for a file just written: its size and checksum, plus what produced it."""
+        path = self.file(name)
+        meta = self.meta()
+        meta.setdefault("files", {})[name] = {
+            "bytes": path.stat().st_size,
+            "checksum": file_checksum(path),
+            "written_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **info,
+        }
+        self.write_meta(meta)
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        with atomic_path(self.meta_path) as tmp:
+            tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+
+    def update_meta(self, **fields: Any) -> None:
+        meta = self.meta()
+        meta.update(fields)
+        self.write_meta(meta)
+
+    def verified(self, name: str, full_check: bool = True) -> bool:
+        """True if the file is exactly what meta.json recorded (size always; checksum when ``full_check``)."""
+        entry = self.meta().get("files", {}).get(name)
+        path = self.file(name)
+        if not entry or not path.is_file() or path.stat().st_size != entry.get("bytes"):
+            return False
+        return not full_check or file_checksum(path) == entry.get("checksum")

@@ -1,0 +1,107 @@
+"""The figures the README promises, measured end to end on the real catalogue (``python -m core bench``).
+
+Query latency is measured the way a user feels it: upload bytes → decode → catalogue conversion → model forward
+→ ranked results. Search-only latencies are reported beside it so Annoy and exact search can be compared
+without the (shared) forward pass hiding the difference.
+"""
+
+from __future__ import annotations
+
+import io
+import resource
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from core.catalog import open_catalog
+from core.config import Settings
+from core.embed import Embedder, Progress, no_progress
+from core.evaluate import precision_at_k, recall_at_k
+from core.workspace import Workspace
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def query_photos(workspace: Workspace, n: int, seed: int) -> list[bytes]:
+    """Test-split items made to look like uploads: un-negated, upscaled, JPEG-encoded."""
+    rng = np.random.default_rng(seed)
+    test_rows = np.flatnonzero(workspace.catalog.items["split"].to_numpy() == "test")
+    out = []
+    for row in rng.choice(test_rows, size=min(n, len(test_rows)), replace=False):
+        image = Image.fromarray(255 - workspace.catalog.domain_batch([row])[0]).resize((280, 280))
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, format="JPEG", quality=90)
+        out.append(buffer.getvalue())
+    return out
+
+
+def run_bench(settings: Settings, n_queries: int = 200, cold: bool = True, progress: Progress = no_progress) -> dict:
+    results: dict = {"settings": {"catalog": settings.catalog, "backbone": settings.backbone,
+                                  "image_size": settings.image_size, "n_trees": settings.n_trees,
+                                  "search_k": settings.search_k, "catalog_limit": settings.catalog_limit}}
+    if cold:
+        # Cold = from nothing: drop this catalogue/model's artifacts so everything is rebuilt and timed.
+        catalog = open_catalog(settings)
+        shutil.rmtree(Path(settings.artifacts_dir) / catalog.key, ignore_errors=True)
+        started = time.perf_counter()
+        workspace = Workspace.open(settings, progress)
+        results["cold_build_s"] = round(time.perf_counter() - started, 2)
+        files = workspace.store.meta().get("files", {})
+        results["embed_images_per_s"] = files.get("embeddings.npy", {}).get("images_per_s")
+        results["annoy_build_s"] = files.get(f"annoy-{settings.n_trees}trees.ann", {}).get("seconds")
+    started = time.perf_counter()
+    workspace = Workspace.open(settings)
+    results["warm_load_s"] = round(time.perf_counter() - started, 2)
+    if "embed_images_per_s" not in results:
+        results["embed_images_per_s"] = round(_embed_rate(workspace), 1)
+
+    uploads = query_photos(workspace, n_queries, settings.seed)
+    workspace.search(uploads[0], k=10)  # warm-up: first call pays lazy initialisation
+    for exact, key in ((False, "query"), (True, "exact_query")):
+        totals, searches = [], []
+        for data in uploads:
+            started = time.perf_counter()
+            result = workspace.search(data, k=10, exact=exact)
+            totals.append((time.perf_counter() - started) * 1e3)
+            searches.append(result.timings_ms[f"search ({result.method})"])
+        results[f"{key}_p50_ms"] = round(_percentile(totals, 50), 2)
+        results[f"{key}_p99_ms"] = round(_percentile(totals, 99), 2)
+        results[f"{'annoy' if not exact else 'exact'}_search_p50_ms"] = round(_percentile(searches, 50), 3)
+    results["annoy_speedup_vs_exact"] = round(results["exact_search_p50_ms"] / results["annoy_search_p50_ms"], 1)
+
+    results.update(retrieval_quality(workspace, n_queries=1000, seed=settings.seed))
+    results["rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    results["n_items"] = len(workspace.catalog)
+    results["dim"] = int(workspace.embeddings.shape[1])
+    return results
+
+
+def retrieval_quality(workspace: Workspace, n_queries: int, seed: int, k: int = 10) -> dict:
+    """recall@k of Annoy against exact search, and precision@k by category, for test-split items as queries."""
+    rng = np.random.default_rng(seed)
+    test_rows = np.flatnonzero(workspace.catalog.items["split"].to_numpy() == "test")
+    rows = rng.choice(test_rows, size=min(n_queries, len(test_rows)), replace=False)
+    labels = workspace.catalog.labels
+    recalls, precisions = [], []
+    for row in rows:
+        vector = np.asarray(workspace.embeddings[row])
+        exact = [i for i in workspace.exact.search(vector, k + 1).indices if i != row][:k]
+        approx = [i for i in workspace.annoy.search(vector, k + 1).indices if i != row][:k]
+        recalls.append(recall_at_k(approx, exact, k))
+        precisions.append(precision_at_k(labels[exact], labels[row], k))
+    return {"recall_at_10": round(float(np.mean(recalls)), 4), "precision_at_10": round(float(np.mean(precisions)), 4),
+            "quality_queries": len(rows)}
+
+
+def _embed_rate(workspace: Workspace, n: int = 2048) -> float:
+    pixels = workspace.catalog.domain_batch(slice(0, n))
+    embedder: Embedder = workspace.embedder
+    started = time.perf_counter()
+    for offset in range(0, len(pixels), workspace.settings.batch_size):
+        embedder(pixels[offset : offset + workspace.settings.batch_size])
+    return len(pixels) / (time.perf_counter() - started)

@@ -1,0 +1,144 @@
+"""A catalogue: an items table, the item images in the catalogue's domain, and how photos enter that domain.
+
+Sources register themselves by name (``@register_source("fashion-mnist")``), the way timm registers
+architectures: the CLI, the sidebar and the tests all go through ``open_catalog(settings)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from core import fashion_mnist
+from core.artifacts import ArtifactDir, atomic_path, file_checksum, fingerprint, save_npy
+from core.config import Settings
+from core.domain import Domain, FashionMnistDomain
+
+SOURCES: dict[str, Callable[[Settings], "Catalog"]] = {}
+SOURCE_LABELS: dict[str, str] = {}
+
+
+def register_source(name: str, label: str) -> Callable:
+    def decorate(loader: Callable[[Settings], "Catalog"]) -> Callable[[Settings], "Catalog"]:
+        SOURCES[name] = loader
+        SOURCE_LABELS[name] = label
+        return loader
+
+    return decorate
+
+
+@dataclass
+class Catalog:
+    """Items (``id``, ``category``, ``label``, ``split`` and any extra columns) and their domain images."""
+
+    name: str
+    key: str  # fingerprint of the source files and settings that made it
+    items: pd.DataFrame
+    categories: list[str]
+    domain: Domain
+    pixels: np.ndarray  # uint8 (N, *domain.shape); usually memory-mapped
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.items["label"].to_numpy()
+
+    def domain_batch(self, indices: np.ndarray | list[int] | slice) -> np.ndarray:
+        return np.asarray(self.pixels[indices])
+
+    def image(self, index: int) -> Image.Image:
+        return Image.fromarray(np.asarray(self.pixels[index]))
+
+    def thumbnail(self, index: int, size: int = 168) -> Image.Image:
+        """Upscaled by an integer factor with nearest-neighbour, so 28-px items stay crisp instead of blurred."""
+        return upscale(self.image(index), size)
+
+    def summary(self) -> pd.DataFrame:
+        """Items per category and split, the catalogue at a glance."""
+        table = pd.crosstab(self.items["category"], self.items["split"])
+        table = table.reindex([c for c in self.categories if c in table.index])
+        table["total"] = table.sum(axis=1)
+        return table
+
+
+def upscale(image: Image.Image, size: int) -> Image.Image:
+    factor = max(1, size // max(image.size))
+    return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+
+
+def open_catalog(settings: Settings) -> Catalog:
+    if settings.catalog not in SOURCES:
+        raise ValueError(f"Unknown catalogue {settings.catalog!r}; known: {', '.join(SOURCES)}")
+    return SOURCES[settings.catalog](settings)
+
+
+def _limit_split(n_items: int, limit: int, share: float) -> int:
+    return n_items if limit <= 0 else min(n_items, max(1, round(limit * share)))
+
+
+@register_source("fashion-mnist", "Fashion-MNIST (70,000 Zalando articles)")
+def load_fashion_mnist(settings: Settings) -> Catalog:
+    """Parse the IDX files once into ``pixels.npy`` + ``items.parquet``; later opens memory-map those."""
+    source_dir = fashion_mnist.find_dir(settings.data_dir)
+    domain = FashionMnistDomain()
+    files = [source_dir / name for pair in fashion_mnist.FILES.values() for name in pair]
+    key = fingerprint(
+        {
+            "source": "fashion-mnist",
+            "files": {f.name: _cached_checksum(f, settings.artifacts_dir) for f in files},
+            "limit": settings.catalog_limit,
+        }
+    )
+    store = ArtifactDir(Path(settings.artifacts_dir) / f"fashion-mnist-{key}" / "catalog")
+    if not (store.verified("pixels.npy") and store.verified("items.parquet", full_check=False)):
+        _build_fashion_mnist(source_dir, settings.catalog_limit, store)
+    items = pd.read_parquet(store.file("items.parquet"))
+    pixels = np.load(store.file("pixels.npy"), mmap_mode="r")
+    return Catalog(
+        name="fashion-mnist", key=f"fashion-mnist-{key}", items=items, categories=list(fashion_mnist.CATEGORIES),
+        domain=domain, pixels=pixels,
+    )
+
+
+def _build_fashion_mnist(source_dir: Path, limit: int, store: ArtifactDir) -> None:
+    splits = fashion_mnist.load(source_dir)
+    frames, arrays = [], []
+    for split, share in (("train", 6 / 7), ("test", 1 / 7)):
+        images, labels = splits[split]
+        n = _limit_split(len(images), limit, share)
+        arrays.append(images[:n])
+        frames.append(
+            pd.DataFrame(
+                {
+                    "id": [f"{split}-{i:05d}" for i in range(n)],
+                    "label": labels[:n].astype(np.int16),
+                    "category": [fashion_mnist.CATEGORIES[c] for c in labels[:n]],
+                    "split": split,
+                }
+            )
+        )
+    items = pd.concat(frames, ignore_index=True)
+    save_npy(store.file("pixels.npy"), np.concatenate(arrays))
+    store.record("pixels.npy")
+    with atomic_path(store.file("items.parquet")) as tmp:
+        items.to_parquet(tmp, index=False)
+    store.record("items.parquet", rows=len(items))
+
+
+def _cached_checksum(path: Path, artifacts_dir: Path) -> str:
+    """Checksum of a source file, remembered by (path, size, mtime) so warm starts do not re-read 30 MB."""
+    stat = path.stat()
+    memo = Path(artifacts_dir) / ".checksums" / fingerprint({"p": str(path), "s": stat.st_size, "m": stat.st_mtime_ns})
+    if memo.is_file():
+        return memo.read_text().strip()
+    value = file_checksum(path)
+    with atomic_path(memo) as tmp:
+        tmp.write_text(value)
+    return value

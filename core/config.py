@@ -1,0 +1,79 @@
+"""All settings in one dataclass, overridable from the environment (``FVS_<FIELD>``) and the CLI.
+
+Everything that changes an artifact (catalogue, backbone, image size, index parameters) lives here, so the
+fingerprints in ``core.artifacts`` can be computed from one object instead of from scattered constants.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "FVS_"
+
+
+def _project_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where things live.
+    data_dir: Path = field(default_factory=lambda: _project_root() / "data")
+    artifacts_dir: Path = field(default_factory=lambda: _project_root() / "artifacts")
+
+    # What is searched.
+    catalog: str = "fashion-mnist"
+    # 0 = every item. A smaller number keeps a deterministic subset (the first N of each split, in order) for
+    # quick demos and tests; it is part of the catalogue fingerprint.
+    catalog_limit: int = 0
+
+    # How images become vectors.
+    backbone: str = "efficientnet_lite0"
+    # A local .pth/.safetensors state dict for backbones without a packaged weights file.
+    weights_path: Path | None = None
+    # Fashion-MNIST items are 28 px; 64 px keeps CPU extraction fast (~850 images/s on 2 cores) while giving
+    # the ImageNet features enough spatial resolution.
+    image_size: int = 64
+    # Whitened PCA of the pooled features, fitted on the catalogue's train split. For ImageNet features on
+    # Fashion-MNIST it raises precision@10 (0.746 → 0.774 at 256-d) and makes vectors 5x smaller, which is what
+    # lets Annoy beat brute force 10x at recall 0.95. 0 keeps the raw features.
+    pca_dim: int = 256
+    batch_size: int = 32  # small batches stay in cache: faster on CPU than 256 (BENCHMARKS.md)
+    num_threads: int = 0  # 0 = all cores
+
+    # Annoy parameters: see BENCHMARKS.md for the sweep that chose them.
+    n_trees: int = 32
+    search_k: int = 3000
+
+    seed: int = 0
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Defaults, then ``FVS_*`` environment variables, then explicit overrides (e.g. CLI flags)."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f.name, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _parse(name: str, raw: str) -> Any:
+    kind = {f.name: f.type for f in fields(Settings)}[name]
+    try:
+        if "Path" in str(kind):
+            return Path(raw).expanduser()
+        if kind in ("int", int):
+            return int(raw)
+        return raw
+    except ValueError as exc:
+        raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from exc

@@ -1,0 +1,101 @@
+"""How an image enters a catalogue's domain, and how domain images become model input.
+
+A catalogue's items were all made one way (Fashion-MNIST: trimmed, fitted to 28 px, negated, gray). A photo a
+user uploads lands near the right items only after the same conversion, so each catalogue declares a
+``Domain``. The model side (size, normalisation) is declared by the backbone and resolved through timm's data
+config, so the embedding, training and query paths all ask these two objects and never repeat the numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageFilter
+
+
+class Domain(Protocol):
+    """A catalogue's image domain: item arrays are ``shape`` uint8; ``convert`` brings a photo into it."""
+
+    name: str
+    shape: tuple[int, ...]
+
+    def convert(self, photo: Image.Image) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class FashionMnistDomain:
+    """The recipe Zalando used to make Fashion-MNIST from packshots (Xiao et al. 2017, section 2).
+
+    trim edges close to the corner colour (5 % of the RGB range) → fit the longest edge to 28 → sharpen →
+    centre on a 28×28 canvas → negate → 8-bit gray. We negate *relative to the background colour* (distance from
+    it in RGB): on a white background that is exactly 255 − gray, and an image that is already Fashion-MNIST-like
+    (black background) is left as it is instead of being inverted.
+    """
+
+    name: str = "fashion-mnist"
+    size: int = 28
+    trim_tolerance: float = 0.05
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.size, self.size)
+
+    def convert(self, photo: Image.Image) -> np.ndarray:
+        rgb = photo.convert("RGB")
+        pixels = np.asarray(rgb, dtype=np.float32)
+        if rgb.size == (self.size, self.size) and np.ptp(pixels, axis=2).max() == 0:
+            return pixels[..., 0].astype(np.uint8)  # already a catalogue-like gray item
+        background = _corner_colour(pixels)
+        box = _content_box(pixels, background, self.trim_tolerance)
+        crop = rgb.crop(box)
+        scale = self.size / max(crop.size)
+        new_size = (max(1, round(crop.width * scale)), max(1, round(crop.height * scale)))
+        small = crop.resize(new_size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        small = small.filter(ImageFilter.UnsharpMask(radius=1, percent=80, threshold=0))
+        distance = np.linalg.norm(np.asarray(small, dtype=np.float32) - background, axis=2) / np.sqrt(3.0)
+        canvas = np.zeros(self.shape, dtype=np.uint8)
+        top, left = (self.size - new_size[1]) // 2, (self.size - new_size[0]) // 2
+        canvas[top : top + new_size[1], left : left + new_size[0]] = np.clip(distance + 0.5, 0, 255).astype(np.uint8)
+        return canvas
+
+
+def _corner_colour(pixels: np.ndarray) -> np.ndarray:
+    """The background colour, as the median of the four corner pixels (robust to one odd corner)."""
+    corners = np.stack([pixels[0, 0], pixels[0, -1], pixels[-1, 0], pixels[-1, -1]])
+    return np.median(corners, axis=0)
+
+
+def _content_box(pixels: np.ndarray, background: np.ndarray, tolerance: float) -> tuple[int, int, int, int]:
+    far = np.linalg.norm(pixels - background, axis=2) > tolerance * 255.0 * np.sqrt(3.0)
+    rows, cols = np.flatnonzero(far.any(axis=1)), np.flatnonzero(far.any(axis=0))
+    if rows.size == 0:  # a blank image: nothing to trim to
+        return (0, 0, pixels.shape[1], pixels.shape[0])
+    return (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """Batch transform from domain arrays to normalised model tensors; built from timm's resolved data config."""
+
+    size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def from_data_config(cls, config: dict) -> "ModelInput":
+        return cls(size=int(config["input_size"][-1]), mean=tuple(config["mean"]), std=tuple(config["std"]))
+
+    def __call__(self, batch: np.ndarray) -> torch.Tensor:
+        """uint8 (B, H, W) or (B, H, W, 3) → float (B, 3, size, size)."""
+        x = torch.from_numpy(np.array(batch, dtype=np.uint8, copy=True))  # mmap slices are read-only
+        x = x.unsqueeze(1).expand(-1, 3, -1, -1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+        x = x.float().div_(255.0)
+        if x.shape[-2:] != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.std).view(1, 3, 1, 1)
+        return (x - mean) / std

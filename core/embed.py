@@ -1,0 +1,167 @@
+"""Image → vector, for one query or a whole catalogue, with the result cached on disk.
+
+Extraction is split the clip-retrieval way: a reader yields batches of domain arrays, the ``Embedder`` (the
+mapper) turns a batch into L2-normalised vectors, and a writer fills the output file. ``SequentialRunner`` drives
+them in this process; a distributed runner (Ray, Spark) would call the same ``Embedder`` on shards and write
+shard files, without touching the model code.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import timm
+import torch
+from torch import nn
+
+from core.artifacts import fingerprint
+from core.backbone import backbone_spec, create_backbone, weights_fingerprint
+from core.config import Settings
+from core.domain import ModelInput
+
+# progress(stage, done, total): the CLI plugs tqdm in, the app a Streamlit progress bar.
+Progress = Callable[[str, int, int], None]
+
+
+def no_progress(stage: str, done: int, total: int) -> None:
+    return None
+
+
+def configure_threads(settings: Settings) -> None:
+    torch.set_num_threads(settings.num_threads or os.cpu_count() or 1)
+
+
+@dataclass
+class Embedder:
+    """A feature network plus the input transform it was trained with; ``key`` names what it produces."""
+
+    network: nn.Module
+    transform: ModelInput
+    key: str
+    description: dict
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Embedder":
+        configure_threads(settings)
+        spec = backbone_spec(settings.backbone)
+        network = create_backbone(settings.backbone, weights_path=settings.weights_path)
+        # timm resolves size/mean/std/interpolation from the model's pretrained config; our overrides win.
+        config = timm.data.resolve_data_config(
+            {"input_size": (3, settings.image_size, settings.image_size), "mean": spec.mean, "std": spec.std},
+            model=network,
+        )
+        description = {
+            "backbone": spec.name,
+            "weights": weights_fingerprint(settings.backbone, settings.weights_path),
+            "image_size": settings.image_size,
+            "mean": list(config["mean"]),
+            "std": list(config["std"]),
+            "embedding": f"pooled-features-pca{settings.pca_dim}-whiten-l2" if settings.pca_dim else "pooled-features-l2",
+        }
+        return cls(_inference_graph(network.eval(), settings.image_size), ModelInput.from_data_config(config), f"{spec.name}-{fingerprint(description)}",
+                   description)
+
+    projection: "Projection | None" = None
+    feature_dim: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.feature_dim:
+            with torch.inference_mode():
+                zeros = torch.zeros(1, 3, self.transform.size, self.transform.size)
+                self.feature_dim = int(self.network(zeros).shape[1])
+
+    @property
+    def dim(self) -> int:
+        return self.projection.dim if self.projection is not None else self.feature_dim
+
+    @torch.inference_mode()
+    def features(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 domain arrays (B, H, W[, 3]) → raw pooled features, float32 (B, feature_dim)."""
+        return self.network(self.transform(batch)).float().numpy()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 domain arrays → float32 (B, dim), projected if fitted, unit length (cosine = dot product)."""
+        features = self.features(batch)
+        return l2_normalize(self.projection(features) if self.projection is not None else features)
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Whitened PCA: centre, rotate onto the top components, scale each to unit variance."""
+
+    mean: np.ndarray
+    components: np.ndarray  # (dim, feature_dim)
+    scale: np.ndarray  # (dim,)
+
+    @property
+    def dim(self) -> int:
+        return int(self.components.shape[0])
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        return ((features - self.mean) @ self.components.T) / self.scale
+
+    @classmethod
+    def fit(cls, features: np.ndarray, dim: int, seed: int = 0, max_rows: int = 30_000) -> "Projection":
+        from sklearn.decomposition import PCA
+
+        rows = np.random.default_rng(seed).permutation(len(features))[:max_rows]
+        pca = PCA(n_components=min(dim, *features[rows].shape), svd_solver="randomized", random_state=seed)
+        pca.fit(features[np.sort(rows)])
+        return cls(pca.mean_.astype(np.float32), pca.components_.astype(np.float32),
+                   _whitening_scale(pca.explained_variance_))
+
+    def save(self, path) -> None:
+        with open(path, "wb") as fh:
+            np.savez(fh, mean=self.mean, components=self.components, scale=self.scale)
+
+    @classmethod
+    def load(cls, path) -> "Projection":
+        with np.load(path) as data:
+            return cls(data["mean"], data["components"], data["scale"])
+
+
+def _inference_graph(network: nn.Module, image_size: int) -> nn.Module:
+    """A frozen TorchScript trace: batch-norm folded into the convolutions, ~1.5x faster on CPU (BENCHMARKS.md).
+
+    Falls back to the eager module if tracing fails (an exotic timm architecture)."""
+    example = torch.zeros(2, 3, image_size, image_size)
+    try:
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.jit.freeze(torch.jit.trace(network, example))
+    except Exception:  # noqa: BLE001 - any tracing failure just means "run eagerly"
+        return network
+
+
+def read_batches(pixels: np.ndarray, batch_size: int, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+    for offset in range(start, len(pixels), batch_size):
+        yield offset, np.asarray(pixels[offset : offset + batch_size])
+
+
+class SequentialRunner:
+    """Embed every batch in this process, reporting progress after each."""
+
+    def __init__(self, embedder: Embedder, batch_size: int, progress: Progress = no_progress):
+        self.embedder, self.batch_size, self.progress = embedder, batch_size, progress
+
+    def run(self, pixels: np.ndarray) -> np.ndarray:
+        """Raw features for every item (projection is fitted on them afterwards)."""
+        out = np.empty((len(pixels), self.embedder.feature_dim), dtype=np.float32)
+        self.progress("Embedding catalogue", 0, len(pixels))
+        for offset, batch in read_batches(pixels, self.batch_size):
+            out[offset : offset + len(batch)] = self.embedder.features(batch)
+            self.progress("Embedding catalogue", offset + len(batch), len(pixels))
+        return out
+
+
+def _whitening_scale(variance: np.ndarray) -> np.ndarray:
+    """sqrt of the variance, regularised: near-empty components (small catalogues) must not amplify noise."""
+    return np.sqrt(variance + 1e-2 * variance.mean()).astype(np.float32)

@@ -1,0 +1,79 @@
+"""Turning untrusted bytes into a clean, upright RGB image, or a message a person can act on.
+
+Uploads arrive in every shape: CMYK JPEGs from print workflows, transparent PNG packshots, 16-bit scans,
+palette GIFs, phone photos whose pixels are stored sideways with an EXIF rotation flag, and files that are not
+images at all. Everything downstream assumes 8-bit RGB, upright, of a sane size, so this module is the one door.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# 40 megapixels covers every phone camera; beyond it decoding alone would take seconds and hundreds of MB.
+MAX_PIXELS = 40_000_000
+MAX_BYTES = 50 * 1024 * 1024
+ACCEPTED_TYPES = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
+
+
+class ImageDecodeError(ValueError):
+    """The upload cannot be used; ``str(err)`` is meant to be shown to the user as is."""
+
+
+def decode_image(data: bytes, name: str = "upload") -> Image.Image:
+    """Decode ``data`` to an upright 8-bit RGB image, raising ImageDecodeError with a readable reason."""
+    if not data:
+        raise ImageDecodeError(f"{name} is empty (0 bytes). Please choose a JPEG, PNG or WebP photo.")
+    if len(data) > MAX_BYTES:
+        raise ImageDecodeError(f"{name} is {len(data) / 2**20:.0f} MB; the limit is {MAX_BYTES // 2**20} MB.")
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between 1x and 2x its own limit; we want a hard stop at ours.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise ImageDecodeError(
+                    f"{name} is {width}×{height} pixels ({width * height / 1e6:.0f} MP); images up to "
+                    f"{MAX_PIXELS / 1e6:.0f} MP are accepted. Please downscale it first."
+                )
+            image.load()  # decode now so truncation errors surface here, not in the model
+    except ImageDecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"{name} is too large to decode safely ({exc}).") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError(
+            f"{name} is not an image Pillow can read. Please upload a JPEG, PNG or WebP photo."
+        ) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        # Truncated or corrupt streams raise OSError ("image file is truncated", "broken data stream").
+        raise ImageDecodeError(f"{name} looks damaged or incomplete and could not be decoded ({exc}).") from exc
+    return to_rgb(image)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Upright 8-bit RGB: EXIF rotation applied, transparency flattened on white, deep images rescaled."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        image = _deep_to_l(image)
+    if image.mode == "P":
+        image = image.convert("RGBA") if "transparency" in image.info else image.convert("RGB")
+    if image.mode in ("LA", "PA", "RGBa"):
+        image = image.convert("RGBA")
+    if image.mode == "RGBA":
+        # Packshots with an alpha channel have a transparent background; a shop shows them on white.
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image, mask=image.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def _deep_to_l(image: Image.Image) -> Image.Image:
+    """16-bit / 32-bit grayscale to 8-bit by its real range: Pillow's convert('L') clips instead of scaling."""
+    array = np.asarray(image, dtype=np.float64)
+    top = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
+    return Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")

@@ -1,0 +1,183 @@
+"""The one object the app, the CLI and the tests share: catalogue + embedder + embeddings + indexes.
+
+``Workspace.open(settings)`` loads every artifact that is already on disk and verified, and builds (with
+progress) whatever is missing or damaged. The app keeps one per (catalogue, model) in ``st.cache_resource``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from core.artifacts import ArtifactDir, atomic_path, save_npy
+from core.catalog import Catalog, open_catalog
+from core.config import Settings
+from core.embed import Embedder, Progress, Projection, SequentialRunner, l2_normalize, no_progress
+from core.images import decode_image
+from core.index import AnnoySearcher, ExactSearcher, Neighbours, Searcher
+
+VOTE_NEIGHBOURS = 10
+
+
+@dataclass
+class SearchResult:
+    """What a search shows: the query as the model saw it, the ranked hits, and how long it took."""
+
+    query_image: Image.Image | None  # the query after the catalogue's conversion (None for catalogue items)
+    hits: pd.DataFrame  # catalogue rows + ``row`` and ``score``, best first
+    predicted: list[tuple[str, float]]  # (category, share of neighbour votes), best first
+    method: str
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def latency_ms(self) -> float:
+        return sum(self.timings_ms.values())
+
+
+class Workspace:
+    def __init__(self, settings: Settings, catalog: Catalog, embedder: Embedder, embeddings: np.ndarray,
+                 annoy: AnnoySearcher, store: ArtifactDir):
+        self.settings, self.catalog, self.embedder = settings, catalog, embedder
+        self.embeddings, self.store = embeddings, store
+        self.exact = ExactSearcher(embeddings)
+        self.annoy = annoy
+
+    # ---------------------------------------------------------------- building / loading
+    @classmethod
+    def open(cls, settings: Settings, progress: Progress = no_progress) -> "Workspace":
+        progress("Loading catalogue", 0, 1)
+        catalog = open_catalog(settings)
+        progress("Loading catalogue", 1, 1)
+        progress("Loading model", 0, 1)
+        embedder = Embedder.from_settings(settings)
+        progress("Loading model", 1, 1)
+        store = ArtifactDir(Path(settings.artifacts_dir) / catalog.key / embedder.key)
+        embeddings = load_or_build_embeddings(store, catalog, embedder, settings, progress)
+        annoy = load_or_build_annoy(store, embeddings, settings, progress)
+        return cls(settings, catalog, embedder, embeddings, annoy, store)
+
+    # ---------------------------------------------------------------- querying
+    def searcher(self, exact: bool) -> Searcher:
+        return self.exact if exact else self.annoy
+
+    def embed_photo(self, photo: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+        """A photo → (its catalogue-domain array, its unit vector)."""
+        domain = self.catalog.domain.convert(photo)
+        return domain, self.embedder(domain[None])[0]
+
+    def search(self, query: Image.Image | bytes, k: int = 10, exact: bool = False,
+               category: str | None = None) -> SearchResult:
+        """Search with a photo (PIL image, or raw upload bytes, which are decoded safely)."""
+        started = time.perf_counter()
+        photo = decode_image(query) if isinstance(query, bytes) else query
+        domain, vector = self.embed_photo(photo)
+        prepared = time.perf_counter()
+        result = self._search_vector(vector, k, exact, category, exclude=None)
+        result.query_image = Image.fromarray(domain)
+        result.timings_ms = {"convert + embed": (prepared - started) * 1e3, **result.timings_ms}
+        return result
+
+    def search_item(self, row: int, k: int = 10, exact: bool = False, category: str | None = None) -> SearchResult:
+        """Search with a catalogue item's stored vector; the item itself is left out of its results."""
+        return self._search_vector(np.asarray(self.embeddings[row]), k, exact, category, exclude=row)
+
+    def _search_vector(self, vector: np.ndarray, k: int, exact: bool, category: str | None,
+                       exclude: int | None) -> SearchResult:
+        searcher = self.searcher(exact)
+        allowed = None
+        if category:
+            allowed = (self.catalog.items["category"] == category).to_numpy()
+        extra = 1 if exclude is not None else 0
+        started = time.perf_counter()
+        found = searcher.search(vector, max(k, VOTE_NEIGHBOURS) + extra, allowed)
+        elapsed = (time.perf_counter() - started) * 1e3
+        found = _drop(found, exclude)
+        # Without a trained head, the category is the similarity-weighted vote of the nearest neighbours.
+        votes = found if allowed is None else _drop(self.annoy.search(vector, VOTE_NEIGHBOURS + extra), exclude)
+        hits = self.catalog.items.iloc[found.indices[:k]].copy()
+        hits.insert(0, "row", found.indices[:k])
+        hits["score"] = found.scores[:k]
+        return SearchResult(None, hits.reset_index(drop=True), self._vote(votes), searcher.name,
+                            {f"search ({searcher.name})": elapsed})
+
+    def _vote(self, found: Neighbours) -> list[tuple[str, float]]:
+        labels = self.catalog.labels[found.indices[:VOTE_NEIGHBOURS]]
+        weights = np.clip(found.scores[:VOTE_NEIGHBOURS], 1e-6, None)
+        totals = np.bincount(labels, weights=weights, minlength=len(self.catalog.categories))
+        shares = totals / max(totals.sum(), 1e-12)
+        order = np.argsort(-shares)
+        return [(self.catalog.categories[i], float(shares[i])) for i in order if shares[i] > 0]
+
+    def describe(self) -> dict:
+        return {
+            "catalog": self.catalog.name,
+            "catalog_key": self.catalog.key,
+            "items": len(self.catalog),
+            "model_key": self.embedder.key,
+            "model": self.embedder.description,
+            "dim": int(self.embeddings.shape[1]),
+            "artifacts": str(self.store.path),
+            "n_trees": self.settings.n_trees,
+            "search_k": self.settings.search_k,
+        }
+
+
+def _drop(found: Neighbours, row: int | None) -> Neighbours:
+    if row is None:
+        return found
+    keep = found.indices != row
+    return Neighbours(found.indices[keep], found.scores[keep])
+
+
+def load_or_build_embeddings(store: ArtifactDir, catalog: Catalog, embedder: Embedder, settings: Settings,
+                             progress: Progress = no_progress) -> np.ndarray:
+    """Sets ``embedder.projection`` as a side effect: the query path must project exactly like the catalogue."""
+    name, projection_name = "embeddings.npy", "projection.npz"
+    if store.verified(name) and (not settings.pca_dim or store.verified(projection_name)):
+        try:
+            embedder.projection = Projection.load(store.file(projection_name)) if settings.pca_dim else None
+            embeddings = np.load(store.file(name), mmap_mode="r")
+            if embeddings.shape == (len(catalog), embedder.dim):
+                return embeddings
+        except (OSError, ValueError, KeyError):
+            pass  # recorded but unreadable: rebuild below
+    runner = SequentialRunner(embedder, settings.batch_size, progress)
+    started = time.perf_counter()
+    features = runner.run(catalog.pixels)
+    embedder.projection = None
+    if settings.pca_dim:
+        train = catalog.items["split"].to_numpy() == "train"
+        embedder.projection = Projection.fit(features[train] if train.any() else features, settings.pca_dim,
+                                             seed=settings.seed)
+        with atomic_path(store.file(projection_name)) as tmp:
+            embedder.projection.save(tmp)
+        store.record(projection_name, dim=embedder.projection.dim, fitted_on="train split")
+    embeddings = l2_normalize(embedder.projection(features)) if embedder.projection else l2_normalize(features)
+    seconds = time.perf_counter() - started
+    save_npy(store.file(name), embeddings)
+    store.record(name, shape=list(embeddings.shape), seconds=round(seconds, 2),
+                 images_per_s=round(len(embeddings) / max(seconds, 1e-9), 1))
+    store.update_meta(catalog=catalog.key, model=embedder.description)
+    return np.load(store.file(name), mmap_mode="r")
+
+
+def load_or_build_annoy(store: ArtifactDir, embeddings: np.ndarray, settings: Settings,
+                        progress: Progress = no_progress) -> AnnoySearcher:
+    name = f"annoy-{settings.n_trees}trees.ann"
+    if store.verified(name):
+        try:
+            return AnnoySearcher.load(store.file(name), embeddings, settings.search_k)
+        except (OSError, ValueError):
+            pass  # verified but unloadable: rebuild below
+    progress("Building Annoy index", 0, 1)
+    started = time.perf_counter()
+    with atomic_path(store.file(name)) as tmp:
+        AnnoySearcher.build(np.asarray(embeddings), tmp, settings.n_trees, seed=settings.seed)
+    store.record(name, n_trees=settings.n_trees, seconds=round(time.perf_counter() - started, 2))
+    progress("Building Annoy index", 1, 1)
+    return AnnoySearcher.load(store.file(name), embeddings, settings.search_k)

@@ -1,0 +1,39 @@
+"""Home: what the app does, and the catalogue at a glance."""
+
+import plotly.express as px
+import streamlit as st
+
+import ui
+from core.gallery import category_montage
+
+settings = ui.sidebar_settings()
+ws = ui.workspace(settings)
+catalog = ws.catalog
+
+st.title("Fashion visual search")
+st.markdown(
+    "Upload a photo of a garment and this dashboard finds the most similar items in the catalogue, using a "
+    "neural network that turns every image into a vector and an index that compares them in milliseconds. "
+    "Try it on **Search by photo**, or browse a few items from each category below."
+)
+st.page_link("pages/search.py", label="Search by photo", icon="🔎")
+
+summary = catalog.summary()
+cols = st.columns(4)
+cols[0].metric("Catalogue items", f"{len(catalog):,}")
+cols[1].metric("Categories", len(catalog.categories))
+cols[2].metric("Model", ws.embedder.description["backbone"])
+cols[3].metric("Vector size", ws.embeddings.shape[1])
+
+left, right = st.columns([3, 2])
+with left:
+    st.subheader("A few items from each category")
+    st.image(category_montage(catalog, per_category=10, seed=settings.seed), width="stretch")
+with right:
+    st.subheader("Items per category")
+    long = summary.drop(columns="total").reset_index().melt(id_vars="category", var_name="split", value_name="items")
+    figure = px.bar(long, x="items", y="category", color="split", orientation="h", height=420,
+                    category_orders={"category": list(summary.index)})
+    figure.update_layout(margin=dict(l=0, r=0, t=10, b=0), legend_title_text="")
+    st.plotly_chart(figure, width="stretch")
+    st.caption(f"Catalogue key `{catalog.key}` · model key `{ws.embedder.key}` · artifacts in `{ws.store.path}`")

@@ -1,0 +1,91 @@
+"""Search by photo: a query from an upload, the camera or the catalogue → the most similar catalogue items."""
+
+import numpy as np
+import streamlit as st
+
+import ui
+from core.catalog import upscale
+
+UPLOAD, CAMERA, ITEM = "Upload a photo", "Take a photo", "Catalogue item"
+COLUMNS = 5
+
+settings = ui.sidebar_settings()
+ws = ui.workspace(settings)
+catalog = ws.catalog
+state = st.session_state
+state.setdefault("query_mode", UPLOAD)
+state.setdefault("query_row", int(np.random.default_rng().integers(len(catalog))))
+
+
+def use_item(row: int) -> None:
+    """Callback for "search with this item": runs before the rerun, so the mode widget can still change."""
+    state["query_mode"], state["query_row"] = ITEM, int(row)
+
+
+def random_item() -> None:
+    use_item(int(np.random.default_rng().integers(len(catalog))))
+
+
+st.title("Search by photo")
+
+with st.sidebar:
+    st.header("Search")
+    k = st.slider("Results (top K)", min_value=1, max_value=50, value=10, key="k")
+    category = st.selectbox("Only this category", ["All categories", *catalog.categories], key="category")
+    exact = st.toggle("Exact search (brute force)", value=False, key="exact",
+                      help=f"Off: Annoy index ({settings.n_trees} trees, search_k {settings.search_k}). "
+                           "On: compare the query with every item; slower, the ground truth.")
+
+query_col, results_col = st.columns([1, 3], gap="large")
+
+with query_col:
+    mode = st.radio("Query", [UPLOAD, CAMERA, ITEM], key="query_mode", horizontal=False)
+    photo, problem, result = None, None, None
+    if mode == UPLOAD:
+        uploaded = st.file_uploader("Garment photo", type=ui.UPLOAD_TYPES, key="upload",
+                                    help="JPEG, PNG or WebP; a garment on a plain background works best.")
+        if uploaded is not None:
+            photo, problem = ui.read_upload(uploaded)
+    elif mode == CAMERA:
+        shot = st.camera_input("Garment photo", key="camera")
+        if shot is not None:
+            photo, problem = ui.read_upload(shot)
+    else:
+        row = state["query_row"]
+        st.button("🎲 Random catalogue item", on_click=random_item, width="stretch")
+        st.image(catalog.thumbnail(row), caption=f"{catalog.items.iloc[row]['id']} · "
+                                                 f"{catalog.items.iloc[row]['category']}", width=168)
+        result = ws.search_item(row, k=k, exact=exact, category=None if category == "All categories" else category)
+
+    if problem:
+        st.error(problem)
+    if photo is not None:
+        result = ws.search(photo, k=k, exact=exact, category=None if category == "All categories" else category)
+        original, converted = st.columns(2)
+        original.image(photo, caption="Your photo", width="stretch")
+        converted.image(upscale(result.query_image, 168), caption="As the catalogue sees it", width="stretch")
+
+    if result is not None:
+        top, share = result.predicted[0]
+        st.metric("Predicted category", top, f"{share:.0%} of neighbour votes", delta_color="off")
+        st.caption(" · ".join(f"{name} {value:.0%}" for name, value in result.predicted[1:4]))
+        st.metric("Search latency", f"{result.latency_ms:.1f} ms", result.method, delta_color="off")
+        st.caption(" · ".join(f"{stage} {ms:.1f} ms" for stage, ms in result.timings_ms.items()))
+
+with results_col:
+    if result is None:
+        if not problem:
+            st.info("Upload a garment photo, take one with your camera, or pick a catalogue item to search.")
+            st.button("Try a random catalogue item", on_click=random_item, type="primary")
+    elif result.hits.empty:
+        st.warning("No catalogue item matches this filter.")
+    else:
+        st.subheader(f"{len(result.hits)} most similar items")
+        with st.container(key="results"):
+            for start in range(0, len(result.hits), COLUMNS):
+                for col, (_, hit) in zip(st.columns(COLUMNS), result.hits.iloc[start : start + COLUMNS].iterrows()):
+                    with col:
+                        st.image(catalog.thumbnail(int(hit["row"])), width="stretch")
+                        st.markdown(f"**{hit['category']}**  \nsimilarity {hit['score']:.3f} · `{hit['id']}`")
+                        st.button("Search with this", key=f"more-{hit['row']}", on_click=use_item,
+                                  args=(int(hit["row"]),), width="stretch")
