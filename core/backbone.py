@@ -117,7 +117,11 @@ def create_backbone(
     ``num_classes=1000`` keeps the ImageNet classifier, which only makes sense with pretrained weights."""
     spec = backbone_spec(name)
     pretrained = pretrained and spec.has_weights
-    model = timm.create_model(spec.timm_name, pretrained=False, num_classes=1000 if pretrained else num_classes)
+    # Random initialisation is seeded: the same settings must always give the same network, or cached
+    # embeddings keyed by those settings would not match the model answering queries.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = timm.create_model(spec.timm_name, pretrained=False, num_classes=1000 if pretrained else num_classes)
     if pretrained:
         path = weights_source(name, weights_path)
         if path is None:

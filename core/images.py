@@ -37,14 +37,17 @@ def decode_image(data: bytes, name: str = "upload") -> Image.Image:
             width, height = image.size
             if width * height > MAX_PIXELS:
                 raise ImageDecodeError(
-                    f"{name} is {width}×{height} pixels ({width * height / 1e6:.0f} MP); images up to "
+                    f"{name} is too large: {width}×{height} pixels ({width * height / 1e6:.0f} MP); images up to "
                     f"{MAX_PIXELS / 1e6:.0f} MP are accepted. Please downscale it first."
                 )
             image.load()  # decode now so truncation errors surface here, not in the model
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"{name} is too large to decode safely ({exc}).") from exc
+        raise ImageDecodeError(
+            f"{name} is too large to decode safely ({exc}). Images up to {MAX_PIXELS / 1e6:.0f} MP are accepted; "
+            "please downscale it first."
+        ) from exc
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(
             f"{name} is not an image Pillow can read. Please upload a JPEG, PNG or WebP photo."

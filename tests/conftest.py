@@ -1,0 +1,104 @@
+"""Shared fixtures: a tiny generated catalogue (registered like any other source) and a tiny random backbone,
+so most tests run in seconds on 2 cores. Tests that need the real weights or the real catalogue say so."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image, ImageDraw
+
+from core.catalog import Catalog, register_source
+from core.config import Settings
+from core.domain import FashionMnistDomain
+
+SHAPES = ["Square", "Disc", "Bar", "Ring"]
+PER_SHAPE = 16  # 12 train + 4 test each
+
+
+def shape_photo(kind: str, rng: np.random.Generator, size: int = 112) -> Image.Image:
+    """A 'packshot' of a simple garment-like shape: dark on white, jittered in size, aspect and tone."""
+    image = Image.new("RGB", (size, size), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    c, r = size / 2, size * rng.uniform(0.25, 0.4)
+    tone = tuple(int(v) for v in rng.integers(0, 110, 3))
+    if kind == "Square":
+        draw.rectangle([c - r, c - r * rng.uniform(0.7, 1.0), c + r, c + r], fill=tone)
+    elif kind == "Disc":
+        draw.ellipse([c - r, c - r, c + r, c + r], fill=tone)
+    elif kind == "Bar":
+        draw.rectangle([c - r / 4, c - r, c + r / 4, c + r], fill=tone)
+    else:
+        draw.ellipse([c - r, c - r, c + r, c + r], outline=tone, width=max(3, int(r / 4)))
+    return image
+
+
+def shape_item(kind: str, rng: np.random.Generator) -> np.ndarray:
+    """A 28×28 catalogue item made the way Fashion-MNIST was: the catalogue conversion of a packshot."""
+    return FashionMnistDomain().convert(shape_photo(kind, rng))
+
+
+def synthetic_photos(seed: int = 0) -> tuple[list[Image.Image], pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    photos, rows = [], []
+    for label, kind in enumerate(SHAPES):
+        for i in range(PER_SHAPE):
+            photos.append(shape_photo(kind, rng))
+            rows.append({"id": f"{kind.lower()}-{i:02d}", "label": label, "category": kind,
+                         "split": "train" if i < 12 else "test"})
+    return photos, pd.DataFrame(rows)
+
+
+def synthetic_arrays(seed: int = 0) -> tuple[np.ndarray, pd.DataFrame]:
+    photos, items = synthetic_photos(seed)
+    domain = FashionMnistDomain()
+    return np.stack([domain.convert(photo) for photo in photos]), items
+
+
+@register_source("synthetic", "Synthetic shapes (tests)")
+def load_synthetic(settings: Settings) -> Catalog:
+    pixels, items = synthetic_arrays()
+    key = "synthetic-" + hashlib.blake2b(pixels.tobytes(), digest_size=6).hexdigest()
+    return Catalog(name="synthetic", key=key, items=items, categories=list(SHAPES), domain=FashionMnistDomain(),
+                   pixels=pixels)
+
+
+def tiny_settings(tmp: Path, **changes) -> Settings:
+    return Settings(data_dir=tmp / "data", artifacts_dir=tmp / "artifacts", catalog="synthetic",
+                    backbone="test_efficientnet", image_size=32, pca_dim=16, n_trees=4, search_k=200,
+                    batch_size=16, **changes)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return tiny_settings(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def shared_workspace(tmp_path_factory):
+    from core.workspace import Workspace
+
+    return Workspace.open(tiny_settings(tmp_path_factory.mktemp("ws")))
+
+
+def encoded(image: Image.Image, fmt: str = "PNG", **save) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **save)
+    return buffer.getvalue()
+
+
+def tshirt_photo(size: tuple[int, int] = (480, 640), colour=(30, 40, 110)) -> Image.Image:
+    """A T-shirt silhouette on a white background: what a packshot looks like."""
+    w, h = size
+    image = Image.new("RGB", size, (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    s = min(w, h) / 100
+    body = [(30, 25), (42, 18), (58, 18), (70, 25), (88, 40), (78, 50), (70, 44), (70, 88), (30, 88), (30, 44),
+            (22, 50), (12, 40)]
+    ox, oy = (w - 100 * s) / 2, (h - 100 * s) / 2
+    draw.polygon([(ox + x * s, oy + y * s) for x, y in body], fill=colour)
+    return image
