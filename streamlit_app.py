@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-st.set_page_config(page_title="Fashion visual search", page_icon="👗", layout="wide")
+st.set_page_config(page_title="Fashion visual search", page_icon=":material/checkroom:", layout="wide")
 
 pages = [
-    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
-    st.Page("pages/search.py", title="Search by photo", icon="🔎", url_path="search"),
+    st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("app_pages/search.py", title="Search by photo", icon=":material/search:", url_path="search"),
 ]
 st.navigation(pages).run()

@@ -1,6 +1,6 @@
 """Streamlit glue shared by the pages: sidebar settings, the cached Workspace, and query input.
 
-Only this file and ``pages/`` import streamlit; everything they show comes from ``core``.
+Only this file and ``app_pages/`` import streamlit; everything they show comes from ``core``.
 """
 
 from __future__ import annotations
@@ -39,27 +39,48 @@ def sidebar_settings() -> Settings:
     return base.replace(catalog=catalog, backbone=backbone)
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _open_workspace(settings: Settings, _progress=None) -> Workspace:
-    return Workspace.open(settings, _progress) if _progress else Workspace.open(settings)
+@st.cache_resource(show_spinner="Loading catalogue, model and index…", max_entries=4)
+def _open_workspace(settings: Settings) -> Workspace:
+    return Workspace.open(settings)
+
+
+class _NotBuilt(Exception):
+    pass
+
+
+@st.cache_resource(show_spinner=False)
+def _check_built(settings: Settings) -> bool:
+    """Remembered only once true (an exception is not cached), so reruns skip the disk check."""
+    if not Workspace.is_built(settings):
+        raise _NotBuilt
+    return True
 
 
 def workspace(settings: Settings) -> Workspace:
-    """The shared Workspace for these settings, built with a progress bar on first use; stops the page with a
-    clear message when data or weights are missing."""
+    """The shared Workspace for these settings; stops the page with a clear message when data or weights are
+    missing. Missing artifacts are built first, outside the cache, so the build can drive a progress bar."""
+    try:
+        try:
+            _check_built(settings)
+        except _NotBuilt:
+            _build_with_progress(settings)
+        return _open_workspace(settings)
+    except (MissingDataError, WeightsError, FileNotFoundError, ValueError) as exc:
+        st.error(f"**The catalogue or model could not be loaded.**\n\n{exc}")
+        st.stop()
+
+
+def _build_with_progress(settings: Settings) -> None:
     status = st.empty()
 
     def progress(stage: str, done: int, total: int) -> None:
-        status.progress(done / total if total else 0.0, text=f"{stage}… {done:,} / {total:,}" if total > 1 else stage)
+        text = f"{stage}… {done:,} / {total:,} images" if total > 1 else f"{stage}…"
+        status.progress(done / total if total else 0.0, text=text)
 
     try:
-        ws = _open_workspace(settings, progress)
-    except (MissingDataError, WeightsError, FileNotFoundError, ValueError) as exc:
+        Workspace.open(settings, progress)
+    finally:
         status.empty()
-        st.error(f"**The catalogue or model could not be loaded.**\n\n{exc}")
-        st.stop()
-    status.empty()
-    return ws
 
 
 def read_upload(uploaded) -> tuple[object | None, str | None]:

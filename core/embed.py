@@ -47,31 +47,22 @@ class Embedder:
     @classmethod
     def from_settings(cls, settings: Settings) -> "Embedder":
         configure_threads(settings)
-        spec = backbone_spec(settings.backbone)
         network = create_backbone(settings.backbone, weights_path=settings.weights_path)
-        # timm resolves size/mean/std/interpolation from the model's pretrained config; our overrides win.
-        config = timm.data.resolve_data_config(
-            {"input_size": (3, settings.image_size, settings.image_size), "mean": spec.mean, "std": spec.std},
-            model=network,
-        )
-        description = {
-            "backbone": spec.name,
-            "weights": weights_fingerprint(settings.backbone, settings.weights_path),
-            "image_size": settings.image_size,
-            "mean": list(config["mean"]),
-            "std": list(config["std"]),
-            "embedding": f"pooled-features-pca{settings.pca_dim}-whiten-l2" if settings.pca_dim else "pooled-features-l2",
-        }
-        return cls(_inference_graph(network.eval(), settings.image_size), ModelInput.from_data_config(config), f"{spec.name}-{fingerprint(description)}",
-                   description)
+        description = describe_model(settings, network)
+        config = {"input_size": (3, settings.image_size, settings.image_size), "mean": description["mean"],
+                  "std": description["std"]}
+        return cls(_inference_graph(network.eval(), settings.image_size), ModelInput.from_data_config(config),
+                   model_key(description), description)
 
     projection: "Projection | None" = None
     feature_dim: int = 0
 
     def __post_init__(self) -> None:
-        if not self.feature_dim:
-            with torch.inference_mode():
-                zeros = torch.zeros(1, 3, self.transform.size, self.transform.size)
+        # Two single-image passes: they give the feature size, and TorchScript's profiling executor optimises
+        # on its first calls, which would otherwise land on the user's first query (~300 ms instead of ~10).
+        with torch.inference_mode():
+            zeros = torch.zeros(1, 3, self.transform.size, self.transform.size)
+            for _ in range(2):
                 self.feature_dim = int(self.network(zeros).shape[1])
 
     @property
@@ -89,13 +80,43 @@ class Embedder:
         return l2_normalize(self.projection(features) if self.projection is not None else features)
 
 
+def describe_model(settings: Settings, network: nn.Module | None = None) -> dict:
+    """Everything that determines the vectors, without loading weights: the model key is a hash of this."""
+    spec = backbone_spec(settings.backbone)
+    mean, std = spec.mean, spec.std
+    if network is not None:
+        # timm resolves size/mean/std/interpolation from the model's pretrained config; our overrides win.
+        config = timm.data.resolve_data_config(
+            {"input_size": (3, settings.image_size, settings.image_size), "mean": mean, "std": std}, model=network
+        )
+        mean, std = config["mean"], config["std"]
+    return {
+        "backbone": spec.name,
+        "weights": weights_fingerprint(settings.backbone, settings.weights_path),
+        "image_size": settings.image_size,
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+        "embedding": _embedding_recipe(settings),
+    }
+
+
+def _embedding_recipe(settings: Settings) -> str:
+    if not settings.pca_dim:
+        return "pooled-features-l2"
+    return f"pooled-features-pca{settings.pca_dim}{'-whiten' if settings.pca_whiten else ''}-l2"
+
+
+def model_key(description: dict) -> str:
+    return f"{description['backbone']}-{fingerprint(description)}"
+
+
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 @dataclass(frozen=True)
 class Projection:
-    """Whitened PCA: centre, rotate onto the top components, scale each to unit variance."""
+    """PCA: centre, rotate onto the top components, and (whitened) scale each to unit variance."""
 
     mean: np.ndarray
     components: np.ndarray  # (dim, feature_dim)
@@ -109,14 +130,14 @@ class Projection:
         return ((features - self.mean) @ self.components.T) / self.scale
 
     @classmethod
-    def fit(cls, features: np.ndarray, dim: int, seed: int = 0, max_rows: int = 30_000) -> "Projection":
+    def fit(cls, features: np.ndarray, dim: int, whiten: bool, seed: int = 0, max_rows: int = 30_000) -> "Projection":
         from sklearn.decomposition import PCA
 
         rows = np.random.default_rng(seed).permutation(len(features))[:max_rows]
         pca = PCA(n_components=min(dim, *features[rows].shape), svd_solver="randomized", random_state=seed)
         pca.fit(features[np.sort(rows)])
         return cls(pca.mean_.astype(np.float32), pca.components_.astype(np.float32),
-                   _whitening_scale(pca.explained_variance_))
+                   _whitening_scale(pca.explained_variance_) if whiten else np.ones(pca.n_components_, np.float32))
 
     def save(self, path) -> None:
         with open(path, "wb") as fh:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from core.catalog import Catalog, upscale
 
@@ -11,14 +11,15 @@ from core.catalog import Catalog, upscale
 def category_montage(catalog: Catalog, per_category: int = 10, cell: int = 56, seed: int = 0) -> Image.Image:
     """A grid with one row per category: its name, then ``per_category`` random items, upscaled crisply."""
     rng = np.random.default_rng(seed)
-    label_width = 110
+    label_width = 120
     rows = [c for c in range(len(catalog.categories)) if (catalog.labels == c).any()]
     sheet = Image.new("RGB", (label_width + per_category * cell, max(1, len(rows)) * cell), "white")
     draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=15)
     for r, label in enumerate(rows):
         members = np.flatnonzero(catalog.labels == label)
         picks = rng.choice(members, size=min(per_category, len(members)), replace=False)
-        draw.text((6, r * cell + cell // 2 - 6), catalog.categories[label], fill=(40, 40, 40))
+        draw.text((6, r * cell + cell // 2), catalog.categories[label], fill=(40, 40, 40), font=font, anchor="lm")
         for c, row in enumerate(sorted(picks)):
             tile = upscale(catalog.image(int(row)), cell).convert("RGB")
             if tile.size != (cell, cell):

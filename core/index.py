@@ -13,6 +13,7 @@ from typing import Protocol
 
 import numpy as np
 from annoy import AnnoyIndex
+from threadpoolctl import ThreadpoolController
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,16 @@ class ExactSearcher:
 
     def __init__(self, embeddings: np.ndarray):
         self.embeddings = embeddings
+        # One BLAS thread: the scan is memory-bound, and idle-spinning BLAS threads would otherwise steal the
+        # cores from the next query's model forward (measured: exact end-to-end p50 20 ms → 12.5 ms).
+        self._blas = ThreadpoolController()
 
     def search(self, vector: np.ndarray, k: int, allowed: np.ndarray | None = None) -> Neighbours:
         """Brute force; ``allowed`` (bool mask over rows) restricts the candidates, e.g. to one category."""
         rows = np.flatnonzero(allowed) if allowed is not None else None
         matrix = self.embeddings if rows is None else self.embeddings[rows]
-        scores = matrix @ vector.astype(np.float32)
+        with self._blas.limit(limits=1, user_api="blas"):
+            scores = matrix @ vector.astype(np.float32)
         k = min(k, len(scores))
         if k <= 0:
             return Neighbours(np.empty(0, np.int64), np.empty(0, np.float32))

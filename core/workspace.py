@@ -17,7 +17,8 @@ from PIL import Image
 from core.artifacts import ArtifactDir, atomic_path, save_npy
 from core.catalog import Catalog, open_catalog
 from core.config import Settings
-from core.embed import Embedder, Progress, Projection, SequentialRunner, l2_normalize, no_progress
+from core.embed import (Embedder, Progress, Projection, SequentialRunner, describe_model, l2_normalize, model_key,
+                        no_progress)
 from core.images import decode_image
 from core.index import AnnoySearcher, ExactSearcher, Neighbours, Searcher
 
@@ -56,10 +57,23 @@ class Workspace:
         progress("Loading model", 0, 1)
         embedder = Embedder.from_settings(settings)
         progress("Loading model", 1, 1)
-        store = ArtifactDir(Path(settings.artifacts_dir) / catalog.key / embedder.key)
+        store = Workspace.store_for(settings, catalog)
         embeddings = load_or_build_embeddings(store, catalog, embedder, settings, progress)
         annoy = load_or_build_annoy(store, embeddings, settings, progress)
         return cls(settings, catalog, embedder, embeddings, annoy, store)
+
+    @staticmethod
+    def store_for(settings: Settings, catalog: Catalog | None = None) -> ArtifactDir:
+        """Where this catalogue + model's artifacts live, without loading the model."""
+        catalog = catalog or open_catalog(settings)
+        return ArtifactDir(Path(settings.artifacts_dir) / catalog.key / model_key(describe_model(settings)))
+
+    @staticmethod
+    def is_built(settings: Settings) -> bool:
+        """Cheap check (sizes, not checksums) that opening will load rather than build."""
+        store = Workspace.store_for(settings)
+        names = ["embeddings.npy", annoy_name(settings)] + (["projection.npz"] if settings.pca_dim else [])
+        return all(store.verified(name, full_check=False) for name in names)
 
     # ---------------------------------------------------------------- querying
     def searcher(self, exact: bool) -> Searcher:
@@ -98,7 +112,7 @@ class Workspace:
         elapsed = (time.perf_counter() - started) * 1e3
         found = _drop(found, exclude)
         # Without a trained head, the category is the similarity-weighted vote of the nearest neighbours.
-        votes = found if allowed is None else _drop(self.annoy.search(vector, VOTE_NEIGHBOURS + extra), exclude)
+        votes = found if allowed is None else _drop(searcher.search(vector, VOTE_NEIGHBOURS + extra), exclude)
         hits = self.catalog.items.iloc[found.indices[:k]].copy()
         hits.insert(0, "row", found.indices[:k])
         hits["score"] = found.scores[:k]
@@ -153,10 +167,11 @@ def load_or_build_embeddings(store: ArtifactDir, catalog: Catalog, embedder: Emb
     if settings.pca_dim:
         train = catalog.items["split"].to_numpy() == "train"
         embedder.projection = Projection.fit(features[train] if train.any() else features, settings.pca_dim,
-                                             seed=settings.seed)
+                                             whiten=settings.pca_whiten, seed=settings.seed)
         with atomic_path(store.file(projection_name)) as tmp:
             embedder.projection.save(tmp)
-        store.record(projection_name, dim=embedder.projection.dim, fitted_on="train split")
+        store.record(projection_name, dim=embedder.projection.dim, whiten=settings.pca_whiten,
+                     fitted_on="train split")
     embeddings = l2_normalize(embedder.projection(features)) if embedder.projection else l2_normalize(features)
     seconds = time.perf_counter() - started
     save_npy(store.file(name), embeddings)
@@ -166,9 +181,13 @@ def load_or_build_embeddings(store: ArtifactDir, catalog: Catalog, embedder: Emb
     return np.load(store.file(name), mmap_mode="r")
 
 
+def annoy_name(settings: Settings) -> str:
+    return f"annoy-{settings.n_trees}trees.ann"
+
+
 def load_or_build_annoy(store: ArtifactDir, embeddings: np.ndarray, settings: Settings,
                         progress: Progress = no_progress) -> AnnoySearcher:
-    name = f"annoy-{settings.n_trees}trees.ann"
+    name = annoy_name(settings)
     if store.verified(name):
         try:
             return AnnoySearcher.load(store.file(name), embeddings, settings.search_k)

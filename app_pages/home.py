@@ -4,6 +4,7 @@ import plotly.express as px
 import streamlit as st
 
 import ui
+from core.backbone import BACKBONES
 from core.gallery import category_montage
 
 settings = ui.sidebar_settings()
@@ -16,14 +17,15 @@ st.markdown(
     "neural network that turns every image into a vector and an index that compares them in milliseconds. "
     "Try it on **Search by photo**, or browse a few items from each category below."
 )
-st.page_link("pages/search.py", label="Search by photo", icon="🔎")
+st.page_link("app_pages/search.py", label="Search by photo", icon=":material/search:")
 
 summary = catalog.summary()
 cols = st.columns(4)
 cols[0].metric("Catalogue items", f"{len(catalog):,}")
 cols[1].metric("Categories", len(catalog.categories))
-cols[2].metric("Model", ws.embedder.description["backbone"])
-cols[3].metric("Vector size", ws.embeddings.shape[1])
+model_label = BACKBONES[settings.backbone].label if settings.backbone in BACKBONES else settings.backbone
+cols[2].metric("Vector size", ws.embeddings.shape[1], help=f"{model_label}, {settings.image_size} px input")
+cols[3].metric("Index", f"Annoy · {settings.n_trees} trees", help=f"search_k {settings.search_k}")
 
 left, right = st.columns([3, 2])
 with left:

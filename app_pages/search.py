@@ -36,7 +36,7 @@ with st.sidebar:
                       help=f"Off: Annoy index ({settings.n_trees} trees, search_k {settings.search_k}). "
                            "On: compare the query with every item; slower, the ground truth.")
 
-query_col, results_col = st.columns([1, 3], gap="large")
+query_col, results_col = st.columns([2, 5], gap="large")
 
 with query_col:
     mode = st.radio("Query", [UPLOAD, CAMERA, ITEM], key="query_mode", horizontal=False)
@@ -52,7 +52,7 @@ with query_col:
             photo, problem = ui.read_upload(shot)
     else:
         row = state["query_row"]
-        st.button("🎲 Random catalogue item", on_click=random_item, width="stretch")
+        st.button("Random catalogue item", icon=":material/casino:", on_click=random_item, width="stretch")
         st.image(catalog.thumbnail(row), caption=f"{catalog.items.iloc[row]['id']} · "
                                                  f"{catalog.items.iloc[row]['category']}", width=168)
         result = ws.search_item(row, k=k, exact=exact, category=None if category == "All categories" else category)
@@ -86,6 +86,7 @@ with results_col:
                 for col, (_, hit) in zip(st.columns(COLUMNS), result.hits.iloc[start : start + COLUMNS].iterrows()):
                     with col:
                         st.image(catalog.thumbnail(int(hit["row"])), width="stretch")
-                        st.markdown(f"**{hit['category']}**  \nsimilarity {hit['score']:.3f} · `{hit['id']}`")
-                        st.button("Search with this", key=f"more-{hit['row']}", on_click=use_item,
-                                  args=(int(hit["row"]),), width="stretch")
+                        st.markdown(f"**{hit['category']}**")
+                        st.caption(f"similarity {hit['score']:.3f}  \n{hit['id']}")
+                        st.button("More like this", key=f"more-{hit['row']}", on_click=use_item, icon=":material/search:",
+                                  args=(int(hit["row"]),), width="stretch", help="Search with this item")

@@ -1,0 +1,151 @@
+"""Page logic through Streamlit's AppTest: what a user sees after each action, on the tiny catalogue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import encoded, synthetic_photos
+from test_images import bomb_png
+
+APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
+TIMEOUT = 120
+
+
+@pytest.fixture
+def app(tmp_path_factory, monkeypatch) -> AppTest:
+    root = tmp_path_factory.getbasetemp() / "app-artifacts"  # shared: the tiny index is built once
+    for name, value in {"CATALOG": "synthetic", "BACKBONE": "test_efficientnet", "IMAGE_SIZE": "32",
+                        "PCA_DIM": "16", "N_TREES": "4", "SEARCH_K": "200", "ARTIFACTS_DIR": str(root),
+                        "DATA_DIR": str(root / "data")}.items():
+        monkeypatch.setenv(f"FVS_{name}", value)
+    return AppTest.from_file(APP, default_timeout=TIMEOUT)
+
+
+def search_page(app: AppTest) -> AppTest:
+    app.run()
+    app.switch_page("app_pages/search.py").run()
+    assert not app.exception, app.exception
+    return app
+
+
+def result_images(app: AppTest) -> int:
+    return len(app.get_by_key("results").get("image")) if _has_results(app) else 0
+
+
+def _has_results(app: AppTest) -> bool:
+    try:
+        app.get_by_key("results")
+        return True
+    except (KeyError, IndexError, AttributeError):
+        return False
+
+
+def upload(app: AppTest, name: str, data: bytes, mime: str = "image/png") -> AppTest:
+    app.file_uploader(key="upload").set_value((name, data, mime)).run()
+    assert not app.exception, app.exception
+    return app
+
+
+def test_home_shows_what_the_app_does_and_the_catalogue(app):
+    app.run()
+    assert not app.exception, app.exception
+    assert app.title[0].value == "Fashion visual search"
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Catalogue items"] == "64" and metrics["Categories"] == "4"
+    assert len(app.get("image")) >= 1  # the category montage
+
+
+def test_uploading_a_photo_shows_k_results_and_the_converted_query(app):
+    search_page(app)
+    assert result_images(app) == 0 and app.info  # nothing searched yet: an invitation, not an error
+    photos, items = synthetic_photos()
+    upload(app, "disc.jpg", encoded(photos[20], "JPEG"), "image/jpeg")
+    assert result_images(app) == 10
+    captions = [c.value for c in app.caption]
+    assert any("As the catalogue sees it" in str(c) for c in captions) or app.get("image")
+    metrics = {m.label: m for m in app.metric}
+    assert metrics["Predicted category"].value == items.loc[20, "category"]
+    assert metrics["Search latency"].value.endswith("ms")
+
+
+def test_top_k_slider_and_category_filter(app):
+    search_page(app)
+    photos, _ = synthetic_photos()
+    upload(app, "square.png", encoded(photos[0]))
+    app.slider(key="k").set_value(7).run()
+    assert result_images(app) == 7
+    app.selectbox(key="category").set_value("Ring").run()
+    texts = " ".join(m.value for m in app.get_by_key("results").get("markdown"))
+    assert texts.count("**Ring**") == 7 and "**Square**" not in texts
+
+
+def test_exact_switch_changes_the_method(app):
+    search_page(app)
+    photos, _ = synthetic_photos()
+    upload(app, "bar.png", encoded(photos[40]))
+    assert {m.label: m for m in app.metric}["Search latency"].delta == "annoy"
+    app.toggle(key="exact").set_value(True).run()
+    assert {m.label: m for m in app.metric}["Search latency"].delta == "exact"
+    assert result_images(app) == 10
+
+
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("notes.jpg", b"this is a text file, not a photo\n", "not an image"),
+        ("empty.png", b"", "empty"),
+        ("half.jpg", None, "damaged or incomplete"),
+        ("bomb.png", None, "too large"),
+    ],
+)
+def test_bad_uploads_get_a_message_and_the_app_keeps_working(app, name, data, message):
+    photos, _ = synthetic_photos()
+    if name == "half.jpg":
+        full = encoded(photos[5].resize((600, 600)).effect_spread(3), "JPEG")
+        data = full[: len(full) // 2]
+    elif name == "bomb.png":
+        data = bomb_png()
+    search_page(app)
+    upload(app, name, data)
+    assert any(message in e.value for e in app.error), [e.value for e in app.error]
+    assert result_images(app) == 0
+    upload(app, "good.png", encoded(photos[5]))  # and the next upload works
+    assert not app.error and result_images(app) == 10
+
+
+def test_catalogue_item_query_and_search_with_this_item(app):
+    search_page(app)
+    app.radio(key="query_mode").set_value("Catalogue item").run()
+    assert result_images(app) == 10
+    first_hit = app.get_by_key("results").get("button")[0]
+    target_row = int(first_hit.key.split("-")[1])
+    first_hit.click().run()
+    assert not app.exception
+    assert app.session_state["query_row"] == target_row
+    assert app.radio(key="query_mode").value == "Catalogue item"
+    assert result_images(app) == 10
+
+
+def test_missing_catalogue_gets_instructions_not_a_traceback(app, monkeypatch, tmp_path):
+    from core import fashion_mnist
+
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_DIR", tmp_path / "nowhere")
+    monkeypatch.setenv("FVS_CATALOG", "fashion-mnist")
+    monkeypatch.setenv("FVS_DATA_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("FVS_BACKBONE", "efficientnet_lite0")
+    app.run()
+    assert not app.exception
+    assert any("Fashion-MNIST is not on this machine" in e.value and "core prepare" in e.value for e in app.error)
+
+
+def test_camera_photo_is_searched_like_an_upload(app):
+    search_page(app)
+    app.radio(key="query_mode").set_value("Take a photo").run()
+    photos, items = synthetic_photos()
+    app.camera_input(key="camera").set_value(("shot.jpg", encoded(photos[50], "JPEG"), "image/jpeg")).run()
+    assert not app.exception, app.exception
+    assert result_images(app) == 10
+    assert {m.label: m for m in app.metric}["Predicted category"].value == items.loc[50, "category"]
