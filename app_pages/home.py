@@ -25,7 +25,7 @@ cols[0].metric("Catalogue items", f"{len(catalog):,}")
 cols[1].metric("Categories", len(catalog.categories))
 model_label = BACKBONES[settings.backbone].label if settings.backbone in BACKBONES else settings.backbone
 cols[2].metric("Vector size", ws.embeddings.shape[1], help=f"{model_label}, {settings.image_size} px input")
-cols[3].metric("Index", f"Annoy · {settings.n_trees} trees", help=f"search_k {settings.search_k}")
+cols[3].metric("Annoy index", f"{settings.n_trees} trees", help=f"search_k {settings.search_k}")
 
 left, right = st.columns([3, 2])
 with left:

@@ -24,6 +24,9 @@ def _settings_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", help="efficientnet_lite0 (default), efficientnet_lite1, efficientnet_lite2, …")
     parser.add_argument("--weights", type=Path, dest="weights_path", help="local state dict for the backbone")
     parser.add_argument("--image-size", type=int)
+    parser.add_argument("--pca-dim", type=int, help="PCA dimension of the vectors (0 = raw features)")
+    parser.add_argument("--pca-whiten", action="store_const", const=True, help="whiten the PCA (more precise, "
+                        "harder for Annoy)")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--n-trees", type=int)
     parser.add_argument("--search-k", type=int)
@@ -32,8 +35,8 @@ def _settings_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    names = ("catalog", "catalog_limit", "backbone", "weights_path", "image_size", "batch_size", "n_trees",
-             "search_k", "data_dir", "artifacts_dir")
+    names = ("catalog", "catalog_limit", "backbone", "weights_path", "image_size", "pca_dim", "pca_whiten",
+             "batch_size", "n_trees", "search_k", "data_dir", "artifacts_dir")
     return Settings.from_env(**{name: getattr(args, name) for name in names})
 
 

@@ -1,9 +1,9 @@
 """Image → vector, for one query or a whole catalogue, with the result cached on disk.
 
-Extraction is split the clip-retrieval way: a reader yields batches of domain arrays, the ``Embedder`` (the
-mapper) turns a batch into L2-normalised vectors, and a writer fills the output file. ``SequentialRunner`` drives
-them in this process; a distributed runner (Ray, Spark) would call the same ``Embedder`` on shards and write
-shard files, without touching the model code.
+Extraction is split the clip-retrieval way: a reader (``read_batches``) yields batches of domain arrays, the
+``Embedder`` (the mapper) turns a batch into vectors, and a runner collects them. ``SequentialRunner`` does this
+in one process; a distributed runner (Ray, Spark) would call the same ``Embedder`` on shards and write shard
+files for the index builder to read, without touching the model code.
 """
 
 from __future__ import annotations
@@ -43,19 +43,21 @@ class Embedder:
     transform: ModelInput
     key: str
     description: dict
+    projection: "Projection | None" = None  # fitted on the catalogue's features, set by the Workspace
+    feature_dim: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Embedder":
         configure_threads(settings)
         network = create_backbone(settings.backbone, weights_path=settings.weights_path)
-        description = describe_model(settings, network)
-        config = {"input_size": (3, settings.image_size, settings.image_size), "mean": description["mean"],
-                  "std": description["std"]}
+        description = describe_model(settings)
+        # timm resolves size/mean/std/interpolation from the model's pretrained config; our overrides win, so the
+        # description (and with it the model key) is known without loading the network.
+        config = timm.data.resolve_data_config(
+            {"input_size": (3, settings.image_size, settings.image_size), "mean": tuple(description["mean"]),
+             "std": tuple(description["std"])}, model=network)
         return cls(_inference_graph(network.eval(), settings.image_size), ModelInput.from_data_config(config),
                    model_key(description), description)
-
-    projection: "Projection | None" = None
-    feature_dim: int = 0
 
     def __post_init__(self) -> None:
         # Two single-image passes: they give the feature size, and TorchScript's profiling executor optimises
@@ -80,22 +82,15 @@ class Embedder:
         return l2_normalize(self.projection(features) if self.projection is not None else features)
 
 
-def describe_model(settings: Settings, network: nn.Module | None = None) -> dict:
+def describe_model(settings: Settings) -> dict:
     """Everything that determines the vectors, without loading weights: the model key is a hash of this."""
     spec = backbone_spec(settings.backbone)
-    mean, std = spec.mean, spec.std
-    if network is not None:
-        # timm resolves size/mean/std/interpolation from the model's pretrained config; our overrides win.
-        config = timm.data.resolve_data_config(
-            {"input_size": (3, settings.image_size, settings.image_size), "mean": mean, "std": std}, model=network
-        )
-        mean, std = config["mean"], config["std"]
     return {
         "backbone": spec.name,
         "weights": weights_fingerprint(settings.backbone, settings.weights_path),
         "image_size": settings.image_size,
-        "mean": [float(v) for v in mean],
-        "std": [float(v) for v in std],
+        "mean": [float(v) for v in spec.mean],
+        "std": [float(v) for v in spec.std],
         "embedding": _embedding_recipe(settings),
     }
 

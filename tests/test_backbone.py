@@ -13,10 +13,11 @@ from PIL import Image
 from core.backbone import WeightsError, create_backbone, load_state_dict_by_order, packaged_weights_file
 
 
-def test_packaged_lite0_weights_classify_a_real_cat_photo():
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+def test_packaged_weights_classify_a_real_cat_photo(name):
     from skimage import data  # a real photo shipped inside scikit-image: Chelsea the cat
 
-    model = create_backbone("efficientnet_lite0", num_classes=1000)
+    model = create_backbone(name, num_classes=1000)
     photo = Image.fromarray(data.chelsea()).convert("RGB").resize((224, 224), Image.Resampling.BICUBIC)
     x = torch.from_numpy(np.asarray(photo).copy()).permute(2, 0, 1).float().div(255).sub(0.5).div(0.5)[None]
     with torch.inference_mode():

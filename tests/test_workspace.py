@@ -98,3 +98,10 @@ def test_corrupt_meta_json_means_rebuild(settings):
     good.store.meta_path.write_text("{ not json")
     reopened = Workspace.open(settings)
     assert reopened.store.verified("embeddings.npy")
+
+
+def test_is_built_agrees_with_open_without_loading_the_model(settings):
+    assert not Workspace.is_built(settings)
+    ws = Workspace.open(settings)
+    assert Workspace.is_built(settings)
+    assert Workspace.store_for(settings).path == ws.store.path

@@ -1,0 +1,53 @@
+"""The CLI does what the pages do: search a photo file, and print the benchmark as one JSON object."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import encoded, synthetic_photos
+from core.__main__ import main
+from core.config import Settings
+
+TINY = ["--catalog", "synthetic", "--backbone", "test_efficientnet", "--image-size", "32", "--pca-dim", "16",
+        "--n-trees", "4", "--search-k", "200"]
+
+
+def test_search_prints_ranked_results(tmp_path, capsys):
+    photos, items = synthetic_photos()
+    photo = tmp_path / "ring.jpg"
+    photo.write_bytes(encoded(photos[50], "JPEG"))
+    assert main(["search", str(photo), "-k", "3", "--artifacts-dir", str(tmp_path / "a"), *TINY]) == 0
+    out = capsys.readouterr().out
+    assert f"predicted: {items.loc[50, 'category']}" in out
+    lines = out.strip().splitlines()  # "predicted: …", the table header, then one row per result
+    assert len(lines) == 5 and lines[1].split() == ["id", "category", "split", "score"]
+
+
+def test_search_with_a_bad_file_is_an_error_message_not_a_traceback(tmp_path, capsys):
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("hello")
+    assert main(["search", str(bad), "--artifacts-dir", str(tmp_path / "a"), *TINY]) == 2
+    assert "not an image" in capsys.readouterr().err
+
+
+def test_bench_json_has_the_promised_figures(tmp_path, capsys):
+    assert main(["bench", "--json", "--queries", "20", "--artifacts-dir", str(tmp_path / "a"), *TINY]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    for key in ("cold_build_s", "warm_load_s", "embed_images_per_s", "query_p50_ms", "query_p99_ms",
+                "exact_query_p50_ms", "recall_at_10", "precision_at_10", "rss_mb"):
+        assert isinstance(figures[key], (int, float)), key
+    assert 0 <= figures["recall_at_10"] <= 1 and figures["n_items"] == 64
+
+
+def test_settings_from_environment(monkeypatch):
+    monkeypatch.setenv("FVS_N_TREES", "7")
+    monkeypatch.setenv("FVS_PCA_WHITEN", "true")
+    monkeypatch.setenv("FVS_ARTIFACTS_DIR", "/tmp/somewhere")
+    settings = Settings.from_env(search_k=99)
+    assert settings.n_trees == 7 and settings.pca_whiten is True and settings.search_k == 99
+    assert str(settings.artifacts_dir) == "/tmp/somewhere"
+    monkeypatch.setenv("FVS_N_TREES", "many")
+    with pytest.raises(ValueError, match="FVS_N_TREES"):
+        Settings.from_env()
