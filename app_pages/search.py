@@ -67,9 +67,11 @@ with query_col:
 
     if result is not None:
         top, share = result.predicted[0]
-        st.metric("Predicted category", top, f"{share:.0%} of neighbour votes", delta_color="off")
+        st.metric("Predicted category", top, f"{share:.0%} of neighbour votes", delta_color="off",
+                  delta_arrow="off", help="Similarity-weighted vote of the 10 nearest catalogue items")
         st.caption(" · ".join(f"{name} {value:.0%}" for name, value in result.predicted[1:4]))
-        st.metric("Search latency", f"{result.latency_ms:.1f} ms", result.method, delta_color="off")
+        st.metric("Search latency", f"{result.latency_ms:.1f} ms", result.method, delta_color="off",
+                  delta_arrow="off")
         st.caption(" · ".join(f"{stage} {ms:.1f} ms" for stage, ms in result.timings_ms.items()))
 
 with results_col:
@@ -83,10 +85,11 @@ with results_col:
         st.subheader(f"{len(result.hits)} most similar items")
         with st.container(key="results"):
             for start in range(0, len(result.hits), COLUMNS):
-                for col, (_, hit) in zip(st.columns(COLUMNS), result.hits.iloc[start : start + COLUMNS].iterrows()):
+                row_hits = result.hits.iloc[start : start + COLUMNS].iterrows()
+                for col, (_, hit) in zip(st.columns(COLUMNS), row_hits, strict=False):  # last row may be short
                     with col:
                         st.image(catalog.thumbnail(int(hit["row"])), width="stretch")
                         st.markdown(f"**{hit['category']}**")
                         st.caption(f"similarity {hit['score']:.3f}  \n{hit['id']}")
-                        st.button("More like this", key=f"more-{hit['row']}", on_click=use_item, icon=":material/search:",
-                                  args=(int(hit["row"]),), width="stretch", help="Search with this item")
+                        st.button("Similar", key=f"more-{hit['row']}", on_click=use_item, args=(int(hit["row"]),),
+                                  icon=":material/search:", width="stretch", help="Search with this item")

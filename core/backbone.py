@@ -166,7 +166,7 @@ def load_state_dict_by_order(model: nn.Module, state: "OrderedDict[str, torch.Te
                 f"Weights in {source} have {len(source_keys)} tensors but {type(model).__name__} expects "
                 f"{len(target_keys)}: they are for a different architecture."
             )
-        ordered = list(zip(source_keys, target_keys))
+        ordered = list(zip(source_keys, target_keys, strict=True))
     mapped = {}
     for src, dst in ordered:
         if tuple(state[src].shape) != tuple(target[dst].shape):

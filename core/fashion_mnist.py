@@ -39,7 +39,8 @@ def find_dir(data_dir: Path) -> Path:
     raise MissingDataError(
         "Fashion-MNIST is not on this machine. Get it with one of:\n"
         f"  sudo apt-get install {DEBIAN_PACKAGE}        (installs to {SYSTEM_DIR})\n"
-        f"  .venv/bin/python -m core prepare           (apt-get download + dpkg -x into {Path(data_dir) / 'fashion-mnist'}, no root)\n"
+        f"  .venv/bin/python -m core prepare           (no root: apt-get download + dpkg -x into "
+        f"{Path(data_dir) / 'fashion-mnist'})\n"
         f"or copy the four official *-ubyte.gz files into {Path(data_dir) / 'fashion-mnist'}."
     )
 

@@ -26,7 +26,8 @@ K = 10
 
 def browser_paths() -> tuple[str, str]:
     chromium = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-    driver = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if os.path.exists("/usr/bin/chromedriver") else None)
+    driver = shutil.which("chromedriver") or next(
+        (p for p in ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver") if os.path.exists(p)), None)
     if not (chromium and driver):
         reason = "no chromium/chromedriver on this machine (install Debian's chromium and chromium-driver)"
         if os.environ.get("CI"):
@@ -85,16 +86,23 @@ def test_upload_a_photo_in_chromium_and_see_k_results(running_app, tmp_path):
     browser = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
     SCREENSHOTS.mkdir(exist_ok=True)
     try:
+        t0 = time.time()
         browser.get(running_app)  # home first: the catalogue overview and the navigation a newcomer sees
         home = WebDriverWait(browser, 240, poll_frequency=0.5)
+        home.until(lambda b: b.find_elements(By.CSS_SELECTOR, "[data-testid='stSidebar']"))
+        print(f"app shell after {time.time() - t0:.1f} s")
+        home.until(lambda b: b.find_elements(By.CSS_SELECTOR, "[data-testid='stMetric']"))
+        print(f"metrics after {time.time() - t0:.1f} s")
         home.until(lambda b: b.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .bars"))  # chart drawn
         assert "Search by photo" in browser.find_element(By.TAG_NAME, "body").text
         browser.save_screenshot(str(SCREENSHOTS / "browser-home.png"))
+        print(f"home ready after {time.time() - t0:.1f} s")
         browser.get(f"{running_app}/search")
         wait = WebDriverWait(browser, 240, poll_frequency=0.5)
         upload = wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "input[type='file']"))[0]
         photo = tmp_path / "navy-tshirt.jpg"
         tshirt_photo().save(photo, quality=90)
+        print(f"search page ready after {time.time() - t0:.1f} s")
         upload.send_keys(str(photo))
 
         def rendered_results(b):
@@ -103,6 +111,7 @@ def test_upload_a_photo_in_chromium_and_see_k_results(running_app, tmp_path):
             return loaded if len(loaded) == K else False
 
         images = WebDriverWait(browser, 120, poll_frequency=0.5).until(rendered_results)
+        print(f"results after {time.time() - t0:.1f} s")
         assert len(images) == K
         page = browser.find_element(By.TAG_NAME, "body").text
         assert "Predicted category" in page and "As the catalogue sees it" in page
