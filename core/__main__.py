@@ -81,9 +81,26 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from core.bench import run_bench
+    settings, progress = _settings(args), _tqdm_progress()
+    if args.what == "search":
+        from core.bench import run_bench
 
-    results = run_bench(_settings(args), n_queries=args.queries, cold=not args.warm, progress=_tqdm_progress())
+        results = run_bench(settings, n_queries=args.queries, cold=not args.warm, progress=progress)
+    elif args.what == "retrieval":
+        from core.bench_retrieval import run_retrieval_bench, save_result
+        from core.workspace import Workspace
+
+        workspace = Workspace.open(settings, progress)
+        scale = tuple(int(n) for n in args.scale.split(",") if n) if args.scale else ()
+        results = run_retrieval_bench(workspace, n_queries=args.queries, sweep=not args.no_sweep, scale=scale,
+                                      progress=progress)
+        print(f"saved for the Model page: {save_result(workspace, results)}", file=sys.stderr)
+    else:
+        from core.bench_load import run_load
+        from core.workspace import Workspace
+
+        results = run_load(Workspace.open(settings, progress), threads=args.threads, seconds=args.seconds,
+                           exact=args.exact)
     text = json.dumps(results, indent=2)
     if args.output:
         args.output.write_text(text + "\n")
@@ -113,11 +130,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--exact", action="store_true", help="brute-force search instead of Annoy")
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("bench", help="build/load/query timings and retrieval quality")
+    p = sub.add_parser("bench", help="figures: search (default), retrieval (the four methods), load (concurrency)")
     _settings_args(p)
+    p.add_argument("what", nargs="?", default="search", choices=["search", "retrieval", "load"])
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--warm", action="store_true", help="skip the cold build (reuse artifacts)")
-    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--warm", action="store_true", help="search: skip the cold build (reuse artifacts)")
+    p.add_argument("--queries", type=int, default=200, help="search/retrieval: number of queries")
+    p.add_argument("--no-sweep", action="store_true", help="retrieval: skip the Annoy n_trees × search_k sweep")
+    p.add_argument("--scale", default="10000,100000,1000000",
+                   help="retrieval: comma-separated N for the scale curve ('' to skip)")
+    p.add_argument("--threads", type=int, default=8, help="load: concurrent users")
+    p.add_argument("--seconds", type=float, default=10.0, help="load: duration")
+    p.add_argument("--exact", action="store_true", help="load: exact search instead of Annoy")
     p.add_argument("--output", type=Path, help="also write the JSON here")
     p.set_defaults(func=cmd_bench)
 

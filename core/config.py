@@ -51,6 +51,12 @@ class Settings:
     n_trees: int = 32
     search_k: int = 2000
 
+    # The retrieval lab's other methods (python -m core bench retrieval): K-Means cluster-then-search and exact
+    # search on PCA-reduced vectors.
+    kmeans_clusters: int = 256
+    kmeans_probe: int = 12
+    pca_search_dim: int = 64
+
     seed: int = 0
 
     def replace(self, **changes: Any) -> "Settings":

@@ -21,3 +21,14 @@ def precision_at_k(neighbour_labels: Sequence[int] | np.ndarray, query_label: in
     Fewer than k neighbours count as misses: a search that returns less is not rewarded for it."""
     labels = np.asarray(neighbour_labels)[:k]
     return float(np.sum(labels == query_label)) / k
+
+
+def average_precision_at_k(neighbour_labels: Sequence[int] | np.ndarray, query_label: int, k: int,
+                           n_relevant: int) -> float:
+    """AP@k: the mean of precision@i over the ranks i ≤ k that hold a relevant item, divided by
+    min(k, n_relevant) so that a list which misses relevant items it could have shown is penalised."""
+    hits = np.asarray(neighbour_labels)[:k] == query_label
+    if n_relevant <= 0:
+        return 0.0
+    precision_at_hits = np.cumsum(hits)[hits] / (np.flatnonzero(hits) + 1)
+    return float(precision_at_hits.sum() / min(k, n_relevant))

@@ -1,8 +1,10 @@
-"""Nearest-neighbour search over unit-length embeddings, behind one interface.
+"""Nearest-neighbour search over unit-length embeddings: four methods behind one interface.
 
-``ExactSearcher`` is the ground truth (one matrix-vector product). ``AnnoySearcher`` is the fast path: an
-angular Annoy forest, saved to disk and memory-mapped on load, so every Streamlit session shares one read-only
-copy in the page cache. Scores are cosine similarities for both (Annoy's angular distance d = sqrt(2 - 2 cos)).
+``ExactSearcher`` is the ground truth (one matrix-vector product). ``AnnoySearcher`` is the fast path the app uses:
+an angular Annoy forest, saved to disk and memory-mapped on load, so every Streamlit session shares one read-only
+copy in the page cache. ``KMeansSearcher`` (cluster, then search the closest clusters) and ``PCASearcher`` (exact
+search on fewer dimensions) are the two classic alternatives, kept for the retrieval comparison.
+Scores are cosine similarities (Annoy's angular distance d = sqrt(2 - 2 cos)).
 """
 
 from __future__ import annotations
@@ -27,6 +29,22 @@ class Searcher(Protocol):
 
     def search(self, vector: np.ndarray, k: int, allowed: np.ndarray | None = None) -> Neighbours: ...
 
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of the structures one query scans (shared embeddings included)."""
+        ...
+
+
+def top_k(scores: np.ndarray, k: int, rows: np.ndarray | None = None) -> Neighbours:
+    """The k best of ``scores`` (optionally naming ``rows``), best first."""
+    k = min(k, len(scores))
+    if k <= 0:
+        return Neighbours(np.empty(0, np.int64), np.empty(0, np.float32))
+    top = np.argpartition(-scores, k - 1)[:k]
+    top = top[np.argsort(-scores[top], kind="stable")]
+    indices = top if rows is None else rows[top]
+    return Neighbours(indices.astype(np.int64), scores[top].astype(np.float32))
+
 
 class ExactSearcher:
     name = "exact"
@@ -43,20 +61,18 @@ class ExactSearcher:
         matrix = self.embeddings if rows is None else self.embeddings[rows]
         with self._blas.limit(limits=1, user_api="blas"):
             scores = matrix @ vector.astype(np.float32)
-        k = min(k, len(scores))
-        if k <= 0:
-            return Neighbours(np.empty(0, np.int64), np.empty(0, np.float32))
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        indices = top if rows is None else rows[top]
-        return Neighbours(indices.astype(np.int64), scores[top])
+        return top_k(scores, k, rows)
+
+    @property
+    def memory_bytes(self) -> int:
+        return int(self.embeddings.nbytes)
 
 
 class AnnoySearcher:
     name = "annoy"
 
-    def __init__(self, index: AnnoyIndex, search_k: int, fallback: ExactSearcher):
-        self.index, self.search_k, self.fallback = index, search_k, fallback
+    def __init__(self, index: AnnoyIndex, search_k: int, fallback: ExactSearcher, path: Path | None = None):
+        self.index, self.search_k, self.fallback, self.path = index, search_k, fallback, path
 
     @staticmethod
     def build(embeddings: np.ndarray, path: Path, n_trees: int, seed: int = 0) -> None:
@@ -75,7 +91,7 @@ class AnnoySearcher:
         index.load(str(path), prefault=False)  # mmap: shared between sessions, paged in on demand
         if index.get_n_items() != len(embeddings):
             raise ValueError(f"{path} holds {index.get_n_items()} items, the embeddings {len(embeddings)}")
-        return cls(index, search_k, ExactSearcher(embeddings))
+        return cls(index, search_k, ExactSearcher(embeddings), Path(path))
 
     def search(self, vector: np.ndarray, k: int, allowed: np.ndarray | None = None) -> Neighbours:
         n_items = self.index.get_n_items()
@@ -93,7 +109,104 @@ class AnnoySearcher:
             return self.fallback.search(vector, k, allowed)
         return Neighbours(ids_arr[keep][:k], _cosine(np.asarray(distances)[keep][:k]))
 
+    @property
+    def memory_bytes(self) -> int:
+        # The forest is memory-mapped: this is what the page cache holds once every node has been touched.
+        return int(self.path.stat().st_size) if self.path else 0
+
 
 def _cosine(distances: list[float] | np.ndarray) -> np.ndarray:
     d = np.asarray(distances, dtype=np.float32)
     return 1.0 - d * d / 2.0
+
+
+class KMeansSearcher:
+    """Cluster-then-search (an inverted file): score the query against the centroids, then search exactly
+    inside the ``n_probe`` closest clusters only."""
+
+    name = "kmeans"
+
+    def __init__(self, embeddings: np.ndarray, centroids: np.ndarray, order: np.ndarray, offsets: np.ndarray,
+                 n_probe: int):
+        self.embeddings, self.centroids, self.order, self.offsets = embeddings, centroids, order, offsets
+        self.n_probe = n_probe
+        self._blas = ThreadpoolController()
+
+    @classmethod
+    def build(cls, embeddings: np.ndarray, n_clusters: int, n_probe: int, seed: int = 0) -> "KMeansSearcher":
+        from sklearn.cluster import MiniBatchKMeans
+
+        n_clusters = min(n_clusters, len(embeddings))
+        kmeans = MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, n_init=1, batch_size=4096)
+        kmeans.fit(np.asarray(embeddings))
+        centroids = kmeans.cluster_centers_.astype(np.float32)
+        centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+        # Assign by the same rule as at query time (highest cosine), in chunks: N × clusters can be gigabytes.
+        labels = np.concatenate([np.argmax(np.asarray(embeddings[i : i + 16384]) @ centroids.T, axis=1)
+                                 for i in range(0, len(embeddings), 16384)])
+        order = np.argsort(labels, kind="stable").astype(np.int64)
+        offsets = np.searchsorted(labels[order], np.arange(n_clusters + 1)).astype(np.int64)
+        return cls(embeddings, centroids, order, offsets, n_probe)
+
+    def save(self, path: Path) -> None:
+        with open(path, "wb") as fh:
+            np.savez(fh, centroids=self.centroids, order=self.order, offsets=self.offsets)
+
+    def search(self, vector: np.ndarray, k: int, allowed: np.ndarray | None = None) -> Neighbours:
+        vector = vector.astype(np.float32)
+        probe = top_k(self.centroids @ vector, self.n_probe).indices
+        rows = np.concatenate([self.order[self.offsets[c] : self.offsets[c + 1]] for c in probe])
+        if allowed is not None:
+            rows = rows[allowed[rows]]
+        with self._blas.limit(limits=1, user_api="blas"):
+            scores = self.embeddings[rows] @ vector
+        return top_k(scores, k, rows)
+
+    @property
+    def memory_bytes(self) -> int:
+        return int(self.embeddings.nbytes + self.centroids.nbytes + self.order.nbytes + self.offsets.nbytes)
+
+
+class PCASearcher:
+    """Exact search on vectors projected onto their top ``dim`` principal directions.
+
+    The projection is a rotation without centring, so with ``dim`` equal to the full dimension it preserves every
+    dot product and the answer is exactly brute force's; fewer dimensions trade recall for a smaller scan."""
+
+    name = "pca"
+
+    def __init__(self, components: np.ndarray, reduced: np.ndarray):
+        self.components, self.reduced = components, reduced
+        self._blas = ThreadpoolController()
+
+    @classmethod
+    def build(cls, embeddings: np.ndarray, dim: int, seed: int = 0, max_rows: int = 50_000) -> "PCASearcher":
+        from sklearn.decomposition import PCA
+
+        rows = np.random.default_rng(seed).permutation(len(embeddings))[:max_rows]
+        sample = np.asarray(embeddings)[np.sort(rows)]
+        dim = min(dim, *sample.shape)
+        pca = PCA(n_components=dim, svd_solver="full" if dim == sample.shape[1] else "randomized",
+                  random_state=seed).fit(sample)
+        components = pca.components_.astype(np.float32)
+        return cls(components, _unit(np.asarray(embeddings) @ components.T))
+
+    def save(self, path: Path) -> None:
+        with open(path, "wb") as fh:
+            np.savez(fh, components=self.components, reduced=self.reduced)
+
+    def search(self, vector: np.ndarray, k: int, allowed: np.ndarray | None = None) -> Neighbours:
+        query = _unit((vector.astype(np.float32) @ self.components.T)[None])[0]
+        rows = np.flatnonzero(allowed) if allowed is not None else None
+        matrix = self.reduced if rows is None else self.reduced[rows]
+        with self._blas.limit(limits=1, user_api="blas"):
+            scores = matrix @ query
+        return top_k(scores, k, rows)
+
+    @property
+    def memory_bytes(self) -> int:
+        return int(self.components.nbytes + self.reduced.nbytes)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)

@@ -51,3 +51,28 @@ def test_settings_from_environment(monkeypatch):
     monkeypatch.setenv("FVS_N_TREES", "many")
     with pytest.raises(ValueError, match="FVS_N_TREES"):
         Settings.from_env()
+
+
+def test_retrieval_bench_compares_the_four_methods(tmp_path, capsys):
+    assert main(["bench", "retrieval", "--json", "--queries", "16", "--scale", "40,200", "--artifacts-dir",
+                 str(tmp_path / "a"), *TINY]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n_items"] == 64 and set(report["methods"]) == {"exact", "kmeans", "pca", "annoy"}
+    for figures in report["methods"].values():
+        for key in ("build_s", "disk_mb", "memory_mb", "p50_ms", "p99_ms", "recall_at_10", "precision_at_10",
+                    "map_at_10"):
+            assert isinstance(figures[key], (int, float)), key
+    assert report["methods"]["exact"]["recall_at_10"] == 1.0
+    assert len(report["annoy_sweep"]) == 24
+    sources = {(row["n"], row["source"]) for row in report["scale"]}
+    assert sources == {(40, "real"), (200, "synthetic")}
+    assert {row["method"] for row in report["scale"]} == {"exact", "kmeans", "pca", "annoy"}
+
+
+def test_load_script_runs_briefly_with_concurrent_users(tmp_path, capsys):
+    assert main(["bench", "load", "--json", "--threads", "4", "--seconds", "1.5", "--artifacts-dir",
+                 str(tmp_path / "a"), *TINY]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["threads"] == 4 and report["requests"] > 4
+    assert report["error_count"] == 0
+    assert report["loaded_p50_ms"] > 0 and report["throughput_per_s"] > 0

@@ -73,3 +73,50 @@ def test_precision_at_k_hand_cases():
     assert precision_at_k([0, 0, 1, 0], 0, 4) == 0.75
     assert precision_at_k([2, 2], 2, 4) == 0.5  # fewer results than k are misses
     assert precision_at_k(np.array([5] * 12), 5, 10) == 1.0
+
+
+def test_kmeans_probing_every_cluster_is_exact():
+    from core.index import KMeansSearcher
+
+    vectors = unit_vectors(400, 12, seed=3)
+    kmeans = KMeansSearcher.build(vectors, n_clusters=8, n_probe=8)
+    exact = ExactSearcher(vectors)
+    for row in (1, 50, 399):
+        assert list(kmeans.search(vectors[row], 10).indices) == list(exact.search(vectors[row], 10).indices)
+
+
+def test_kmeans_probing_one_cluster_searches_only_that_cluster():
+    from core.index import KMeansSearcher
+
+    vectors = unit_vectors(400, 12, seed=4)
+    kmeans = KMeansSearcher.build(vectors, n_clusters=8, n_probe=1)
+    found = kmeans.search(vectors[0], 400)
+    home = np.argmax(kmeans.centroids @ vectors[0])
+    members = kmeans.order[kmeans.offsets[home] : kmeans.offsets[home + 1]]
+    assert set(found.indices) == set(members) and len(members) < 400
+
+
+def test_pca_with_full_dimension_is_exact_and_fewer_dimensions_are_close():
+    from core.index import PCASearcher
+
+    vectors = unit_vectors(500, 16, seed=5)
+    exact = ExactSearcher(vectors)
+    full = PCASearcher.build(vectors, dim=16)
+    for row in (0, 250):
+        e = exact.search(vectors[row], 10)
+        f = full.search(vectors[row], 10)
+        assert list(f.indices) == list(e.indices)
+        np.testing.assert_allclose(f.scores, e.scores, atol=1e-4)
+    reduced = PCASearcher.build(vectors, dim=8)
+    assert reduced.reduced.shape == (500, 8) and reduced.memory_bytes < exact.memory_bytes
+
+
+def test_average_precision_hand_cases():
+    from core.evaluate import average_precision_at_k
+
+    assert average_precision_at_k([1, 1, 1], 1, 3, n_relevant=100) == 1.0
+    # hits at ranks 1 and 3: (1/1 + 2/3) / min(3, 100)
+    assert average_precision_at_k([1, 0, 1], 1, 3, n_relevant=100) == pytest.approx((1 + 2 / 3) / 3)
+    # only 2 relevant items exist and both are found first: perfect
+    assert average_precision_at_k([1, 1, 0], 1, 3, n_relevant=2) == 1.0
+    assert average_precision_at_k([0, 0, 0], 1, 3, n_relevant=5) == 0.0

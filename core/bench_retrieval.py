@@ -1,0 +1,214 @@
+"""The retrieval lab: exact, K-Means, PCA and Annoy measured side by side on the catalogue's own vectors.
+
+For each method: build time, size on disk and in memory, query latency (p50/p99, search only, back-to-back),
+recall@10 against exact search, and precision@10 / mAP@10 by category. Then an Annoy sweep over ``n_trees`` ×
+``search_k`` and a scale curve at larger N (real vectors where the catalogue has that many, otherwise vectors drawn
+from per-category Gaussians fitted to the real ones, labelled ``synthetic``). The result is one JSON document,
+also stored beside the model's artifacts so the Model page can show it.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from core.artifacts import atomic_path, save_npy
+from core.embed import Progress, no_progress
+from core.evaluate import average_precision_at_k, precision_at_k, recall_at_k
+from core.index import AnnoySearcher, ExactSearcher, KMeansSearcher, PCASearcher, Searcher
+from core.workspace import Workspace
+
+K = 10
+SWEEP_TREES = (8, 16, 32, 64)
+SWEEP_SEARCH_K = (250, 500, 1000, 2000, 4000, 8000)
+RESULT_FILE = "retrieval.json"
+
+
+def _mb(n_bytes: float) -> float:
+    return round(n_bytes / 2**20, 2)
+
+
+def truth_top_k(vectors: np.ndarray, queries: np.ndarray, k: int = K) -> np.ndarray:
+    """Exact top-k rows for each query row, the query itself excluded (batched matrix product)."""
+    out = np.empty((len(queries), k), np.int64)
+    for start in range(0, len(queries), 64):
+        rows = queries[start : start + 64]
+        scores = vectors[rows] @ vectors.T
+        scores[np.arange(len(rows)), rows] = -np.inf
+        top = np.argpartition(-scores, k, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1)
+        out[start : start + len(rows)] = np.take_along_axis(top, order, axis=1)
+    return out
+
+
+def measure(searcher: Searcher, vectors: np.ndarray, labels: np.ndarray, queries: np.ndarray,
+            truth: np.ndarray) -> dict:
+    """Latency, recall against ``truth``, and category precision / mAP for one searcher."""
+    counts = np.bincount(labels)
+    latencies, recalls, precisions, aps = [], [], [], []
+    searcher.search(vectors[queries[0]], K + 1)  # warm-up
+    for j, row in enumerate(queries):
+        started = time.perf_counter()
+        found = searcher.search(vectors[row], K + 1)
+        latencies.append((time.perf_counter() - started) * 1e3)
+        got = [i for i in found.indices if i != row][:K]
+        recalls.append(recall_at_k(got, truth[j], K))
+        precisions.append(precision_at_k(labels[got], labels[row], K))
+        aps.append(average_precision_at_k(labels[got], labels[row], K, int(counts[labels[row]]) - 1))
+    return {
+        "p50_ms": round(float(np.percentile(latencies, 50)), 4),
+        "p99_ms": round(float(np.percentile(latencies, 99)), 4),
+        "recall_at_10": round(float(np.mean(recalls)), 4),
+        "precision_at_10": round(float(np.mean(precisions)), 4),
+        "map_at_10": round(float(np.mean(aps)), 4),
+    }
+
+
+def build_methods(vectors: np.ndarray, settings, directory: Path,
+                  n_clusters: int | None = None) -> dict[str, tuple[Searcher, float, float]]:
+    """{method: (searcher, build seconds, bytes on disk)}; files are written under ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    built: dict[str, tuple[Searcher, float, float]] = {}
+
+    def timed(name: str, make: Callable[[], Searcher], path: Path, save: Callable[[Searcher, Path], None]) -> None:
+        started = time.perf_counter()
+        searcher = make()
+        seconds = time.perf_counter() - started
+        with atomic_path(path) as tmp:
+            save(searcher, tmp)
+        built[name] = (searcher, seconds, path.stat().st_size)
+
+    timed("exact", lambda: ExactSearcher(vectors), directory / "exact.npy", lambda s, p: save_npy(p, s.embeddings))
+
+    clusters = n_clusters or settings.kmeans_clusters
+    timed("kmeans", lambda: KMeansSearcher.build(vectors, clusters, settings.kmeans_probe, settings.seed),
+          directory / "kmeans.npz", lambda s, p: s.save(p))
+    timed("pca", lambda: PCASearcher.build(vectors, settings.pca_search_dim, settings.seed),
+          directory / "pca.npz", lambda s, p: s.save(p))
+
+    annoy_path = directory / f"annoy-{settings.n_trees}.ann"
+    started = time.perf_counter()
+    with atomic_path(annoy_path) as tmp:
+        AnnoySearcher.build(vectors, tmp, settings.n_trees, seed=settings.seed)
+    seconds = time.perf_counter() - started
+    built["annoy"] = (AnnoySearcher.load(annoy_path, vectors, settings.search_k), seconds, annoy_path.stat().st_size)
+    return built
+
+
+def annoy_sweep(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, labels: np.ndarray, directory: Path,
+                seed: int, progress: Progress = no_progress) -> list[dict]:
+    rows = []
+    total = len(SWEEP_TREES) * len(SWEEP_SEARCH_K)
+    for n_trees in SWEEP_TREES:
+        path = directory / f"sweep-{n_trees}.ann"
+        started = time.perf_counter()
+        with atomic_path(path) as tmp:
+            AnnoySearcher.build(vectors, tmp, n_trees, seed=seed)
+        build_s = time.perf_counter() - started
+        for search_k in SWEEP_SEARCH_K:
+            searcher = AnnoySearcher.load(path, vectors, search_k)
+            figures = measure(searcher, vectors, labels, queries, truth)
+            rows.append({"n_trees": n_trees, "search_k": search_k, "build_s": round(build_s, 2),
+                         "disk_mb": _mb(path.stat().st_size), **figures})
+            progress("Annoy sweep", len(rows), total)
+        path.unlink()
+    return rows
+
+
+def synthetic_like(vectors: np.ndarray, labels: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n unit vectors from one Gaussian per category, each fitted (mean, covariance) to that category's real
+    vectors, in the real category proportions: the clusters' shape survives, so index behaviour is comparable."""
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    sizes = np.round(counts / counts.sum() * n).astype(int)
+    sizes[-1] = n - sizes[:-1].sum()
+    parts, part_labels = [], []
+    for c, size in zip(classes, sizes, strict=True):
+        members = vectors[labels == c].astype(np.float64)
+        mean, cov = members.mean(axis=0), np.cov(members, rowvar=False)
+        parts.append(rng.multivariate_normal(mean, cov, size=size, method="eigh").astype(np.float32))
+        part_labels.append(np.full(size, c))
+    out = np.concatenate(parts)
+    out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    order = rng.permutation(n)
+    return np.ascontiguousarray(out[order]), np.concatenate(part_labels)[order]
+
+
+def scale_curve(vectors: np.ndarray, labels: np.ndarray, settings, sizes: tuple[int, ...], directory: Path,
+                n_queries: int, progress: Progress = no_progress) -> list[dict]:
+    rows = []
+    for step, n in enumerate(sizes):
+        if n <= len(vectors):
+            pick = np.sort(np.random.default_rng(settings.seed).permutation(len(vectors))[:n])
+            data, data_labels, source = np.ascontiguousarray(vectors[pick]), labels[pick], "real"
+        else:
+            data, data_labels = synthetic_like(vectors, labels, n, settings.seed)
+            source = "synthetic"
+        queries = np.random.default_rng(settings.seed + 1).choice(n, size=min(n_queries, n), replace=False)
+        truth = truth_top_k(data, queries)
+        # Clusters grow like sqrt(N) so that each probe scans a comparable share of the data.
+        clusters = max(16, int(4 * np.sqrt(n)))
+        for method, (searcher, build_s, disk) in build_methods(data, settings, directory / f"n{n}", clusters).items():
+            figures = measure(searcher, data, data_labels, queries, truth)
+            rows.append({"n": n, "method": method, "source": source, "build_s": round(build_s, 2),
+                         "disk_mb": _mb(disk), "memory_mb": _mb(searcher.memory_bytes), **figures})
+        progress("Scale curve", step + 1, len(sizes))
+    return rows
+
+
+def run_retrieval_bench(workspace: Workspace, n_queries: int = 500, sweep: bool = True,
+                        scale: tuple[int, ...] = (10_000, 100_000, 1_000_000),
+                        progress: Progress = no_progress) -> dict:
+    settings = workspace.settings
+    vectors = np.ascontiguousarray(workspace.embeddings, dtype=np.float32)
+    labels = workspace.catalog.labels.astype(np.int64)
+    split = workspace.catalog.items["split"].to_numpy()
+    pool = np.flatnonzero(split == "test") if (split == "test").any() else np.arange(len(vectors))
+    queries = np.random.default_rng(settings.seed).choice(pool, size=min(n_queries, len(pool)), replace=False)
+    truth = truth_top_k(vectors, queries)
+    result: dict = {
+        "n_items": int(len(vectors)),
+        "dim": int(vectors.shape[1]),
+        "queries": int(len(queries)),
+        "latency": "search only, back-to-back queries on one thread",
+        "settings": {"n_trees": settings.n_trees, "search_k": settings.search_k,
+                     "kmeans_clusters": settings.kmeans_clusters, "kmeans_probe": settings.kmeans_probe,
+                     "pca_search_dim": settings.pca_search_dim},
+        "model_key": workspace.embedder.key,
+        "catalog_key": workspace.catalog.key,
+        "methods": {},
+    }
+    with tempfile.TemporaryDirectory(dir=settings.artifacts_dir) as tmp:
+        lab = Path(tmp)
+        built = build_methods(vectors, settings, lab / "catalogue")
+        for done, (name, (searcher, build_s, disk)) in enumerate(built.items(), start=1):
+            result["methods"][name] = {"build_s": round(build_s, 3), "disk_mb": _mb(disk),
+                                       "memory_mb": _mb(searcher.memory_bytes),
+                                       **measure(searcher, vectors, labels, queries, truth)}
+            progress("Comparing methods", done, len(built))
+        exact_p50 = result["methods"]["exact"]["p50_ms"]
+        for figures in result["methods"].values():
+            figures["speedup_vs_exact"] = round(exact_p50 / max(figures["p50_ms"], 1e-9), 1)
+        if sweep:
+            result["annoy_sweep"] = annoy_sweep(vectors, queries, truth, labels, lab, settings.seed, progress)
+        result["scale"] = scale_curve(vectors, labels, settings, scale, lab, min(n_queries, 200), progress)
+    return result
+
+
+def save_result(workspace: Workspace, result: dict) -> Path:
+    path = workspace.store.file(RESULT_FILE)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(result, indent=2))
+    return path
+
+
+def load_result(workspace: Workspace) -> dict | None:
+    try:
+        return json.loads(workspace.store.file(RESULT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
