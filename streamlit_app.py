@@ -7,5 +7,6 @@ st.set_page_config(page_title="Fashion visual search", page_icon=":material/chec
 pages = [
     st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("app_pages/search.py", title="Search by photo", icon=":material/search:", url_path="search"),
+    st.Page("app_pages/model.py", title="Model & index", icon=":material/tune:", url_path="model"),
 ]
 st.navigation(pages).run()

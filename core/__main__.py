@@ -48,7 +48,7 @@ def _tqdm_progress():
     def progress(stage: str, done: int, total: int) -> None:
         bar = bars.get(stage)
         if bar is None:
-            bar = bars[stage] = tqdm(total=total, desc=stage, unit="img" if total > 1 else "step",
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="img" if stage.startswith("Embed") else "step",
                                      file=sys.stderr, mininterval=1.0)
         bar.update(done - bar.n)
         if done >= total:

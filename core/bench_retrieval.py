@@ -212,3 +212,13 @@ def load_result(workspace: Workspace) -> dict | None:
         return json.loads(workspace.store.file(RESULT_FILE).read_text())
     except (OSError, ValueError):
         return None
+
+
+def methods_table(result: dict):
+    """One row per method, in the order the page and BENCHMARKS.md show them."""
+    import pandas as pd
+
+    columns = ["build_s", "disk_mb", "memory_mb", "p50_ms", "p99_ms", "speedup_vs_exact", "recall_at_10",
+               "precision_at_10", "map_at_10"]
+    table = pd.DataFrame.from_dict(result["methods"], orient="index")
+    return table.reindex(columns=[c for c in columns if c in table.columns])

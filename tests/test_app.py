@@ -149,3 +149,19 @@ def test_camera_photo_is_searched_like_an_upload(app):
     assert not app.exception, app.exception
     assert result_images(app) == 10
     assert {m.label: m for m in app.metric}["Predicted category"].value == items.loc[50, "category"]
+
+
+def test_model_page_runs_the_retrieval_comparison_and_charts_it(app):
+    app.run()
+    app.switch_page("app_pages/model.py").run()
+    assert not app.exception, app.exception
+    assert any("No comparison has been run" in i.value for i in app.info)
+    app.number_input[0].set_value(20)
+    app.multiselect[0].set_value([10_000])
+    app.button[0].click().run()  # the form's submit button
+    assert not app.exception, app.exception
+    table = app.dataframe[-1].value
+    assert list(table.index) == ["exact", "kmeans", "pca", "annoy"]
+    assert table.loc["exact", "recall_at_10"] == 1.0
+    charts = app.get("plotly_chart")
+    assert len(charts) == 3  # sweep, scale latency, scale memory
