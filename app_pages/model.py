@@ -14,7 +14,8 @@ st.title("Model & index")
 info = ws.describe()
 cols = st.columns(4)
 cols[0].metric("Catalogue items", f"{info['items']:,}")
-cols[1].metric("Backbone", info["model"]["backbone"], help=f"{info['model']['image_size']} px input")
+cols[1].metric("Backbone", info["model"]["backbone"].replace("efficientnet_", "").title(),
+               help=f"{info['model']['backbone']}, {info['model']['image_size']} px input")
 cols[2].metric("Vector size", info["dim"], help=info["model"]["embedding"])
 cols[3].metric("Annoy", f"{info['n_trees']} trees", help=f"search_k {info['search_k']}")
 
