@@ -81,10 +81,15 @@ if result.get("annoy_sweep"):
 
 if result.get("scale"):
     st.subheader("How each method grows with N")
-    scale_table = pd.DataFrame(result["scale"])
+    scale_table = pd.DataFrame(result["scale"]).sort_values(["method", "n"])
     left, right = st.columns(2)
     for column, y, title in ((left, "p50_ms", "p50 latency (ms)"), (right, "memory_mb", "memory (MB)")):
-        figure = px.line(scale_table, x="n", y=y, color="method", symbol="source", markers=True, log_x=True,
-                         log_y=True, hover_data=["recall_at_10", "build_s"], labels={"n": "vectors", y: title})
+        figure = px.line(scale_table, x="n", y=y, color="method", markers=True, log_x=True, log_y=True,
+                         hover_data=["source", "recall_at_10", "build_s"], labels={"n": "vectors", y: title})
+        for trace in figure.data:  # open markers where the vectors are synthetic
+            sources = scale_table.loc[scale_table["method"] == trace.name, "source"]
+            trace.marker.symbol = ["circle" if src == "real" else "circle-open" for src in sources]
+            trace.marker.size = 9
         column.plotly_chart(figure, width="stretch")
-    st.caption("`synthetic`: vectors drawn from one Gaussian per category, fitted to the catalogue's own vectors.")
+    st.caption("Filled markers: the catalogue's own vectors. Open markers: synthetic vectors drawn from one Gaussian "
+               "per category, fitted to the catalogue's own vectors.")
