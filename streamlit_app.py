@@ -4,6 +4,9 @@ import streamlit as st
 
 st.set_page_config(page_title="Fashion visual search", page_icon=":material/checkroom:", layout="wide")
 
+with st.spinner("Starting the search engine…"):
+    import ui  # noqa: F401, E402 - the first run of a process imports PyTorch here: seconds of an empty page otherwise
+
 pages = [
     st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("app_pages/search.py", title="Search by photo", icon=":material/search:", url_path="search"),

@@ -7,6 +7,10 @@ import streamlit as st
 import ui
 from core.bench_retrieval import load_result, methods_table, run_retrieval_bench, save_result
 
+METHOD_COLUMNS = {"build_s": "build (s)", "disk_mb": "disk (MB)", "memory_mb": "memory (MB)", "p50_ms": "p50 (ms)",
+                  "p99_ms": "p99 (ms)", "speedup_vs_exact": "speed-up vs exact", "recall_at_10": "recall@10",
+                  "precision_at_10": "precision@10", "map_at_10": "mAP@10"}
+
 settings = ui.sidebar_settings()
 ws = ui.workspace(settings)
 
@@ -41,7 +45,7 @@ with st.form("retrieval-bench"):
     left, middle, right = st.columns(3)
     n_queries = left.number_input("Queries", min_value=20, max_value=5000, value=300, step=50)
     sweep = middle.checkbox("Annoy sweep (n_trees × search_k)", value=True)
-    scale = right.multiselect("Scale curve at N", [10_000, 100_000, 1_000_000], default=[10_000],
+    scale = right.multiselect("Scale curve at N", [10_000, 100_000, 1_000_000], default=[10_000, 100_000],
                               format_func=lambda n: f"{n:,}", help="Sizes above the catalogue use synthetic vectors "
                               "drawn to match it; 1,000,000 takes several minutes on 2 cores.")
     run = st.form_submit_button("Run the comparison", type="primary", icon=":material/speed:")
@@ -63,7 +67,7 @@ if result is None:
     st.stop()
 
 st.caption(f"{result['n_items']:,} items · {result['dim']}-d · {result['queries']} queries · {result['latency']}")
-st.dataframe(methods_table(result), width="stretch")
+st.dataframe(methods_table(result).rename(columns=METHOD_COLUMNS), width="stretch")
 
 if result.get("annoy_sweep"):
     st.subheader("Annoy: recall against latency")
@@ -91,5 +95,6 @@ if result.get("scale"):
             trace.marker.symbol = ["circle" if src == "real" else "circle-open" for src in sources]
             trace.marker.size = 9
         column.plotly_chart(figure, width="stretch")
-    st.caption("Filled markers: the catalogue's own vectors. Open markers: synthetic vectors drawn from one Gaussian "
-               "per category, fitted to the catalogue's own vectors.")
+    if (scale_table["source"] == "synthetic").any():
+        st.caption("Filled markers: the catalogue's own vectors. Open markers: synthetic vectors drawn from one "
+                   "Gaussian per category, fitted to the catalogue's own vectors.")

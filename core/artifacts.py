@@ -45,6 +45,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; artifacts are shared, readable data
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

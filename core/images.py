@@ -50,7 +50,7 @@ def decode_image(data: bytes, name: str = "upload") -> Image.Image:
         ) from exc
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(
-            f"{name} is not an image Pillow can read. Please upload a JPEG, PNG or WebP photo."
+            f"{name} is not an image file (or not a format we can read). Please upload a JPEG, PNG or WebP photo."
         ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         # Truncated or corrupt streams raise OSError ("image file is truncated", "broken data stream").

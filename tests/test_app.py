@@ -162,6 +162,6 @@ def test_model_page_runs_the_retrieval_comparison_and_charts_it(app):
     assert not app.exception, app.exception
     table = app.dataframe[-1].value
     assert list(table.index) == ["exact", "kmeans", "pca", "annoy"]
-    assert table.loc["exact", "recall_at_10"] == 1.0
+    assert table.loc["exact", "recall@10"] == 1.0
     charts = app.get("plotly_chart")
     assert len(charts) == 3  # sweep, scale latency, scale memory
