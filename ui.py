@@ -18,7 +18,7 @@ MODEL_CHOICES = [name for name, spec in BACKBONES.items() if spec.has_weights]
 
 
 def base_settings() -> Settings:
-    """Environment settings (FVS_*), read once per process."""
+    """Environment settings (FVS_*), read once per session."""
     if "_base_settings" not in st.session_state:
         st.session_state["_base_settings"] = Settings.from_env()
     return st.session_state["_base_settings"]

@@ -56,9 +56,13 @@ if run:
     def progress(stage: str, done: int, total: int) -> None:
         bar.progress(done / max(total, 1), text=f"{stage}: {done} / {total}")
 
-    save_result(ws, run_retrieval_bench(ws, n_queries=int(n_queries), sweep=sweep, scale=tuple(sorted(scale)),
-                                        progress=progress))
-    bar.empty()
+    try:
+        save_result(ws, run_retrieval_bench(ws, n_queries=int(n_queries), sweep=sweep, scale=tuple(sorted(scale)),
+                                            progress=progress))
+    except (MemoryError, OSError, ValueError) as exc:
+        st.error(f"The comparison stopped: {type(exc).__name__}: {exc}. Try fewer queries or a smaller N.")
+    finally:
+        bar.empty()
 
 result = load_result(ws)
 if result is None:
@@ -66,6 +70,11 @@ if result is None:
             "with `python -m core bench retrieval --json`.")
     st.stop()
 
+measured_with = result.get("settings", {})
+current = {key: getattr(settings, key) for key in measured_with}
+if measured_with != current:
+    st.warning(f"These figures were measured with {measured_with}; the current settings are {current}. "
+               "Run the comparison again to update them.")
 st.caption(f"{result['n_items']:,} items · {result['dim']}-d · {result['queries']} queries · {result['latency']}")
 st.dataframe(methods_table(result).rename(columns=METHOD_COLUMNS), width="stretch")
 

@@ -14,7 +14,8 @@ ws = ui.workspace(settings)
 catalog = ws.catalog
 state = st.session_state
 state.setdefault("query_mode", UPLOAD)
-state.setdefault("query_row", int(np.random.default_rng().integers(len(catalog))))
+if state.get("query_row", len(catalog)) >= len(catalog):  # first visit, or a smaller catalogue was picked
+    state["query_row"] = int(np.random.default_rng().integers(len(catalog)))
 
 
 def use_item(row: int) -> None:
@@ -65,7 +66,7 @@ with query_col:
         original.image(photo, caption="Your photo", width="stretch")
         converted.image(upscale(result.query_image, 168), caption="As the catalogue sees it", width="stretch")
 
-    if result is not None:
+    if result is not None and result.predicted:
         top, share = result.predicted[0]
         st.metric("Predicted category", top, f"{share:.0%} of neighbour votes", delta_color="off",
                   delta_arrow="off", help="Similarity-weighted vote of the 10 nearest catalogue items")

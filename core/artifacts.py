@@ -77,6 +77,20 @@ class ArtifactDir:
     def file(self, name: str) -> Path:
         return self.path / name
 
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive lock on this directory (flock: works across processes and across threads, each of which
+        opens its own file description). Held while building, so two first visitors do not build twice."""
+        import fcntl
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def record(self, name: str, **info: Any) -> None:
         """Vouch for a file just written: its size and checksum, plus what produced it."""
         path = self.file(name)

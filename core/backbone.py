@@ -7,6 +7,7 @@ there, the error says which of those to provide.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 from collections import OrderedDict
@@ -92,17 +93,21 @@ def weights_source(name: str, weights_path: Path | None = None) -> Path | None:
 
 
 def weights_fingerprint(name: str, weights_path: Path | None = None) -> str:
-    """A short content hash of the weights, so a changed file means a new model key (cheap: first+last MB)."""
+    """A content hash of the weights file, so any changed tensor means a new model key."""
     path = weights_source(name, weights_path)
     if path is None:
         return "none"
+    stat = path.stat()
+    return _file_hash(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _file_hash(path: str, size: int, mtime_ns: int) -> str:
+    """Memoised by (path, size, mtime): the app asks on every rerun, the file changes rarely."""
     digest = hashlib.blake2b(digest_size=8)
-    size = path.stat().st_size
-    digest.update(str(size).encode())
-    with path.open("rb") as fh:
-        digest.update(fh.read(1 << 20))
-        fh.seek(max(0, size - (1 << 20)))
-        digest.update(fh.read(1 << 20))
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(8 << 20), b""):
+            digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -35,6 +35,7 @@ def _mb(n_bytes: float) -> float:
 
 def truth_top_k(vectors: np.ndarray, queries: np.ndarray, k: int = K) -> np.ndarray:
     """Exact top-k rows for each query row, the query itself excluded (batched matrix product)."""
+    k = min(k, len(vectors) - 1)
     out = np.empty((len(queries), k), np.int64)
     for start in range(0, len(queries), 64):
         rows = queries[start : start + 64]

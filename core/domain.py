@@ -47,9 +47,9 @@ class FashionMnistDomain:
     def convert(self, photo: Image.Image) -> np.ndarray:
         rgb = photo.convert("RGB")
         pixels = np.asarray(rgb, dtype=np.float32)
-        if rgb.size == (self.size, self.size) and np.ptp(pixels, axis=2).max() == 0:
-            return pixels[..., 0].astype(np.uint8)  # already a catalogue-like gray item
         background = _corner_colour(pixels)
+        if rgb.size == (self.size, self.size) and np.ptp(pixels, axis=2).max() == 0 and background.max() < 13:
+            return pixels[..., 0].astype(np.uint8)  # already a catalogue item: gray, 28 px, black background
         box = _content_box(pixels, background, self.trim_tolerance)
         crop = rgb.crop(box)
         scale = self.size / max(crop.size)

@@ -35,6 +35,15 @@ def configure_threads(settings: Settings) -> None:
     torch.set_num_threads(settings.num_threads or os.cpu_count() or 1)
 
 
+def single_threaded_blas() -> None:
+    """Numpy's BLAS on one thread, set once for the process when serving queries: a search's matrix-vector scan
+    is memory-bound, and idle-spinning BLAS threads would otherwise steal the cores from the next query's model
+    forward (measured: exact end-to-end p50 20 ms → 12.5 ms). Torch's own thread pool is not affected."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 @dataclass
 class Embedder:
     """A feature network plus the input transform it was trained with; ``key`` names what it produces."""

@@ -18,7 +18,7 @@ from core.artifacts import ArtifactDir, atomic_path, save_npy
 from core.catalog import Catalog, open_catalog
 from core.config import Settings
 from core.embed import (Embedder, Progress, Projection, SequentialRunner, describe_model, l2_normalize, model_key,
-                        no_progress)
+                        no_progress, single_threaded_blas)
 from core.images import decode_image
 from core.index import AnnoySearcher, ExactSearcher, Neighbours, Searcher
 
@@ -58,8 +58,11 @@ class Workspace:
         embedder = Embedder.from_settings(settings)
         progress("Loading model", 1, 1)
         store = Workspace.store_for(settings, catalog)
-        embeddings = load_or_build_embeddings(store, catalog, embedder, settings, progress)
-        annoy = load_or_build_annoy(store, embeddings, settings, progress)
+        # One builder at a time per store (sessions, threads, CLI runs): the others wait, then load its result.
+        with store.lock():
+            embeddings = load_or_build_embeddings(store, catalog, embedder, settings, progress)
+            annoy = load_or_build_annoy(store, embeddings, settings, progress)
+        single_threaded_blas()
         return cls(settings, catalog, embedder, embeddings, annoy, store)
 
     @staticmethod
@@ -188,7 +191,9 @@ def annoy_name(settings: Settings) -> str:
 def load_or_build_annoy(store: ArtifactDir, embeddings: np.ndarray, settings: Settings,
                         progress: Progress = no_progress) -> AnnoySearcher:
     name = annoy_name(settings)
-    if store.verified(name):
+    built_from = store.meta().get("files", {}).get("embeddings.npy", {}).get("checksum")
+    recorded = store.meta().get("files", {}).get(name, {})
+    if store.verified(name) and recorded.get("embeddings") == built_from:
         try:
             return AnnoySearcher.load(store.file(name), embeddings, settings.search_k)
         except (OSError, ValueError):
@@ -197,6 +202,7 @@ def load_or_build_annoy(store: ArtifactDir, embeddings: np.ndarray, settings: Se
     started = time.perf_counter()
     with atomic_path(store.file(name)) as tmp:
         AnnoySearcher.build(np.asarray(embeddings), tmp, settings.n_trees, seed=settings.seed)
-    store.record(name, n_trees=settings.n_trees, seconds=round(time.perf_counter() - started, 2))
+    store.record(name, n_trees=settings.n_trees, seconds=round(time.perf_counter() - started, 2),
+                 embeddings=built_from)
     progress("Building Annoy index", 1, 1)
     return AnnoySearcher.load(store.file(name), embeddings, settings.search_k)
