@@ -64,6 +64,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings.catalog == "fashion-mnist":
         print(f"Fashion-MNIST files: {fashion_mnist.fetch(settings.data_dir)}", file=sys.stderr)
+    if args.data_only:
+        return 0
     workspace = Workspace.open(settings, _tqdm_progress())
     print(json.dumps(workspace.describe(), indent=2))
     return 0
@@ -121,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("prepare", help="get the catalogue and build embeddings + Annoy index")
     _settings_args(p)
+    p.add_argument("--data-only", action="store_true", help="only get the catalogue files (set-up time)")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("search", help="search the catalogue with a photo file")

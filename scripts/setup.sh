@@ -24,8 +24,8 @@ apt_install() {  # apt_install PKG... : install Debian packages if we may; 1 if 
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null
 }
 
-PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
-if ! "$PYTHON" -c 'import sys; assert sys.version_info[:2] >= (3, 11)' 2>/dev/null; then
+PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3 || true)}"
+if [ -z "$PYTHON" ] || ! "$PYTHON" -c 'import sys; assert sys.version_info[:2] >= (3, 11)' 2>/dev/null; then
   echo "Python 3.11 is required (found: $("$PYTHON" --version 2>&1)). Install it, e.g. sudo apt-get install python3.11 python3.11-venv" >&2
   exit 1
 fi
@@ -34,7 +34,9 @@ if [ ! -x .venv/bin/python ]; then
   say "Creating .venv with $("$PYTHON" --version)"
   if ! "$PYTHON" -m venv .venv 2>/dev/null; then
     rm -rf .venv
-    apt_install python3-venv || { echo "python3 -m venv is unavailable: run 'sudo apt-get install python3-venv' and retry." >&2; exit 1; }
+    VENV_PKG="python3.$("$PYTHON" -c 'import sys; print(sys.version_info[1])')-venv"  # Ubuntu wants the versioned one
+    apt_install "$VENV_PKG" || apt_install python3-venv || {
+      echo "$PYTHON -m venv is unavailable: run 'sudo apt-get install $VENV_PKG' and retry." >&2; exit 1; }
     "$PYTHON" -m venv .venv
   fi
 fi
@@ -47,8 +49,8 @@ say "Installing Python packages from $REQS (torch is large: the first run takes 
 
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   say "Getting the built-in catalogue (Debian package dataset-fashion-mnist)"
-  # System-wide when we are root; otherwise `python -m core prepare` unpacks it into data/ without root.
-  apt_install dataset-fashion-mnist || true
+  # System-wide when we are root; otherwise unpacked into data/ with apt-get download + dpkg -x (no root).
+  apt_install dataset-fashion-mnist || .venv/bin/python -m core prepare --data-only
 fi
 
 if [ "$DEV" = 1 ] && ! { command -v chromium >/dev/null && command -v chromedriver >/dev/null; }; then

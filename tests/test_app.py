@@ -64,8 +64,8 @@ def test_uploading_a_photo_shows_k_results_and_the_converted_query(app):
     photos, items = synthetic_photos()
     upload(app, "disc.jpg", encoded(photos[20], "JPEG"), "image/jpeg")
     assert result_images(app) == 10
-    captions = [c.value for c in app.caption]
-    assert any("As the catalogue sees it" in str(c) for c in captions) or app.get("image")
+    captions = [caption for image in app.get("image") for caption in image.captions]
+    assert "Your photo" in captions and "As the catalogue sees it" in captions
     metrics = {m.label: m for m in app.metric}
     assert metrics["Predicted category"].value == items.loc[20, "category"]
     assert metrics["Search latency"].value.endswith("ms")

@@ -104,3 +104,22 @@ def test_exif_rotation_is_applied():
     pixels = np.asarray(image)
     assert image.size == (60, 100)
     assert pixels[5, 30].mean() < 40 and pixels[95, 30].mean() > 215
+
+
+def test_large_photos_are_decoded_at_a_working_size():
+    from core.images import WORKING_SIZE
+
+    big = Image.new("RGB", (4000, 3000), (240, 240, 240))
+    image = decode_image(encode(big, "JPEG", quality=80))
+    assert max(image.size) == WORKING_SIZE and image.size[0] > image.size[1]
+
+
+def test_malformed_metadata_is_a_message_not_a_traceback(monkeypatch):
+    from core import images
+
+    def broken(image):
+        raise KeyError("bad EXIF tag")
+
+    monkeypatch.setattr(images.ImageOps, "exif_transpose", broken)
+    with pytest.raises(ImageDecodeError, match="could not be read"):
+        decode_image(encode(Image.new("RGB", (10, 10)), "PNG"))

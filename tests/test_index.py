@@ -44,15 +44,43 @@ def test_annoy_with_a_generous_search_k_is_exact_and_scores_are_cosines(tmp_path
         np.testing.assert_allclose(a.scores, e.scores, atol=1e-4)
 
 
-def test_annoy_filtered_search_returns_only_allowed_rows(tmp_path):
+def test_annoy_filtered_search_returns_the_nearest_allowed_rows(tmp_path):
     vectors = unit_vectors(400, 8)
     path = tmp_path / "index.ann"
     AnnoySearcher.build(vectors, path, n_trees=5)
     annoy = AnnoySearcher.load(path, vectors, search_k=50)
     allowed = np.zeros(400, bool)
-    allowed[::40] = True  # 10 rows, rare enough to need the exact fallback
+    allowed[::40] = True
     found = annoy.search(vectors[3], 8, allowed)
-    assert len(found.indices) == 8 and allowed[found.indices].all()
+    expected = ExactSearcher(vectors).search(vectors[3], 8, allowed)
+    assert list(found.indices) == list(expected.indices)
+    assert len(annoy.search(vectors[3], 8, np.zeros(400, bool)).indices) == 0
+
+
+def test_annoy_filtered_search_falls_back_to_exact_when_the_forest_yields_too_few(tmp_path, monkeypatch):
+    vectors = unit_vectors(400, 8)
+    path = tmp_path / "index.ann"
+    AnnoySearcher.build(vectors, path, n_trees=5)
+    annoy = AnnoySearcher.load(path, vectors, search_k=50)
+    monkeypatch.setattr(annoy, "index", _FewResults(annoy.index))
+    allowed = np.zeros(400, bool)
+    allowed[100:200] = True
+    found = annoy.search(vectors[3], 8, allowed)
+    assert list(found.indices) == list(ExactSearcher(vectors).search(vectors[3], 8, allowed).indices)
+
+
+class _FewResults:
+    """An Annoy index that returns only its first 3 neighbours, whatever is asked."""
+
+    def __init__(self, index):
+        self.index = index
+
+    def get_n_items(self):
+        return self.index.get_n_items()
+
+    def get_nns_by_vector(self, vector, n, search_k, include_distances=False):
+        ids, distances = self.index.get_nns_by_vector(vector, 3, search_k, include_distances=True)
+        return (ids, distances) if include_distances else ids
 
 
 def test_annoy_refuses_an_index_for_other_embeddings(tmp_path):

@@ -100,8 +100,31 @@ def test_corrupt_meta_json_means_rebuild(settings):
     assert reopened.store.verified("embeddings.npy")
 
 
-def test_is_built_agrees_with_open_without_loading_the_model(settings):
+def test_is_built_agrees_with_open_without_loading_the_model(settings, monkeypatch):
+    from core.embed import Embedder
+
     assert not Workspace.is_built(settings)
     ws = Workspace.open(settings)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("is_built loaded the model")
+
+    monkeypatch.setattr(Embedder, "from_settings", fail)
     assert Workspace.is_built(settings)
     assert Workspace.store_for(settings).path == ws.store.path
+
+
+def test_edge_cases_k_larger_than_catalogue_and_an_empty_filter(shared_workspace):
+    everything = shared_workspace.search_item(0, k=500, exact=True)
+    assert len(everything.hits) == 63  # all other items
+    assert shared_workspace.search_item(0, k=5, category="No such category").hits.empty
+
+
+def test_annoy_is_rebuilt_when_built_from_other_embeddings(settings):
+    first = Workspace.open(settings)
+    meta = first.store.meta()
+    meta["files"]["annoy-4trees.ann"]["embeddings"] = "checksum-of-older-embeddings"
+    first.store.write_meta(meta)
+    second = Workspace.open(settings)
+    files = second.store.meta()["files"]
+    assert files["annoy-4trees.ann"]["embeddings"] == files["embeddings.npy"]["checksum"]
