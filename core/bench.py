@@ -29,9 +29,7 @@ def _percentile(values: list[float], q: float) -> float:
 def query_photos(workspace: Workspace, n: int, seed: int) -> list[bytes]:
     """Test-split items made to look like uploads: un-negated, upscaled, JPEG-encoded."""
     rng = np.random.default_rng(seed)
-    test_rows = np.flatnonzero(workspace.catalog.items["split"].to_numpy() == "test")
-    if len(test_rows) == 0:
-        test_rows = np.arange(len(workspace.catalog))
+    test_rows = workspace.catalog.query_rows()
     out = []
     for row in rng.choice(test_rows, size=min(n, len(test_rows)), replace=False):
         image = Image.fromarray(255 - workspace.catalog.domain_batch([row])[0]).resize((280, 280))
@@ -88,9 +86,7 @@ def run_bench(settings: Settings, n_queries: int = 200, cold: bool = True, progr
 def retrieval_quality(workspace: Workspace, n_queries: int, seed: int, k: int = 10) -> dict:
     """recall@k of Annoy against exact search, and precision@k by category, for test-split items as queries."""
     rng = np.random.default_rng(seed)
-    test_rows = np.flatnonzero(workspace.catalog.items["split"].to_numpy() == "test")
-    if len(test_rows) == 0:
-        test_rows = np.arange(len(workspace.catalog))
+    test_rows = workspace.catalog.query_rows()
     rows = rng.choice(test_rows, size=min(n_queries, len(test_rows)), replace=False)
     labels = workspace.catalog.labels
     recalls, precisions = [], []

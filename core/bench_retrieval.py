@@ -20,7 +20,7 @@ import numpy as np
 from core.artifacts import atomic_path, save_npy
 from core.embed import Progress, no_progress
 from core.evaluate import average_precision_at_k, precision_at_k, recall_at_k
-from core.index import AnnoySearcher, ExactSearcher, KMeansSearcher, PCASearcher, Searcher
+from core.index import AnnoySearcher, ExactSearcher, KMeansSearcher, PCASearcher, Searcher, l2_normalize
 from core.workspace import Workspace
 
 K = 10
@@ -134,8 +134,7 @@ def synthetic_like(vectors: np.ndarray, labels: np.ndarray, n: int, seed: int) -
         mean, cov = members.mean(axis=0), np.cov(members, rowvar=False)
         parts.append(rng.multivariate_normal(mean, cov, size=size, method="eigh").astype(np.float32))
         part_labels.append(np.full(size, c))
-    out = np.concatenate(parts)
-    out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    out = l2_normalize(np.concatenate(parts))
     order = rng.permutation(n)
     return np.ascontiguousarray(out[order]), np.concatenate(part_labels)[order]
 
@@ -168,8 +167,7 @@ def run_retrieval_bench(workspace: Workspace, n_queries: int = 500, sweep: bool 
     settings = workspace.settings
     vectors = np.ascontiguousarray(workspace.embeddings, dtype=np.float32)
     labels = workspace.catalog.labels.astype(np.int64)
-    split = workspace.catalog.items["split"].to_numpy()
-    pool = np.flatnonzero(split == "test") if (split == "test").any() else np.arange(len(vectors))
+    pool = workspace.catalog.query_rows()
     queries = np.random.default_rng(settings.seed).choice(pool, size=min(n_queries, len(pool)), replace=False)
     truth = truth_top_k(vectors, queries)
     result: dict = {

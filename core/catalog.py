@@ -60,6 +60,11 @@ class Catalog:
         """Upscaled by an integer factor with nearest-neighbour, so 28-px items stay crisp instead of blurred."""
         return upscale(self.image(index), size)
 
+    def query_rows(self) -> np.ndarray:
+        """Rows to evaluate with: the test split, or every item when the catalogue has none."""
+        test = np.flatnonzero(self.items["split"].to_numpy() == "test")
+        return test if len(test) else np.arange(len(self))
+
     def summary(self) -> pd.DataFrame:
         """Items per category and split, the catalogue at a glance."""
         table = pd.crosstab(self.items["category"], self.items["split"])

@@ -22,6 +22,7 @@ from core.artifacts import fingerprint
 from core.backbone import backbone_spec, create_backbone, weights_fingerprint
 from core.config import Settings
 from core.domain import ModelInput
+from core.index import l2_normalize
 
 # progress(stage, done, total): the CLI plugs tqdm in, the app a Streamlit progress bar.
 Progress = Callable[[str, int, int], None]
@@ -87,7 +88,10 @@ class Embedder:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """uint8 domain arrays → float32 (B, dim), projected if fitted, unit length (cosine = dot product)."""
-        features = self.features(batch)
+        return self.vectors(self.features(batch))
+
+    def vectors(self, features: np.ndarray) -> np.ndarray:
+        """Raw features → the vectors the index holds: projected if fitted, unit length."""
         return l2_normalize(self.projection(features) if self.projection is not None else features)
 
 
@@ -112,10 +116,6 @@ def _embedding_recipe(settings: Settings) -> str:
 
 def model_key(description: dict) -> str:
     return f"{description['backbone']}-{fingerprint(description)}"
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 @dataclass(frozen=True)

@@ -135,8 +135,7 @@ class KMeansSearcher:
         n_clusters = min(n_clusters, len(embeddings))
         kmeans = MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, n_init=1, batch_size=4096)
         kmeans.fit(np.asarray(embeddings))
-        centroids = kmeans.cluster_centers_.astype(np.float32)
-        centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+        centroids = l2_normalize(kmeans.cluster_centers_)
         # Assign by the same rule as at query time (highest cosine), in chunks: N × clusters can be gigabytes.
         labels = np.concatenate([np.argmax(np.asarray(embeddings[i : i + 16384]) @ centroids.T, axis=1)
                                  for i in range(0, len(embeddings), 16384)])
@@ -183,14 +182,14 @@ class PCASearcher:
         pca = PCA(n_components=dim, svd_solver="full" if dim == sample.shape[1] else "randomized",
                   random_state=seed).fit(sample)
         components = pca.components_.astype(np.float32)
-        return cls(components, _unit(np.asarray(embeddings) @ components.T))
+        return cls(components, l2_normalize(np.asarray(embeddings) @ components.T))
 
     def save(self, path: Path) -> None:
         with open(path, "wb") as fh:
             np.savez(fh, components=self.components, reduced=self.reduced)
 
     def search(self, vector: np.ndarray, k: int, allowed: np.ndarray | None = None) -> Neighbours:
-        query = _unit((vector.astype(np.float32) @ self.components.T)[None])[0]
+        query = l2_normalize((vector.astype(np.float32) @ self.components.T)[None])[0]
         rows = np.flatnonzero(allowed) if allowed is not None else None
         matrix = self.reduced if rows is None else self.reduced[rows]
         scores = matrix @ query
@@ -201,5 +200,6 @@ class PCASearcher:
         return int(self.components.nbytes + self.reduced.nbytes)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows to unit length (cosine similarity becomes a dot product); all-zero rows stay zero."""
     return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)

@@ -17,7 +17,7 @@ from PIL import Image
 from core.artifacts import ArtifactDir, atomic_path, save_npy
 from core.catalog import Catalog, open_catalog
 from core.config import Settings
-from core.embed import (Embedder, Progress, Projection, SequentialRunner, describe_model, l2_normalize, model_key,
+from core.embed import (Embedder, Progress, Projection, SequentialRunner, describe_model, model_key,
                         no_progress, single_threaded_blas)
 from core.images import decode_image
 from core.index import AnnoySearcher, ExactSearcher, Neighbours, Searcher
@@ -175,7 +175,7 @@ def load_or_build_embeddings(store: ArtifactDir, catalog: Catalog, embedder: Emb
             embedder.projection.save(tmp)
         store.record(projection_name, dim=embedder.projection.dim, whiten=settings.pca_whiten,
                      fitted_on="train split")
-    embeddings = l2_normalize(embedder.projection(features)) if embedder.projection else l2_normalize(features)
+    embeddings = embedder.vectors(features)
     seconds = time.perf_counter() - started
     save_npy(store.file(name), embeddings)
     store.record(name, shape=list(embeddings.shape), seconds=round(seconds, 2),
@@ -191,9 +191,9 @@ def annoy_name(settings: Settings) -> str:
 def load_or_build_annoy(store: ArtifactDir, embeddings: np.ndarray, settings: Settings,
                         progress: Progress = no_progress) -> AnnoySearcher:
     name = annoy_name(settings)
-    built_from = store.meta().get("files", {}).get("embeddings.npy", {}).get("checksum")
-    recorded = store.meta().get("files", {}).get(name, {})
-    if store.verified(name) and recorded.get("embeddings") == built_from:
+    files = store.meta().get("files", {})
+    built_from = files.get("embeddings.npy", {}).get("checksum")
+    if store.verified(name) and files.get(name, {}).get("embeddings") == built_from:
         try:
             return AnnoySearcher.load(store.file(name), embeddings, settings.search_k)
         except (OSError, ValueError):

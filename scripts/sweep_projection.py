@@ -18,7 +18,7 @@ from sklearn.decomposition import PCA
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core.config import Settings  # noqa: E402
-from core.embed import l2_normalize  # noqa: E402
+from core.index import l2_normalize  # noqa: E402
 from core.workspace import Workspace  # noqa: E402
 
 
