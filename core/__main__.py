@@ -1,6 +1,8 @@
 """Command line: every stage the app runs, scriptable.
 
     python -m core prepare             fetch the built-in catalogue (set-up time), build embeddings + index
+    python -m core train               fine-tune a backbone (resumes an interrupted run of the same recipe)
+    python -m core evaluate --json     test-split figures of the served model (--run ID for a fine-tuned one)
     python -m core search PHOTO        top-k catalogue items for a photo
     python -m core bench --json        the README's speed and quality figures
     python -m core serve               start the dashboard
@@ -15,14 +17,24 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core.config import Settings
+from dataclasses import fields
+
+from core.config import FREEZE_POLICIES, SCHEDULES, Settings, TrainConfig
 
 
-def _settings_args(parser: argparse.ArgumentParser) -> None:
+def _source_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--catalog", help="catalogue source name (default: fashion-mnist)")
     parser.add_argument("--catalog-limit", type=int, help="use only the first N items (0 = all)")
     parser.add_argument("--backbone", help="efficientnet_lite0 (default), efficientnet_lite1, efficientnet_lite2, …")
     parser.add_argument("--weights", type=Path, dest="weights_path", help="local state dict for the backbone")
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--artifacts-dir", type=Path)
+
+
+def _settings_args(parser: argparse.ArgumentParser) -> None:
+    _source_args(parser)
+    parser.add_argument("--run", help="serve a fine-tuned run (its id, printed by `train`) instead of ImageNet "
+                        "features")
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--pca-dim", type=int, help="PCA dimension of the vectors (0 = raw features)")
     parser.add_argument("--pca-whiten", action="store_const", const=True, help="whiten the PCA (more precise, "
@@ -30,14 +42,36 @@ def _settings_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--n-trees", type=int)
     parser.add_argument("--search-k", type=int)
-    parser.add_argument("--data-dir", type=Path)
-    parser.add_argument("--artifacts-dir", type=Path)
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    names = ("catalog", "catalog_limit", "backbone", "weights_path", "image_size", "pca_dim", "pca_whiten",
-             "batch_size", "n_trees", "search_k", "data_dir", "artifacts_dir")
+SOURCE_FLAGS = ("catalog", "catalog_limit", "backbone", "weights_path", "data_dir", "artifacts_dir")
+SETTINGS_FLAGS = (*SOURCE_FLAGS, "run", "image_size", "pca_dim", "pca_whiten", "batch_size", "n_trees", "search_k")
+
+
+def _settings(args: argparse.Namespace, names: tuple[str, ...] = SETTINGS_FLAGS) -> Settings:
     return Settings.from_env(**{name: getattr(args, name) for name in names})
+
+
+def _recipe_args(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field (defaults: the CPU recipe in BENCHMARKS.md)."""
+    defaults = TrainConfig()
+    helps = {"freeze": f"one of {', '.join(FREEZE_POLICIES)}", "schedule": f"one of {', '.join(SCHEDULES)}",
+             "trainable_blocks": "stages that learn with --freeze last", "triplet_weight": "weight of the batch-hard "
+             "triplet loss (0 = off)", "val_fraction": "share of the train split held out for validation"}
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"(default: {default})")
+        else:
+            parser.add_argument(flag, type=type(default), default=None,
+                                help=f"{helps.get(f.name, '')} (default: {default})".strip())
+
+
+def _recipe(args: argparse.Namespace) -> TrainConfig:
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
+    return TrainConfig(**values)
 
 
 def _tqdm_progress():
@@ -71,12 +105,45 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    import signal
+
+    from core.train import TrainingStopped, train
+
+    stop = {"requested": False}
+
+    def request_stop(signum, frame) -> None:  # SIGTERM (the Model page's Stop) or Ctrl-C: end at the next step
+        stop["requested"] = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    settings = _settings(args, SOURCE_FLAGS)  # --image-size / --batch-size here are the recipe's
+    try:
+        run = train(settings, _recipe(args), _tqdm_progress(), should_stop=lambda: stop["requested"], fresh=args.fresh)
+    except TrainingStopped as exc:
+        print(f"training {exc}", file=sys.stderr)
+        return 130
+    figures = run.test_figures()
+    print(f"run {run.id}: serve it with --run {run.id} (or pick it in the dashboard's sidebar)", file=sys.stderr)
+    print(json.dumps({"run": run.id, "test": figures, "history": run.history()}, indent=2) if args.json
+          else "\n".join(f"{k:>20}: {v}" for k, v in figures.items()))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from core.train import evaluate_run
+
+    figures = evaluate_run(_settings(args), _tqdm_progress())
+    print(json.dumps(figures, indent=2) if args.json else "\n".join(f"{k:>20}: {v}" for k, v in figures.items()))
+    return 0
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from core.workspace import Workspace
 
     workspace = Workspace.open(_settings(args), _tqdm_progress())
     result = workspace.search(Path(args.photo).read_bytes(), k=args.k, exact=args.exact)
-    print(f"predicted: {', '.join(f'{c} {p:.0%}' for c, p in result.predicted[:3])}; "
+    print(f"predicted ({result.predicted_by}): {', '.join(f'{c} {p:.0%}' for c, p in result.predicted[:3])}; "
           f"{result.latency_ms:.1f} ms ({result.method})")
     print(result.hits[["id", "category", "split", "score"]].to_string(index=False))
     return 0
@@ -125,6 +192,18 @@ def main(argv: list[str] | None = None) -> int:
     _settings_args(p)
     p.add_argument("--data-only", action="store_true", help="only get the catalogue files (set-up time)")
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="fine-tune the backbone on the catalogue (resumes the same recipe's run)")
+    _source_args(p)
+    _recipe_args(p)
+    p.add_argument("--fresh", action="store_true", help="discard this recipe's checkpoints and start over")
+    p.add_argument("--json", action="store_true", help="print the run id, test figures and history as JSON")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="test-split figures: top-1/3/5, precision@10, mAP@10 (and tag F1)")
+    _settings_args(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("search", help="search the catalogue with a photo file")
     _settings_args(p)

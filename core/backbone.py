@@ -95,9 +95,12 @@ def weights_source(name: str, weights_path: Path | None = None) -> Path | None:
 def weights_fingerprint(name: str, weights_path: Path | None = None) -> str:
     """A content hash of the weights file, so any changed tensor means a new model key."""
     path = weights_source(name, weights_path)
-    if path is None:
-        return "none"
-    stat = path.stat()
+    return "none" if path is None else file_fingerprint(path)
+
+
+def file_fingerprint(path: Path) -> str:
+    """Content hash of a weights or checkpoint file, memoised by (path, size, mtime)."""
+    stat = Path(path).stat()
     return _file_hash(str(path), stat.st_size, stat.st_mtime_ns)
 
 

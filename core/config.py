@@ -57,6 +57,10 @@ class Settings:
     kmeans_probe: int = 12
     pca_search_dim: int = 64
 
+    # A fine-tuned run to serve (``python -m core train`` prints its id; the sidebar lists them). Empty: the
+    # backbone's ImageNet weights with the PCA projection above.
+    run: str = ""
+
     seed: int = 0
 
     def replace(self, **changes: Any) -> "Settings":
@@ -89,3 +93,66 @@ def _parse(name: str, raw: str) -> Any:
         return raw
     except ValueError as exc:
         raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from exc
+
+
+FREEZE_POLICIES = ("full", "last", "heads")
+SCHEDULES = ("cosine", "onecycle")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A fine-tuning recipe. It is saved with every run and its hash is the run's id, so the same recipe on the same
+    catalogue and weights resumes the same run instead of starting a second one.
+
+    The defaults are the 2-core CPU recipe measured in BENCHMARKS.md; the GPU recipe there changes a few fields.
+    """
+
+    epochs: int = 6
+    image_size: int = 32
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 0.5
+    schedule: str = "cosine"
+    # full: every layer learns. last: only the last ``trainable_blocks`` stages and the heads. heads: the backbone
+    # is frozen, its features are computed once and cached, and only the embedding layer and heads learn.
+    freeze: str = "full"
+    trainable_blocks: int = 2
+    embedding_dim: int = 512
+    label_smoothing: float = 0.1
+    tag_weight: float = 1.0
+    # Batch-hard triplet margin loss on the unit embeddings, added to cross-entropy with this weight (0 = off).
+    triplet_weight: float = 0.0
+    triplet_margin: float = 0.2
+    augment: bool = True
+    val_fraction: float = 0.1  # carved from the train split with ``seed``; the test split is never trained on
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.freeze not in FREEZE_POLICIES:
+            problems.append(f"freeze must be one of {', '.join(FREEZE_POLICIES)} (got {self.freeze!r})")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"schedule must be one of {', '.join(SCHEDULES)} (got {self.schedule!r})")
+        for name in ("epochs", "image_size", "batch_size", "embedding_dim", "trainable_blocks"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1 (got {getattr(self, name)})")
+        if self.batch_size < 2:
+            problems.append("batch_size must be at least 2 (batch norm needs two samples)")
+        if not 0.0 < self.val_fraction < 0.5:
+            problems.append(f"val_fraction must be in (0, 0.5) (got {self.val_fraction})")
+        if self.lr <= 0:
+            problems.append(f"lr must be positive (got {self.lr})")
+        if problems:
+            raise ValueError("Invalid training recipe: " + "; ".join(problems))
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})

@@ -91,11 +91,14 @@ class ModelInput:
 
     def __call__(self, batch: np.ndarray) -> torch.Tensor:
         """uint8 (B, H, W) or (B, H, W, 3) → float (B, 3, size, size)."""
-        x = torch.from_numpy(np.array(batch, dtype=np.uint8, copy=True))  # mmap slices are read-only
+        return self.tensor(torch.from_numpy(np.array(batch, dtype=np.uint8, copy=True)))  # mmap slices: read-only
+
+    def tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """The same for a uint8 tensor, on whatever device it is (training keeps the catalogue on the GPU)."""
         x = x.unsqueeze(1).expand(-1, 3, -1, -1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
         x = x.float().div_(255.0)
         if x.shape[-2:] != (self.size, self.size):
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
-        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.std).view(1, 3, 1, 1)
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
         return (x - mean) / std

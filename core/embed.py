@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from core.artifacts import fingerprint
-from core.backbone import backbone_spec, create_backbone, weights_fingerprint
+from core.backbone import backbone_spec, create_backbone, file_fingerprint, weights_fingerprint
 from core.config import Settings
 from core.domain import ModelInput
 from core.index import l2_normalize
@@ -55,10 +55,15 @@ class Embedder:
     description: dict
     projection: "Projection | None" = None  # fitted on the catalogue's features, set by the Workspace
     feature_dim: int = 0
+    heads: "Heads | None" = None  # a fine-tuned run's category (and tag) heads
+    pca_dim: int = 0  # the projection to fit on the catalogue (0: the features are the vectors)
+    pca_whiten: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Embedder":
         configure_threads(settings)
+        if settings.run:
+            return cls.from_run(settings)
         network = create_backbone(settings.backbone, weights_path=settings.weights_path)
         description = describe_model(settings)
         # timm resolves size/mean/std/interpolation from the model's pretrained config; our overrides win, so the
@@ -67,7 +72,24 @@ class Embedder:
             {"input_size": (3, settings.image_size, settings.image_size), "mean": tuple(description["mean"]),
              "std": tuple(description["std"])}, model=network)
         return cls(_inference_graph(network.eval(), settings.image_size), ModelInput.from_data_config(config),
-                   model_key(description), description)
+                   model_key(description), description, pca_dim=settings.pca_dim, pca_whiten=settings.pca_whiten)
+
+    @classmethod
+    def from_run(cls, settings: Settings) -> "Embedder":
+        """A fine-tuned run's best checkpoint: its embedding layer gives the vectors, its heads the predictions."""
+        from core.model import EmbeddingOnly, build_net
+        from core.runs import RunDir, load_checkpoint, load_weights
+
+        run = RunDir.of(settings)
+        state = load_checkpoint(run.best)
+        recipe = run.config()
+        backbone = create_backbone(state["backbone"], pretrained=False)
+        net = build_net(backbone, recipe, len(state["categories"]), len(state["tags"]))
+        load_weights(net, state, run.best)
+        description = describe_model(settings)
+        transform = ModelInput(recipe.image_size, tuple(description["mean"]), tuple(description["std"]))
+        return cls(_inference_graph(EmbeddingOnly(net).eval(), recipe.image_size), transform, model_key(description),
+                   description, heads=Heads.from_state(state))
 
     def __post_init__(self) -> None:
         # Two single-image passes: they give the feature size, and TorchScript's profiling executor optimises
@@ -97,6 +119,15 @@ class Embedder:
 
 def describe_model(settings: Settings) -> dict:
     """Everything that determines the vectors, without loading weights: the model key is a hash of this."""
+    if settings.run:
+        from core.runs import RunDir
+
+        run = RunDir.of(settings)
+        info, recipe = run.info(), run.config()
+        spec = backbone_spec(info["backbone"])
+        return {"backbone": spec.name, "run": run.id, "checkpoint": file_fingerprint(run.best),
+                "image_size": recipe.image_size, "mean": [float(v) for v in spec.mean],
+                "std": [float(v) for v in spec.std], "embedding": f"fine-tuned-{recipe.embedding_dim}-l2"}
     spec = backbone_spec(settings.backbone)
     return {
         "backbone": spec.name,
@@ -115,7 +146,42 @@ def _embedding_recipe(settings: Settings) -> str:
 
 
 def model_key(description: dict) -> str:
-    return f"{description['backbone']}-{fingerprint(description)}"
+    kind = "ft-" if "run" in description else ""
+    return f"{description['backbone']}-{kind}{fingerprint(description)}"
+
+
+@dataclass(frozen=True)
+class Heads:
+    """A fine-tuned run's classifier heads as arrays: applied to embeddings with one matrix product, so the
+    query path traces only backbone + embedding layer."""
+
+    categories: list[str]
+    category_w: np.ndarray
+    category_b: np.ndarray
+    tags: list[str]
+    tag_w: np.ndarray | None = None
+    tag_b: np.ndarray | None = None
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Heads":
+        model = state["model"]
+
+        def array(name: str) -> np.ndarray | None:
+            return model[name].float().numpy() if name in model else None
+
+        return cls(list(state["categories"]), array("category_head.weight"), array("category_head.bias"),
+                   list(state["tags"]), array("tag_head.weight"), array("tag_head.bias"))
+
+    def category_probs(self, features: np.ndarray) -> np.ndarray:
+        logits = features @ self.category_w.T + self.category_b
+        logits -= logits.max(axis=1, keepdims=True)
+        weights = np.exp(logits)
+        return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def tag_probs(self, features: np.ndarray) -> np.ndarray:
+        if self.tag_w is None:
+            return np.zeros((len(features), 0), np.float32)
+        return (1.0 / (1.0 + np.exp(-(features @ self.tag_w.T + self.tag_b)))).astype(np.float32)
 
 
 @dataclass(frozen=True)

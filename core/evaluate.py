@@ -32,3 +32,79 @@ def average_precision_at_k(neighbour_labels: Sequence[int] | np.ndarray, query_l
         return 0.0
     precision_at_hits = np.cumsum(hits)[hits] / (np.flatnonzero(hits) + 1)
     return float(precision_at_hits.sum() / min(k, n_relevant))
+
+
+def top_k_accuracy(probabilities: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Share of rows whose true label is among the k highest scores (ties broken towards the lower index)."""
+    if len(labels) == 0:
+        return 0.0
+    k = min(k, probabilities.shape[1])
+    top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    return float(np.mean((top == np.asarray(labels)[:, None]).any(axis=1)))
+
+
+def tag_f1(true: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """Multi-label F1 three ways, as in the source material: micro (every decision counts once), macro (every tag
+    counts once), samples (every item counts once)."""
+    from sklearn.metrics import f1_score
+
+    true, predicted = np.asarray(true).astype(bool), np.asarray(predicted).astype(bool)
+    return {f"tag_f1_{average}": float(f1_score(true, predicted, average=average, zero_division=0))
+            for average in ("micro", "macro", "samples")}
+
+
+def nearest(queries: np.ndarray, gallery: np.ndarray, k: int, query_rows: np.ndarray | None = None,
+            chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Exact cosine top-k (unit vectors) as (indices, scores), best first; a query's own row in the gallery
+    (``query_rows``) is left out. Chunked, so memory stays at chunk × gallery floats."""
+    depth = min(k, len(gallery) - (1 if query_rows is not None else 0))
+    gallery = np.asarray(gallery, np.float32)
+    indices = np.zeros((len(queries), max(depth, 0)), np.int64)
+    scores = np.zeros((len(queries), max(depth, 0)), np.float32)
+    if depth <= 0:
+        return indices, scores
+    for start in range(0, len(queries), chunk):
+        block = np.asarray(queries[start : start + chunk], dtype=np.float32) @ gallery.T
+        if query_rows is not None:
+            block[np.arange(len(block)), query_rows[start : start + chunk]] = -np.inf
+        top = np.argpartition(-block, depth - 1, axis=1)[:, :depth]
+        top_scores = np.take_along_axis(block, top, axis=1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        indices[start : start + len(block)] = np.take_along_axis(top, order, axis=1)
+        scores[start : start + len(block)] = np.take_along_axis(top_scores, order, axis=1)
+    return indices, scores
+
+
+def retrieval_scores(neighbour_labels: np.ndarray, query_labels: np.ndarray, gallery_labels: np.ndarray,
+                     k: int = 10, self_in_gallery: bool = True) -> dict[str, float]:
+    """Mean precision@k and mAP@k over queries, from each query's ranked neighbour labels."""
+    counts = np.bincount(np.asarray(gallery_labels), minlength=int(np.max(query_labels)) + 1)
+    precisions = [precision_at_k(found, label, k) for found, label in zip(neighbour_labels, query_labels, strict=True)]
+    aps = [average_precision_at_k(found, label, k, counts[label] - int(self_in_gallery))
+           for found, label in zip(neighbour_labels, query_labels, strict=True)]
+    return {f"precision_at_{k}": float(np.mean(precisions)) if precisions else 0.0,
+            f"map_at_{k}": float(np.mean(aps)) if aps else 0.0}
+
+
+def evaluate_workspace(ws, k: int = 10) -> dict:
+    """The test-split figures of the model a Workspace serves (``python -m core evaluate``): category top-1/3/5
+    (from the fine-tuned head, or for ImageNet features the vote of the 10 nearest items), and precision@k and
+    mAP@k of exact search over the whole catalogue with each test item as the query (itself left out)."""
+    rows, labels = ws.catalog.query_rows(), ws.catalog.labels
+    indices, scores = nearest(np.asarray(ws.embeddings)[rows], ws.embeddings, max(k, 10), query_rows=rows)
+    if ws.category_probs is not None:
+        probs, classifier = np.asarray(ws.category_probs)[rows], "fine-tuned category head"
+    else:
+        from core.index import Neighbours
+
+        probs = np.stack([ws.vote(Neighbours(i, s)) for i, s in zip(indices, scores, strict=True)])
+        classifier = "similarity-weighted vote of the 10 nearest items"
+    out = {"catalog": ws.catalog.name, "model_key": ws.embedder.key, "run": ws.settings.run or None,
+           "split": "test" if (ws.catalog.items["split"].to_numpy() == "test").any() else "all", "queries": len(rows),
+           "classifier": classifier, **{f"top{n}": top_k_accuracy(probs, labels[rows], n) for n in (1, 3, 5)},
+           **retrieval_scores(labels[indices[:, :k]], labels[rows], labels, k)}
+    tag_probs = ws.tag_probs()
+    if tag_probs is not None:
+        truth = ws.tag_truth()
+        out.update(tag_f1(truth[rows], np.asarray(tag_probs)[rows] >= 0.5))
+    return out

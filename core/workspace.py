@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from core import tags
 from core.artifacts import ArtifactDir, atomic_path, save_npy
 from core.catalog import Catalog, open_catalog
 from core.config import Settings
@@ -23,6 +24,13 @@ from core.images import decode_image
 from core.index import AnnoySearcher, ExactSearcher, Neighbours, Searcher
 
 VOTE_NEIGHBOURS = 10
+PROBS = "category_probs.npy"  # a fine-tuned run's category head on every item
+TAG_PROBS = "tag_probs.npy"  # … and its tag head, when the catalogue has tags
+
+
+def projection_dim(settings: Settings) -> int:
+    """The PCA the vectors get: fine-tuned embeddings are used as they are."""
+    return 0 if settings.run else settings.pca_dim
 
 
 @dataclass
@@ -31,8 +39,9 @@ class SearchResult:
 
     query_image: Image.Image | None  # the query after the catalogue's conversion (None for catalogue items)
     hits: pd.DataFrame  # catalogue rows + ``row`` and ``score``, best first
-    predicted: list[tuple[str, float]]  # (category, share of neighbour votes), best first
+    predicted: list[tuple[str, float]]  # (category, probability or share of neighbour votes), best first
     method: str
+    predicted_by: str = "vote of the 10 nearest items"
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -42,9 +51,10 @@ class SearchResult:
 
 class Workspace:
     def __init__(self, settings: Settings, catalog: Catalog, embedder: Embedder, embeddings: np.ndarray,
-                 annoy: AnnoySearcher, store: ArtifactDir):
+                 annoy: AnnoySearcher, store: ArtifactDir, category_probs: np.ndarray | None = None):
         self.settings, self.catalog, self.embedder = settings, catalog, embedder
         self.embeddings, self.store = embeddings, store
+        self.category_probs = category_probs  # (N, C) from a fine-tuned run's head; None for ImageNet features
         self.exact = ExactSearcher(embeddings)
         self.annoy = annoy
 
@@ -56,6 +66,9 @@ class Workspace:
         progress("Loading catalogue", 1, 1)
         progress("Loading model", 0, 1)
         embedder = Embedder.from_settings(settings)
+        if embedder.heads is not None and embedder.heads.categories != catalog.categories:
+            raise ValueError(f"Run {settings.run} was trained on other categories ({embedder.heads.categories}) "
+                             f"than catalogue {catalog.name!r} has; pick it with the catalogue it was trained on.")
         progress("Loading model", 1, 1)
         store = Workspace.store_for(settings, catalog)
         # One builder at a time per store (sessions, threads, CLI runs): the others wait, then load its result.
@@ -63,7 +76,8 @@ class Workspace:
             embeddings = load_or_build_embeddings(store, catalog, embedder, settings, progress)
             annoy = load_or_build_annoy(store, embeddings, settings, progress)
         single_threaded_blas()
-        return cls(settings, catalog, embedder, embeddings, annoy, store)
+        probs = np.load(store.file(PROBS), mmap_mode="r") if embedder.heads is not None else None
+        return cls(settings, catalog, embedder, embeddings, annoy, store, probs)
 
     @staticmethod
     def store_for(settings: Settings, catalog: Catalog | None = None) -> ArtifactDir:
@@ -75,36 +89,40 @@ class Workspace:
     def is_built(settings: Settings) -> bool:
         """Cheap check (sizes, not checksums) that opening will load rather than build."""
         store = Workspace.store_for(settings)
-        names = ["embeddings.npy", annoy_name(settings)] + (["projection.npz"] if settings.pca_dim else [])
+        names = ["embeddings.npy", annoy_name(settings)] + (["projection.npz"] if projection_dim(settings) else [])
+        names += [PROBS] if settings.run else []
         return all(store.verified(name, full_check=False) for name in names)
 
     # ---------------------------------------------------------------- querying
     def searcher(self, exact: bool) -> Searcher:
         return self.exact if exact else self.annoy
 
-    def embed_photo(self, photo: Image.Image) -> tuple[np.ndarray, np.ndarray]:
-        """A photo → (its catalogue-domain array, its unit vector)."""
+    def embed_photo(self, photo: Image.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """A photo → (its catalogue-domain array, its unit vector, category probabilities if the model has a head)."""
         domain = self.catalog.domain.convert(photo)
-        return domain, self.embedder(domain[None])[0]
+        features = self.embedder.features(domain[None])
+        probs = self.embedder.heads.category_probs(features)[0] if self.embedder.heads is not None else None
+        return domain, self.embedder.vectors(features)[0], probs
 
     def search(self, query: Image.Image | bytes, k: int = 10, exact: bool = False,
                category: str | None = None) -> SearchResult:
         """Search with a photo (PIL image, or raw upload bytes, which are decoded safely)."""
         started = time.perf_counter()
         photo = decode_image(query) if isinstance(query, bytes) else query
-        domain, vector = self.embed_photo(photo)
+        domain, vector, probs = self.embed_photo(photo)
         prepared = time.perf_counter()
-        result = self._search_vector(vector, k, exact, category, exclude=None)
+        result = self._search_vector(vector, k, exact, category, exclude=None, probs=probs)
         result.query_image = Image.fromarray(domain)
         result.timings_ms = {"convert + embed": (prepared - started) * 1e3, **result.timings_ms}
         return result
 
     def search_item(self, row: int, k: int = 10, exact: bool = False, category: str | None = None) -> SearchResult:
         """Search with a catalogue item's stored vector; the item itself is left out of its results."""
-        return self._search_vector(np.asarray(self.embeddings[row]), k, exact, category, exclude=row)
+        probs = np.asarray(self.category_probs[row]) if self.category_probs is not None else None
+        return self._search_vector(np.asarray(self.embeddings[row]), k, exact, category, exclude=row, probs=probs)
 
     def _search_vector(self, vector: np.ndarray, k: int, exact: bool, category: str | None,
-                       exclude: int | None) -> SearchResult:
+                       exclude: int | None, probs: np.ndarray | None = None) -> SearchResult:
         searcher = self.searcher(exact)
         allowed = None
         if category:
@@ -114,21 +132,38 @@ class Workspace:
         found = searcher.search(vector, max(k, VOTE_NEIGHBOURS) + extra, allowed)
         elapsed = (time.perf_counter() - started) * 1e3
         found = _drop(found, exclude)
-        # Without a trained head, the category is the similarity-weighted vote of the nearest neighbours.
-        votes = found if allowed is None else _drop(searcher.search(vector, VOTE_NEIGHBOURS + extra), exclude)
         hits = self.catalog.items.iloc[found.indices[:k]].copy()
         hits.insert(0, "row", found.indices[:k])
         hits["score"] = found.scores[:k]
-        return SearchResult(None, hits.reset_index(drop=True), self._vote(votes), searcher.name,
-                            {f"search ({searcher.name})": elapsed})
+        result = SearchResult(None, hits.reset_index(drop=True), [], searcher.name,
+                              timings_ms={f"search ({searcher.name})": elapsed})
+        if probs is not None:
+            result.predicted, result.predicted_by = self._ranked(probs), "the fine-tuned category head"
+        else:  # without a trained head, the category is the similarity-weighted vote of the nearest neighbours
+            votes = found if allowed is None else _drop(searcher.search(vector, VOTE_NEIGHBOURS + extra), exclude)
+            result.predicted = self._ranked(self.vote(votes))
+        return result
 
-    def _vote(self, found: Neighbours) -> list[tuple[str, float]]:
+    def vote(self, found: Neighbours) -> np.ndarray:
+        """Similarity-weighted shares of the categories among the nearest neighbours, one per category."""
         labels = self.catalog.labels[found.indices[:VOTE_NEIGHBOURS]]
         weights = np.clip(found.scores[:VOTE_NEIGHBOURS], 1e-6, None)
         totals = np.bincount(labels, weights=weights, minlength=len(self.catalog.categories))
-        shares = totals / max(totals.sum(), 1e-12)
-        order = np.argsort(-shares)
+        return totals / max(totals.sum(), 1e-12)
+
+    def _ranked(self, shares: np.ndarray) -> list[tuple[str, float]]:
+        order = np.argsort(-shares, kind="stable")
         return [(self.catalog.categories[i], float(shares[i])) for i in order if shares[i] > 0]
+
+    def tag_probs(self) -> np.ndarray | None:
+        """(N, T) tag probabilities of every item from a fine-tuned tag head; None without one."""
+        if self.embedder.heads is None or not self.embedder.heads.tags:
+            return None
+        return np.load(self.store.file(TAG_PROBS), mmap_mode="r")
+
+    def tag_truth(self) -> np.ndarray:
+        """The items' own tags against the model's tag vocabulary, (N, T) 0/1."""
+        return tags.binarize(self.catalog.items, self.embedder.heads.tags if self.embedder.heads else [])
 
     def describe(self) -> dict:
         return {
@@ -136,6 +171,7 @@ class Workspace:
             "catalog_key": self.catalog.key,
             "items": len(self.catalog),
             "model_key": self.embedder.key,
+            "run": self.settings.run or None,
             "model": self.embedder.description,
             "dim": int(self.embeddings.shape[1]),
             "artifacts": str(self.store.path),
@@ -155,9 +191,12 @@ def load_or_build_embeddings(store: ArtifactDir, catalog: Catalog, embedder: Emb
                              progress: Progress = no_progress) -> np.ndarray:
     """Sets ``embedder.projection`` as a side effect: the query path must project exactly like the catalogue."""
     name, projection_name = "embeddings.npy", "projection.npz"
-    if store.verified(name) and (not settings.pca_dim or store.verified(projection_name)):
+    needed = [name] + ([projection_name] if embedder.pca_dim else [])
+    if embedder.heads is not None:
+        needed += [PROBS] + ([TAG_PROBS] if embedder.heads.tags else [])
+    if all(store.verified(n) for n in needed):
         try:
-            embedder.projection = Projection.load(store.file(projection_name)) if settings.pca_dim else None
+            embedder.projection = Projection.load(store.file(projection_name)) if embedder.pca_dim else None
             embeddings = np.load(store.file(name), mmap_mode="r")
             if embeddings.shape == (len(catalog), embedder.dim):
                 return embeddings
@@ -167,14 +206,20 @@ def load_or_build_embeddings(store: ArtifactDir, catalog: Catalog, embedder: Emb
     started = time.perf_counter()
     features = runner.run(catalog.pixels)
     embedder.projection = None
-    if settings.pca_dim:
+    if embedder.pca_dim:
         train = catalog.items["split"].to_numpy() == "train"
-        embedder.projection = Projection.fit(features[train] if train.any() else features, settings.pca_dim,
-                                             whiten=settings.pca_whiten, seed=settings.seed)
+        embedder.projection = Projection.fit(features[train] if train.any() else features, embedder.pca_dim,
+                                             whiten=embedder.pca_whiten, seed=settings.seed)
         with atomic_path(store.file(projection_name)) as tmp:
             embedder.projection.save(tmp)
-        store.record(projection_name, dim=embedder.projection.dim, whiten=settings.pca_whiten,
+        store.record(projection_name, dim=embedder.projection.dim, whiten=embedder.pca_whiten,
                      fitted_on="train split")
+    if embedder.heads is not None:
+        save_npy(store.file(PROBS), embedder.heads.category_probs(features))
+        store.record(PROBS, categories=embedder.heads.categories)
+        if embedder.heads.tags:
+            save_npy(store.file(TAG_PROBS), embedder.heads.tag_probs(features))
+            store.record(TAG_PROBS, tags=embedder.heads.tags)
     embeddings = embedder.vectors(features)
     seconds = time.perf_counter() - started
     save_npy(store.file(name), embeddings)

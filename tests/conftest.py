@@ -20,12 +20,13 @@ SHAPES = ["Square", "Disc", "Bar", "Ring"]
 PER_SHAPE = 16  # 12 train + 4 test each
 
 
-def shape_photo(kind: str, rng: np.random.Generator, size: int = 112) -> Image.Image:
+def shape_photo(kind: str, rng: np.random.Generator, size: int = 112, tone: tuple[int, int, int] | None = None
+                ) -> Image.Image:
     """A 'packshot' of a simple garment-like shape: dark on white, jittered in size, aspect and tone."""
     image = Image.new("RGB", (size, size), (255, 255, 255))
     draw = ImageDraw.Draw(image)
     c, r = size / 2, size * rng.uniform(0.25, 0.4)
-    tone = tuple(int(v) for v in rng.integers(0, 110, 3))
+    tone = tone or tuple(int(v) for v in rng.integers(0, 110, 3))
     if kind == "Square":
         draw.rectangle([c - r, c - r * rng.uniform(0.7, 1.0), c + r, c + r], fill=tone)
     elif kind == "Disc":
@@ -43,13 +44,18 @@ def shape_item(kind: str, rng: np.random.Generator) -> np.ndarray:
 
 
 def synthetic_photos(seed: int = 0) -> tuple[list[Image.Image], pd.DataFrame]:
+    """The shapes with descriptive tags a model can learn: round or angular (from the shape) and, from the tone
+    (every other item is near-black, the rest mid-gray), dark or muted."""
     rng = np.random.default_rng(seed)
     photos, rows = [], []
     for label, kind in enumerate(SHAPES):
         for i in range(PER_SHAPE):
-            photos.append(shape_photo(kind, rng))
+            dark = i % 2 == 0
+            level = int(rng.integers(0, 30) if dark else rng.integers(90, 120))
+            photos.append(shape_photo(kind, rng, tone=(level, level, level)))
             rows.append({"id": f"{kind.lower()}-{i:02d}", "label": label, "category": kind,
-                         "split": "train" if i < 12 else "test"})
+                         "split": "train" if i < 12 else "test",
+                         "tags": ["round" if kind in ("Disc", "Ring") else "angular", "dark" if dark else "muted"]})
     return photos, pd.DataFrame(rows)
 
 

@@ -20,7 +20,7 @@ def test_search_prints_ranked_results(tmp_path, capsys):
     photo.write_bytes(encoded(photos[50], "JPEG"))
     assert main(["search", str(photo), "-k", "3", "--artifacts-dir", str(tmp_path / "a"), *TINY]) == 0
     out = capsys.readouterr().out
-    assert f"predicted: {items.loc[50, 'category']}" in out
+    assert f"): {items.loc[50, 'category']}" in out.splitlines()[0] and out.startswith("predicted (")
     lines = out.strip().splitlines()  # "predicted: …", the table header, then one row per result
     assert len(lines) == 5 and lines[1].split() == ["id", "category", "split", "score"]
 

@@ -43,7 +43,8 @@ def test_exact_and_annoy_agree_on_a_tiny_catalogue(shared_workspace):
     for row in range(0, 64, 9):
         a = shared_workspace.search_item(row, k=5, exact=False)
         e = shared_workspace.search_item(row, k=5, exact=True)
-        assert set(a.hits["row"]) == set(e.hits["row"])  # order may differ only between near-ties
+        # the same neighbours, up to near-ties at the k-th place (Annoy and numpy round differently)
+        assert len(set(a.hits["row"]) ^ set(e.hits["row"])) <= 2
         np.testing.assert_allclose(a.hits["score"], e.hits["score"], atol=1e-3)
 
 

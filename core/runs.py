@@ -1,0 +1,199 @@
+"""Fine-tuning runs on disk: identity, checkpoints, live status, and the background job that trains one.
+
+A run lives in ``<artifacts>/runs/<run id>/``; the id is a hash of what determines its result (catalogue, backbone,
+pretrained weights, recipe), so running the same recipe again resumes instead of starting over. Files:
+
+    run.json             what the run is: catalogue key, backbone, categories, tags, recipe
+    checkpoint-last.pt   after every epoch: weights, optimizer, schedule, history (resume point)
+    checkpoint-best.pt   the epoch with the best validation top-1 (what the app serves)
+    status.json          live progress, rewritten every few seconds (what the Model page polls)
+    test.json            the final test-split figures
+    job.json, train.log  the background process, when started from the app
+
+Checkpoints hold only tensors, numbers, strings, lists and dicts, so ``torch.load(..., weights_only=True)`` reads
+them: a checkpoint is never trusted to run code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.artifacts import atomic_path, fingerprint
+from core.config import Settings, TrainConfig
+
+CHECKPOINT_FORMAT = "fvs-checkpoint-v1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is unreadable or belongs to another model; the message says which and why."""
+
+
+def run_id(catalog_key: str, backbone: str, weights: str, config: TrainConfig) -> str:
+    return f"{backbone}-ft-{fingerprint({'catalog': catalog_key, 'backbone': backbone, 'weights': weights, 'recipe': config.as_dict()})}"
+
+
+def runs_root(settings: Settings) -> Path:
+    return Path(settings.artifacts_dir) / "runs"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @classmethod
+    def of(cls, settings: Settings, run: str | None = None) -> "RunDir":
+        """The directory of ``run`` (default: ``settings.run``); raises with the known runs if there is none."""
+        name = run or settings.run
+        if not name or "/" in name or name.startswith("."):
+            raise CheckpointError(f"{name!r} is not a run id.")
+        found = cls(runs_root(settings) / name)
+        if not found.info_path.is_file():
+            known = ", ".join(r.id for r in list_runs(settings)) or "none yet (python -m core train)"
+            raise CheckpointError(f"No fine-tuned run {name!r} under {runs_root(settings)}. Known runs: {known}.")
+        return found
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def info_path(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def last(self) -> Path:
+        return self.path / "checkpoint-last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.path / "checkpoint-best.pt"
+
+    def info(self) -> dict[str, Any]:
+        return _read_json(self.info_path)
+
+    def config(self) -> TrainConfig:
+        return TrainConfig.from_dict(self.info().get("recipe", {}))
+
+    def status(self) -> dict[str, Any]:
+        return _read_json(self.path / "status.json")
+
+    def test_figures(self) -> dict[str, Any]:
+        return _read_json(self.path / "test.json")
+
+    def history(self) -> list[dict[str, Any]]:
+        return self.status().get("history", [])
+
+    def is_complete(self) -> bool:
+        return self.best.is_file() and bool(self.test_figures())
+
+    def write_json(self, name: str, payload: dict[str, Any]) -> None:
+        with atomic_path(self.path / name) as tmp:
+            tmp.write_text(json.dumps(payload, indent=2, default=str))
+
+    def update_status(self, **fields: Any) -> None:
+        status = self.status()
+        status.update(fields, updated=time.time())
+        self.write_json("status.json", status)
+
+    def save_checkpoint(self, path: Path, payload: dict[str, Any]) -> None:
+        with atomic_path(path) as tmp:
+            torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp)
+
+    def label(self) -> str:
+        """What the sidebar shows: backbone, recipe and the test figure when there is one."""
+        info, figures = self.info(), self.test_figures()
+        recipe = info.get("recipe", {})
+        accuracy = f", test {figures['top1']:.1%}" if "top1" in figures else ""
+        return (f"{info.get('backbone', '?').replace('efficientnet_', '').title()} fine-tuned · "
+                f"{recipe.get('image_size')} px · {recipe.get('epochs')} ep · {recipe.get('freeze')}{accuracy}")
+
+
+def list_runs(settings: Settings, catalog_key: str | None = None) -> list[RunDir]:
+    """Runs on disk, newest first; only those trained on ``catalog_key`` when given."""
+    root = runs_root(settings)
+    runs = [RunDir(p.parent) for p in root.glob("*/run.json")] if root.is_dir() else []
+    if catalog_key is not None:
+        runs = [r for r in runs if r.info().get("catalog") == catalog_key]
+    return sorted(runs, key=lambda r: r.info_path.stat().st_mtime, reverse=True)
+
+
+def load_checkpoint(path: Path, backbone: str | None = None, categories: list[str] | None = None) -> dict[str, Any]:
+    """Read a checkpoint safely and check it is one of ours, for the expected model; clear errors otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {path} does not exist.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated zips, pickles with code, random bytes: all "unreadable"
+        raise CheckpointError(f"Checkpoint {path} is unreadable (truncated, damaged or not a checkpoint written by "
+                              f"this project): {type(exc).__name__}: {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a fine-tuning checkpoint of this project (no {CHECKPOINT_FORMAT!r} "
+                              "marker).")
+    if backbone is not None and state.get("backbone") != backbone:
+        raise CheckpointError(f"Checkpoint {path} is for backbone {state.get('backbone')!r}, not {backbone!r}.")
+    if categories is not None and list(state.get("categories", [])) != list(categories):
+        raise CheckpointError(f"Checkpoint {path} was trained on categories {state.get('categories')}, not on this "
+                              f"catalogue's {categories}.")
+    return state
+
+
+def load_weights(net: torch.nn.Module, state: dict[str, Any], source: Path) -> None:
+    try:
+        net.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"Checkpoint {source} does not fit this network (another architecture, embedding size "
+                              f"or head): {str(exc).splitlines()[0]}") from exc
+
+
+# ---------------------------------------------------------------- background jobs (the Model page's "Train")
+def start_job(run_dir: Path, argv: list[str]) -> int:
+    """Start ``python -m core train …`` detached from the caller (a page reload or a closed tab does not stop it);
+    its pid goes to job.json so any later page can find it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "train.log", "ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "core", "train", *argv], stdout=log, stderr=log,
+                                   stdin=subprocess.DEVNULL, start_new_session=True,
+                                   cwd=Path(__file__).resolve().parent.parent)
+    RunDir(run_dir).write_json("job.json", {"pid": process.pid, "argv": argv, "started": time.time()})
+    return process.pid
+
+
+def job_running(run: RunDir) -> bool:
+    pid = _read_json(run.path / "job.json").get("pid")
+    if not pid:
+        return False
+    try:
+        finished, _ = os.waitpid(pid, os.WNOHANG)  # reap our own finished child (else it stays a zombie)
+        if finished:
+            return False
+    except ChildProcessError:
+        pass  # not our child (started by another server process): fall through to the /proc check
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    try:
+        return b"core\x00train" in cmdline.read_bytes()  # alive, and still our trainer (pids are reused)
+    except OSError:
+        return False
+
+
+def stop_job(run: RunDir) -> None:
+    """Ask the trainer to stop; it finishes nothing more and resumes from its last checkpoint next time."""
+    if job_running(run):
+        os.kill(_read_json(run.path / "job.json")["pid"], signal.SIGTERM)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
