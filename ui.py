@@ -8,10 +8,11 @@ from __future__ import annotations
 import streamlit as st
 
 from core.backbone import BACKBONES, WeightsError
-from core.catalog import SOURCE_LABELS
+from core.catalog import SOURCE_LABELS, open_catalog
 from core.config import Settings
 from core.fashion_mnist import MissingDataError
 from core.images import ACCEPTED_TYPES, ImageDecodeError, decode_image
+from core.runs import CheckpointError, RunDir, list_runs
 from core.workspace import Workspace
 
 MODEL_CHOICES = [name for name, spec in BACKBONES.items() if spec.has_weights]
@@ -24,19 +25,49 @@ def base_settings() -> Settings:
     return st.session_state["_base_settings"]
 
 
+RUN_PREFIX = "run:"
+
+
 def sidebar_settings() -> Settings:
-    """Catalogue and model pickers; the result keys the cached Workspace."""
+    """Catalogue and model pickers; the result keys the cached Workspace. The models are the ImageNet backbones
+    and every finished fine-tuned run of the chosen catalogue."""
     base = base_settings()
     with st.sidebar:
         st.header("Catalogue & model")
         catalogs = list(SOURCE_LABELS)
         catalog = st.selectbox("Catalogue", catalogs, index=catalogs.index(base.catalog) if base.catalog in catalogs
                                else 0, format_func=SOURCE_LABELS.get, key="catalog")
+        chosen = base.replace(catalog=catalog)
+        runs = {RUN_PREFIX + run.id: run for run in finished_runs(chosen)}
         models = MODEL_CHOICES if base.backbone in MODEL_CHOICES else [base.backbone, *MODEL_CHOICES]
-        backbone = st.selectbox("Model", models, index=models.index(base.backbone), key="backbone",
-                                format_func=lambda name: BACKBONES[name].label if name in BACKBONES else name,
-                                help="A model not built yet is embedded on first use (a few minutes on CPU).")
-    return base.replace(catalog=catalog, backbone=backbone)
+        models = [*runs, *models]  # newest fine-tuned first: it is what a trained catalogue should be searched with
+        default = RUN_PREFIX + base.run if base.run else base.backbone
+        if default not in models:
+            default = base.backbone
+        if st.session_state.get("model") not in models:  # a new catalogue, or a run that was deleted
+            st.session_state.pop("model", None)
+        choice = st.selectbox("Model", models, index=models.index(default), key="model",
+                              format_func=lambda v: runs[v].label() if v in runs else
+                              (BACKBONES[v].label if v in BACKBONES else v),
+                              help="ImageNet features, or a model fine-tuned on this catalogue (Model & index page). "
+                                   "A model not embedded yet is embedded on first use (a few minutes on CPU).")
+    if choice in runs:
+        return chosen.replace(run=runs[choice].id, backbone=runs[choice].info().get("backbone", base.backbone))
+    return chosen.replace(backbone=choice, run="")
+
+
+def finished_runs(settings: Settings) -> list[RunDir]:
+    """Complete fine-tuned runs of the settings' catalogue (none when the catalogue cannot be opened)."""
+    try:
+        key = _catalog_key(settings.replace(run="", backbone=base_settings().backbone))
+    except (MissingDataError, FileNotFoundError, ValueError):
+        return []
+    return [run for run in list_runs(settings, key) if run.is_complete()]
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _catalog_key(settings: Settings) -> str:
+    return open_catalog(settings).key
 
 
 @st.cache_resource(show_spinner="Loading catalogue, model and index…", max_entries=4)
@@ -65,7 +96,7 @@ def workspace(settings: Settings) -> Workspace:
         except _NotBuilt:
             _build_with_progress(settings)
         return _open_workspace(settings)
-    except (MissingDataError, WeightsError, FileNotFoundError, ValueError) as exc:
+    except (MissingDataError, WeightsError, CheckpointError, FileNotFoundError, ValueError) as exc:
         st.error(f"**The catalogue or model could not be loaded.**\n\n{exc}")
         st.stop()
 

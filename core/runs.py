@@ -32,6 +32,8 @@ from core.artifacts import atomic_path, fingerprint
 from core.config import Settings, TrainConfig
 
 CHECKPOINT_FORMAT = "fvs-checkpoint-v1"
+ACTIVE_STATES = ("starting", "running", "indexing")
+STALE_AFTER_S = 180.0  # no status update for this long: the trainer is gone (status is written every ~2 s)
 
 
 class CheckpointError(RuntimeError):
@@ -92,6 +94,12 @@ class RunDir:
 
     def history(self) -> list[dict[str, Any]]:
         return self.status().get("history", [])
+
+    def is_active(self) -> bool:
+        """Training right now: its background job is alive, or (started from a terminal) its status is fresh."""
+        status = self.status()
+        return job_running(self) or (status.get("state") in ACTIVE_STATES
+                                     and time.time() - status.get("updated", 0) < STALE_AFTER_S)
 
     def is_complete(self) -> bool:
         return self.best.is_file() and bool(self.test_figures())
@@ -197,3 +205,25 @@ def _read_json(path: Path) -> dict[str, Any]:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return {}
+
+
+def runs_table(runs: list[RunDir]) -> "pd.DataFrame":
+    """One row per run: its recipe, where it is, and its best validation and final test figures."""
+    import pandas as pd
+
+    rows = []
+    for run in runs:
+        info, status, test = run.info(), run.status(), run.test_figures()
+        recipe, history = info.get("recipe", {}), status.get("history", [])
+        rows.append({
+            "run": run.id, "backbone": info.get("backbone"),
+            "state": status.get("state", "new") if run.is_active() or status.get("state") not in ACTIVE_STATES
+            else "interrupted", "epochs": f"{len(history)}/{recipe.get('epochs')}",
+            "image px": recipe.get("image_size"), "freeze": recipe.get("freeze"),
+            "embedding": recipe.get("embedding_dim"), "triplet": recipe.get("triplet_weight"),
+            "best val top-1": max((h["val_top1"] for h in history), default=None),
+            "test top-1": test.get("top1"), "test precision@10": test.get("precision_at_10"),
+            "test mAP@10": test.get("map_at_10"), "train min": round(status["train_seconds"] / 60, 1)
+            if "train_seconds" in status else None, "created": info.get("created"),
+        })
+    return pd.DataFrame(rows)

@@ -301,8 +301,8 @@ def train(settings: Settings, config: TrainConfig, progress: Progress = no_progr
                           device=str(trainer.device))
         history = trainer.fit()
         del trainer  # frees the training copy of the catalogue and the optimiser state before indexing
-        run.update_status(state="indexing")
-        figures = evaluate_run(settings.replace(run=run.id), progress)
+        run.update_status(state="indexing", stage="loading the fine-tuned model")
+        figures = evaluate_run(settings.replace(run=run.id), _reporting(run, progress))
         figures["best_epoch"] = int(np.argmax([h["val_top1"] for h in history]) + 1)
         run.write_json("test.json", figures)
     except TrainingStopped:
@@ -315,9 +315,42 @@ def train(settings: Settings, config: TrainConfig, progress: Progress = no_progr
     return run
 
 
+def _reporting(run: RunDir, progress: Progress) -> Progress:
+    """``progress`` plus the run's status.json (at most every 2 s), so the Model page can follow the indexing."""
+    last = [0.0]
+
+    def report(stage: str, done: int, total: int) -> None:
+        progress(stage, done, total)
+        if time.perf_counter() - last[0] > STATUS_EVERY_S or done >= total:
+            last[0] = time.perf_counter()
+            run.update_status(stage=stage, done=done, total=total)
+
+    return report
+
+
 def evaluate_run(settings: Settings, progress: Progress = no_progress) -> dict:
     """Embeddings + index for the settings' model (built if missing), then its test-split figures."""
     from core.evaluate import evaluate_workspace
     from core.workspace import Workspace
 
     return evaluate_workspace(Workspace.open(settings, progress))
+
+
+def start_training(settings: Settings, config: TrainConfig) -> RunDir:
+    """Start ``python -m core train`` for this recipe in the background (the Model page's "Train"); the run's
+    status.json reports its progress to whoever looks, and a reload or a second tab finds the same job."""
+    from core.runs import job_running, start_job
+
+    catalog, run = prepare_run(settings, config)
+    if job_running(run):
+        return run
+    argv = ["--catalog", settings.catalog, "--catalog-limit", str(settings.catalog_limit), "--backbone",
+            settings.backbone, "--data-dir", str(settings.data_dir), "--artifacts-dir", str(settings.artifacts_dir)]
+    if settings.weights_path:
+        argv += ["--weights", str(settings.weights_path)]
+    for name, value in config.as_dict().items():
+        flag = "--" + name.replace("_", "-")
+        argv += [flag if value else "--no-" + flag[2:]] if isinstance(value, bool) else [flag, str(value)]
+    run.update_status(state="starting", error=None, started=time.time())
+    start_job(run.path, argv)
+    return run

@@ -76,3 +76,31 @@ def test_load_script_runs_briefly_with_concurrent_users(tmp_path, capsys):
     assert report["threads"] == 4 and report["requests"] > 4
     assert report["error_count"] == 0
     assert report["loaded_p50_ms"] > 0 and report["throughput_per_s"] > 0
+
+
+TRAIN = ["--catalog", "synthetic", "--backbone", "test_efficientnet", "--image-size", "32", "--epochs", "4",
+         "--batch-size", "8", "--lr", "0.003", "--embedding-dim", "16", "--warmup-epochs", "1"]
+
+
+def test_train_then_evaluate_prints_test_figures(tmp_path, capsys):
+    artifacts = ["--artifacts-dir", str(tmp_path / "a")]
+    assert main(["train", "--json", *TRAIN, *artifacts]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["history"]) == 4 and out["test"]["split"] == "test"
+    assert {"top1", "top3", "top5", "precision_at_10", "map_at_10", "tag_f1_micro"} <= set(out["test"])
+    # evaluate serves the run it names and prints the same test figures
+    assert main(["evaluate", "--json", "--run", out["run"], "--catalog", "synthetic", "--n-trees", "4", *artifacts]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["run"] == out["run"] and figures["top1"] == out["test"]["top1"]
+    assert figures["precision_at_10"] == pytest.approx(out["test"]["precision_at_10"])
+    # and the ImageNet-style baseline is evaluated the same way, its category from a neighbour vote
+    assert main(["evaluate", "--json", *TINY, *artifacts]) == 0
+    baseline = json.loads(capsys.readouterr().out)
+    assert baseline["run"] is None and baseline["classifier"].startswith("similarity-weighted vote")
+
+
+def test_train_with_a_bad_recipe_is_an_error_message(tmp_path, capsys):
+    assert main(["train", "--freeze", "everything", "--artifacts-dir", str(tmp_path)]) == 2
+    assert "freeze must be one of full, last, heads" in capsys.readouterr().err
+    assert main(["evaluate", "--run", "missing-run", "--artifacts-dir", str(tmp_path)]) == 2
+    assert "No fine-tuned run 'missing-run'" in capsys.readouterr().err
