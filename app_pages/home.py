@@ -6,6 +6,7 @@ import streamlit as st
 import ui
 from core.backbone import BACKBONES
 from core.gallery import category_montage
+from core.runs import RunDir
 
 settings = ui.sidebar_settings()
 ws = ui.workspace(settings)
@@ -23,8 +24,12 @@ summary = catalog.summary()
 cols = st.columns(4)
 cols[0].metric("Catalogue items", f"{len(catalog):,}")
 cols[1].metric("Categories", len(catalog.categories))
-model_label = BACKBONES[settings.backbone].label if settings.backbone in BACKBONES else settings.backbone
-cols[2].metric("Vector size", ws.embeddings.shape[1], help=f"{model_label}, {settings.image_size} px input")
+if settings.run:
+    model_label = RunDir.of(settings).label()
+else:
+    model_label = BACKBONES[settings.backbone].label if settings.backbone in BACKBONES else settings.backbone
+cols[2].metric("Vector size", ws.embeddings.shape[1],
+               help=f"{model_label}, {ws.embedder.transform.size} px input")
 cols[3].metric("Annoy index", f"{settings.n_trees} trees", help=f"search_k {settings.search_k}")
 
 left, right = st.columns([3, 2])

@@ -95,7 +95,7 @@ with st.expander("Train a new model", expanded=not runs, icon=":material/model_t
         triplet = c3.number_input("Triplet loss weight", 0.0, 5.0, defaults.triplet_weight, step=0.1,
                                   help="Batch-hard triplet margin loss on the embeddings, added to cross-entropy")
         augment = c4.checkbox("Augment (shift, scale, flip)", value=defaults.augment)
-        submitted = st.form_submit_button("Train", type="primary", icon=":material/play_arrow:")
+        submitted = st.form_submit_button("Train", type="primary", icon=":material/play_arrow:", key="train_run")
     st.caption(f"Backbone: {settings.backbone} with its ImageNet weights. The default recipe reaches about 92 % "
                "test accuracy in about 15 minutes on 2 CPU cores (BENCHMARKS.md). The same from the command line: "
                "`python -m core train --epochs … --image-size …`.")
@@ -153,14 +153,16 @@ st.markdown(
 
 with st.form("retrieval-bench"):
     left, middle, right = st.columns(3)
-    n_queries = left.number_input("Queries", min_value=20, max_value=5000, value=300, step=50)
+    n_queries = left.number_input("Queries", min_value=20, max_value=5000, value=300, step=50, key="bench_queries")
     sweep = middle.checkbox("Annoy sweep (n_trees × search_k)", value=True)
     scale = right.multiselect("Scale curve at N", [10_000, 100_000, 1_000_000], default=[10_000, 100_000],
+                              key="bench_scale",
                               format_func=lambda n: f"{n:,}", help="Sizes above the catalogue use synthetic vectors "
                               "drawn to match it; 1,000,000 takes several minutes on 2 cores.")
-    run = st.form_submit_button("Run the comparison", type="primary", icon=":material/speed:")
+    run_bench = st.form_submit_button("Run the comparison", type="primary", icon=":material/speed:",
+                                      key="bench_run")
 
-if run:
+if run_bench:
     bar = st.progress(0.0, text="Building the four indexes…")
 
     def progress(stage: str, done: int, total: int) -> None:

@@ -68,8 +68,9 @@ with query_col:
 
     if result is not None and result.predicted:
         top, share = result.predicted[0]
-        st.metric("Predicted category", top, f"{share:.0%} of neighbour votes", delta_color="off",
-                  delta_arrow="off", help="Similarity-weighted vote of the 10 nearest catalogue items")
+        voted = ws.category_probs is None
+        st.metric("Predicted category", top, f"{share:.0%} {'of neighbour votes' if voted else 'probability'}",
+                  delta_color="off", delta_arrow="off", help=f"From {result.predicted_by}")
         st.caption(" · ".join(f"{name} {value:.0%}" for name, value in result.predicted[1:4]))
         st.metric("Search latency", f"{result.latency_ms:.1f} ms", result.method, delta_color="off",
                   delta_arrow="off")

@@ -19,6 +19,7 @@ from PIL import Image
 from core.config import Settings
 from core.embed import Embedder, Progress, no_progress
 from core.evaluate import precision_at_k, recall_at_k
+from core.runs import runs_root
 from core.workspace import Workspace
 
 
@@ -40,14 +41,14 @@ def query_photos(workspace: Workspace, n: int, seed: int) -> list[bytes]:
 
 
 def run_bench(settings: Settings, n_queries: int = 200, cold: bool = True, progress: Progress = no_progress) -> dict:
-    results: dict = {"settings": {"catalog": settings.catalog, "backbone": settings.backbone,
+    results: dict = {"settings": {"catalog": settings.catalog, "backbone": settings.backbone, "run": settings.run,
                                   "image_size": settings.image_size, "n_trees": settings.n_trees,
                                   "search_k": settings.search_k, "catalog_limit": settings.catalog_limit}}
     if cold:
         # Cold = from nothing, in a scratch artifacts directory (the user's own artifacts are left alone), which
         # then serves the warm figures too.
         scratch = tempfile.TemporaryDirectory(prefix="fvs-bench-")
-        settings = settings.replace(artifacts_dir=Path(scratch.name))
+        settings = settings.replace(artifacts_dir=Path(scratch.name), runs_dir=runs_root(settings))
         started = time.perf_counter()
         workspace = Workspace.open(settings, progress)
         results["cold_build_s"] = round(time.perf_counter() - started, 2)
@@ -57,6 +58,7 @@ def run_bench(settings: Settings, n_queries: int = 200, cold: bool = True, progr
     started = time.perf_counter()
     workspace = Workspace.open(settings)
     results["warm_load_s"] = round(time.perf_counter() - started, 2)
+    results["settings"]["image_size"] = workspace.embedder.transform.size  # a fine-tuned run's own size
     if "embed_images_per_s" not in results:
         results["embed_images_per_s"] = round(_embed_rate(workspace), 1)
 

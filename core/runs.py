@@ -26,9 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 from core.artifacts import atomic_path, fingerprint
+from core.backbone import BACKBONES
 from core.config import Settings, TrainConfig
 
 CHECKPOINT_FORMAT = "fvs-checkpoint-v1"
@@ -41,11 +43,12 @@ class CheckpointError(RuntimeError):
 
 
 def run_id(catalog_key: str, backbone: str, weights: str, config: TrainConfig) -> str:
-    return f"{backbone}-ft-{fingerprint({'catalog': catalog_key, 'backbone': backbone, 'weights': weights, 'recipe': config.as_dict()})}"
+    inputs = {"catalog": catalog_key, "backbone": backbone, "weights": weights, "recipe": config.as_dict()}
+    return f"{backbone}-ft-{fingerprint(inputs)}"
 
 
 def runs_root(settings: Settings) -> Path:
-    return Path(settings.artifacts_dir) / "runs"
+    return Path(settings.runs_dir) if settings.runs_dir else Path(settings.artifacts_dir) / "runs"
 
 
 @dataclass(frozen=True)
@@ -122,8 +125,9 @@ class RunDir:
         info, figures = self.info(), self.test_figures()
         recipe = info.get("recipe", {})
         accuracy = f", test {figures['top1']:.1%}" if "top1" in figures else ""
-        return (f"{info.get('backbone', '?').replace('efficientnet_', '').title()} fine-tuned · "
-                f"{recipe.get('image_size')} px · {recipe.get('epochs')} ep · {recipe.get('freeze')}{accuracy}")
+        name = info.get("backbone", "?")
+        short = BACKBONES[name].label.replace(" (ImageNet)", "") if name in BACKBONES else name
+        return f"{short} fine-tuned · {recipe.get('image_size')} px · {recipe.get('epochs')} ep{accuracy}"
 
 
 def list_runs(settings: Settings, catalog_key: str | None = None) -> list[RunDir]:
@@ -207,10 +211,8 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def runs_table(runs: list[RunDir]) -> "pd.DataFrame":
+def runs_table(runs: list[RunDir]) -> pd.DataFrame:
     """One row per run: its recipe, where it is, and its best validation and final test figures."""
-    import pandas as pd
-
     rows = []
     for run in runs:
         info, status, test = run.info(), run.status(), run.test_figures()

@@ -156,12 +156,52 @@ def test_model_page_runs_the_retrieval_comparison_and_charts_it(app):
     app.switch_page("app_pages/model.py").run()
     assert not app.exception, app.exception
     assert any("No comparison has been run" in i.value for i in app.info)
-    app.number_input[0].set_value(20)
-    app.multiselect[0].set_value([10_000])
-    app.button[0].click().run()  # the form's submit button
+    app.number_input(key="bench_queries").set_value(20)
+    app.multiselect(key="bench_scale").set_value([10_000])
+    app.button(key="bench_run").click().run()  # the form's submit button
     assert not app.exception, app.exception
     table = app.dataframe[-1].value
     assert list(table.index) == ["exact", "kmeans", "pca", "annoy"]
     assert table.loc["exact", "recall@10"] == 1.0
     charts = app.get("plotly_chart")
     assert len(charts) == 3  # sweep, scale latency, scale memory
+
+
+@pytest.fixture
+def trained_app(app, tmp_path_factory):
+    """The app with one fine-tuned run of the tiny catalogue in its artifacts directory."""
+    from core.config import Settings
+    from core.train import train
+    from test_train import TINY_RECIPE
+
+    run = train(Settings.from_env(), TINY_RECIPE.replace(epochs=4))  # FVS_* from the app fixture
+    return app, run
+
+
+def test_the_sidebar_serves_a_fine_tuned_run(trained_app):
+    app, run = trained_app
+    app.run()
+    assert not app.exception, app.exception
+    model = app.selectbox(key="model")
+    assert model.options[0].startswith("tiny test network (random weights) fine-tuned · 32 px · 4 ep, test ")
+    app.switch_page("app_pages/search.py").run()
+    app.selectbox(key="model").set_value(f"run:{run.id}").run()
+    assert not app.exception, app.exception
+    photos, items = synthetic_photos()
+    upload(app, "ring.png", encoded(photos[60]))
+    metrics = {m.label: m for m in app.metric}
+    assert "probability" in metrics["Predicted category"].delta
+    assert result_images(app) == 10
+
+
+def test_model_page_lists_runs_with_curves_and_test_figures(trained_app):
+    app, run = trained_app
+    app.run()
+    app.switch_page("app_pages/model.py").run()
+    assert not app.exception, app.exception
+    runs = next(d.value for d in app.dataframe if "run" in d.value.columns)
+    assert list(runs["run"]) == [run.id] and runs.loc[0, "state"] == "done" and runs.loc[0, "epochs"] == "4/4"
+    labels = {m.label: m.value for m in app.metric}
+    assert labels["Test top-1"].endswith("%") and float(labels["precision@10"]) > 0
+    assert len(app.get("plotly_chart")) >= 2  # loss and validation curves
+    assert app.get("form")  # the train form is there, collapsed

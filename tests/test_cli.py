@@ -79,6 +79,7 @@ def test_load_script_runs_briefly_with_concurrent_users(tmp_path, capsys):
 
 
 TRAIN = ["--catalog", "synthetic", "--backbone", "test_efficientnet", "--image-size", "32", "--epochs", "4",
+         "--freeze", "full",
          "--batch-size", "8", "--lr", "0.003", "--embedding-dim", "16", "--warmup-epochs", "1"]
 
 
@@ -89,7 +90,8 @@ def test_train_then_evaluate_prints_test_figures(tmp_path, capsys):
     assert len(out["history"]) == 4 and out["test"]["split"] == "test"
     assert {"top1", "top3", "top5", "precision_at_10", "map_at_10", "tag_f1_micro"} <= set(out["test"])
     # evaluate serves the run it names and prints the same test figures
-    assert main(["evaluate", "--json", "--run", out["run"], "--catalog", "synthetic", "--n-trees", "4", *artifacts]) == 0
+    serve = ["--run", out["run"], "--catalog", "synthetic", "--n-trees", "4", *artifacts]
+    assert main(["evaluate", "--json", *serve]) == 0
     figures = json.loads(capsys.readouterr().out)
     assert figures["run"] == out["run"] and figures["top1"] == out["test"]["top1"]
     assert figures["precision_at_10"] == pytest.approx(out["test"]["precision_at_10"])

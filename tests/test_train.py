@@ -20,7 +20,8 @@ from core.train import Splits, Trainer, TrainingStopped, prepare_run, train
 from core.workspace import Workspace
 
 # Small batches so each epoch has several steps on 43 train items; the tiny network learns from scratch.
-TINY_RECIPE = TrainConfig(epochs=10, batch_size=8, lr=3e-3, image_size=32, embedding_dim=32, warmup_epochs=1)
+TINY_RECIPE = TrainConfig(epochs=10, batch_size=8, lr=3e-3, image_size=32, embedding_dim=32, warmup_epochs=1,
+                          freeze="full")
 
 
 @pytest.fixture(scope="module")
