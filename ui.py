@@ -123,3 +123,19 @@ def read_upload(uploaded) -> tuple[object | None, str | None]:
 
 
 UPLOAD_TYPES = list(ACCEPTED_TYPES)
+
+
+def cached_category_probs(ws: Workspace, rows) -> "np.ndarray":
+    """Category probabilities of catalogue rows, remembered per model (the ImageNet vote costs a search each)."""
+    return _category_probs(ws.embedder.key, ws.catalog.key, rows, ws)
+
+
+@st.cache_data(max_entries=16, show_spinner="Predicting categories…")
+def _category_probs(model_key: str, catalog_key: str, rows, _ws: Workspace):
+    return _ws.category_probs_for(rows)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def cached_map(settings: Settings, method: str, sample: int, dims: int):
+    """The embedding map (disk-cached by core; kept in memory here so a revisit redraws at once)."""
+    return _open_workspace(settings).embedding_map(method, sample, dims)

@@ -1,5 +1,7 @@
 """Model & index, for the data scientist: what is loaded, what is on disk, and how the retrieval methods compare."""
 
+import time
+
 import pandas as pd
 import plotly.express as px
 import streamlit as st
@@ -7,7 +9,7 @@ import streamlit as st
 import ui
 from core.bench_retrieval import load_result, methods_table, run_retrieval_bench, save_result
 from core.config import FREEZE_POLICIES, TrainConfig
-from core.runs import list_runs, runs_table, stop_job
+from core.runs import ACTIVE_STATES, list_runs, runs_table, stop_job
 from core.train import start_training
 
 METHOD_COLUMNS = {"build_s": "build (s)", "disk_mb": "disk (MB)", "memory_mb": "memory (MB)", "p50_ms": "p50 (ms)",
@@ -46,16 +48,28 @@ st.markdown(
 runs = list_runs(settings, ws.catalog.key)
 
 
-@st.fragment(run_every=2.0)
+active_runs = [run.id for run in runs if run.is_active()]
+RECENT_S = 3600  # failures older than this are in the runs table, not repeated as alerts
+
+
+@st.fragment(run_every=2.0 if active_runs else None)
 def live_runs() -> None:
-    """Re-drawn every 2 s without rerunning the page: progress of any run training in the background."""
-    for run in list_runs(settings, ws.catalog.key):
+    """Re-drawn every 2 s, without rerunning the page, while a run trains in the background; when one finishes
+    the whole page reruns so that the runs table and the sidebar's model list show it."""
+    current = list_runs(settings, ws.catalog.key)
+    still_active = {run.id for run in current if run.is_active()}
+    if set(st.session_state.get("_active_runs", [])) - still_active:
+        st.session_state["_active_runs"] = sorted(still_active)
+        st.rerun(scope="app")
+    st.session_state["_active_runs"] = sorted(still_active)
+    for run in current:
         status = run.status()
-        if not run.is_active():
-            if status.get("state") in ("running", "starting", "indexing"):
+        if run.id not in still_active:
+            recent = time.time() - status.get("updated", 0) < RECENT_S
+            if recent and status.get("state") in ACTIVE_STATES:
                 st.warning(f"Run `{run.id}` stopped unexpectedly at epoch {status.get('epoch', 0)}; training it "
                            "again resumes from its last checkpoint. See its train.log.")
-            elif status.get("state") == "failed":
+            elif recent and status.get("state") == "failed":
                 st.error(f"Run `{run.id}` failed: {status.get('error')}")
             continue
         epochs, epoch = status.get("epochs") or run.config().epochs, status.get("epoch", 0)
@@ -70,7 +84,7 @@ def live_runs() -> None:
         left, right = st.columns([5, 1])
         left.progress(min(max(done, 0.0), 1.0), text=text)
         right.button("Stop", key=f"stop-{run.id}", on_click=stop_job, args=(run,), icon=":material/stop:",
-                     help="Stops after the current step; training the same recipe again resumes from the last epoch.")
+                     help="Stops within seconds; training the same recipe again resumes from its last whole epoch.")
         history = status.get("history", [])
         if history:
             left.caption(" · ".join(f"epoch {h['epoch']}: val top-1 {h['val_top1']:.1%}, "

@@ -148,6 +148,11 @@ class TrainConfig:
             problems.append(f"val_fraction must be in (0, 0.5) (got {self.val_fraction})")
         if self.lr <= 0:
             problems.append(f"lr must be positive (got {self.lr})")
+        for name in ("warmup_epochs", "weight_decay", "tag_weight", "triplet_weight", "triplet_margin"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must not be negative (got {getattr(self, name)})")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            problems.append(f"label_smoothing must be in [0, 1) (got {self.label_smoothing})")
         if problems:
             raise ValueError("Invalid training recipe: " + "; ".join(problems))
 

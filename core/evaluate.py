@@ -35,12 +35,16 @@ def average_precision_at_k(neighbour_labels: Sequence[int] | np.ndarray, query_l
 
 
 def top_k_accuracy(probabilities: np.ndarray, labels: np.ndarray, k: int) -> float:
-    """Share of rows whose true label is among the k highest scores (ties broken towards the lower index)."""
+    """Share of rows whose true label is among the k highest scores and has a score above zero (ties broken
+    towards the lower index)."""
     if len(labels) == 0:
         return 0.0
+    probabilities, labels = np.asarray(probabilities), np.asarray(labels)
     k = min(k, probabilities.shape[1])
     top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-    return float(np.mean((top == np.asarray(labels)[:, None]).any(axis=1)))
+    # A category with zero probability is not a guess (a neighbour vote gives most categories none).
+    scored = probabilities[np.arange(len(labels)), labels] > 0
+    return float(np.mean((top == labels[:, None]).any(axis=1) & scored))
 
 
 def tag_f1(true: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
@@ -49,7 +53,10 @@ def tag_f1(true: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     from sklearn.metrics import f1_score
 
     true, predicted = np.asarray(true).astype(bool), np.asarray(predicted).astype(bool)
-    return {f"tag_f1_{average}": float(f1_score(true, predicted, average=average, zero_division=0))
+    # An item with no tags that is predicted to have none is right (samples average: 1); a tag that never occurs
+    # and is never predicted earns nothing (macro average: 0).
+    return {f"tag_f1_{average}": float(f1_score(true, predicted, average=average,
+                                                zero_division=1.0 if average == "samples" else 0.0))
             for average in ("micro", "macro", "samples")}
 
 
@@ -80,8 +87,10 @@ def retrieval_scores(neighbour_labels: np.ndarray, query_labels: np.ndarray, gal
     """Mean precision@k and mAP@k over queries, from each query's ranked neighbour labels."""
     counts = np.bincount(np.asarray(gallery_labels), minlength=int(np.max(query_labels)) + 1)
     precisions = [precision_at_k(found, label, k) for found, label in zip(neighbour_labels, query_labels, strict=True)]
+    # a query whose category has no other item in the gallery has nothing to find: it has no AP
     aps = [average_precision_at_k(found, label, k, counts[label] - int(self_in_gallery))
-           for found, label in zip(neighbour_labels, query_labels, strict=True)]
+           for found, label in zip(neighbour_labels, query_labels, strict=True)
+           if counts[label] - int(self_in_gallery) > 0]
     return {f"precision_at_{k}": float(np.mean(precisions)) if precisions else 0.0,
             f"map_at_{k}": float(np.mean(aps)) if aps else 0.0}
 
@@ -108,3 +117,16 @@ def evaluate_workspace(ws, k: int = 10) -> dict:
         truth = ws.tag_truth()
         out.update(tag_f1(truth[rows], np.asarray(tag_probs)[rows] >= 0.5))
     return out
+
+
+def label_report(true: np.ndarray, predicted: np.ndarray, names: list[str]) -> "pd.DataFrame":
+    """Precision, recall, F1 and support per label: categories (1-D label arrays) or tags (2-D 0/1 matrices)."""
+    import pandas as pd
+    from sklearn.metrics import precision_recall_fscore_support
+
+    true, predicted = np.asarray(true), np.asarray(predicted)
+    labels = None if true.ndim == 2 else list(range(len(names)))
+    precision, recall, f1, support = precision_recall_fscore_support(true, predicted, labels=labels, average=None,
+                                                                     zero_division=0)
+    return pd.DataFrame({"label": names, "precision": precision, "recall": recall, "f1": f1,
+                         "support": support.astype(int)})

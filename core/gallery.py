@@ -26,3 +26,14 @@ def category_montage(catalog: Catalog, per_category: int = 10, cell: int = 56, s
                 tile = tile.resize((cell, cell), Image.Resampling.NEAREST)
             sheet.paste(tile, (label_width + c * cell, r * cell))
     return sheet
+
+
+def item_grid(catalog: Catalog, rows, columns: int = 10, cell: int = 56) -> Image.Image:
+    """The given items as one crisp grid image (a selection on the map can hold hundreds)."""
+    rows = list(rows)
+    n_rows = max(1, -(-len(rows) // columns))
+    sheet = Image.new("RGB", (columns * cell, n_rows * cell), "white")
+    for i, row in enumerate(rows):
+        tile = upscale(catalog.image(int(row)), cell).convert("RGB").resize((cell, cell), Image.Resampling.NEAREST)
+        sheet.paste(tile, ((i % columns) * cell, (i // columns) * cell))
+    return sheet

@@ -16,6 +16,8 @@ them: a checkpoint is never trusted to run code.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,6 @@ from core.config import Settings, TrainConfig
 
 CHECKPOINT_FORMAT = "fvs-checkpoint-v1"
 ACTIVE_STATES = ("starting", "running", "indexing")
-STALE_AFTER_S = 180.0  # no status update for this long: the trainer is gone (status is written every ~2 s)
 
 
 class CheckpointError(RuntimeError):
@@ -99,10 +101,40 @@ class RunDir:
         return self.status().get("history", [])
 
     def is_active(self) -> bool:
-        """Training right now: its background job is alive, or (started from a terminal) its status is fresh."""
-        status = self.status()
-        return job_running(self) or (status.get("state") in ACTIVE_STATES
-                                     and time.time() - status.get("updated", 0) < STALE_AFTER_S)
+        """Training right now: a trainer holds the run's lock (from the app or a terminal), or the job the app just
+        started has not taken it yet."""
+        return job_running(self) or self._lock_held()
+
+    @contextlib.contextmanager
+    def training_lock(self) -> Iterator[None]:
+        """Exclusive while a trainer works on this run; a second one fails at once instead of waiting."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / "train.lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RuntimeError(f"Run {self.id} is already training in another process; follow it on the Model "
+                                   "page, or stop it first.") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _lock_held(self) -> bool:
+        try:
+            with open(self.path / "train.lock", "a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                return False
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+
+    def clear(self) -> None:
+        """Forget this run's training (``--fresh``): checkpoints, status and test figures."""
+        for name in ("checkpoint-last.pt", "checkpoint-best.pt", "status.json", "test.json"):
+            (self.path / name).unlink(missing_ok=True)
 
     def is_complete(self) -> bool:
         return self.best.is_file() and bool(self.test_figures())
@@ -186,8 +218,12 @@ def job_running(run: RunDir) -> bool:
     if not pid:
         return False
     try:
-        finished, _ = os.waitpid(pid, os.WNOHANG)  # reap our own finished child (else it stays a zombie)
+        finished, code = os.waitpid(pid, os.WNOHANG)  # reap our own finished child (else it stays a zombie)
         if finished:
+            # it died without saying why (killed, out of memory), and no other trainer of this run is alive
+            if run.status().get("state") in ACTIVE_STATES and not run._lock_held():
+                run.update_status(state="failed", error=f"the training process ended with exit status "
+                                                        f"{os.waitstatus_to_exitcode(code)}; see train.log")
             return False
     except ChildProcessError:
         pass  # not our child (started by another server process): fall through to the /proc check

@@ -2,8 +2,8 @@
 
 Reproducible by construction: every random choice of epoch ``e`` (shuffle order, augmentation, dropout) is drawn
 from generators seeded with ``(seed, e)``, and a checkpoint is written after every epoch. A run killed mid-epoch
-therefore resumes from its last checkpoint and ends with exactly the weights an uninterrupted run would have had
-(on the same device and thread count).
+therefore resumes from its last checkpoint and, on CPU with the same thread count, ends with exactly the weights an
+uninterrupted run would have had (on CUDA, cuDNN's backward kernels and bf16 make it equal only up to rounding).
 """
 
 from __future__ import annotations
@@ -122,9 +122,10 @@ class Trainer:
     def _schedule(self) -> torch.optim.lr_scheduler.LRScheduler:
         total = self.config.epochs * self.steps_per_epoch
         warmup = min(total - 1, round(self.config.warmup_epochs * self.steps_per_epoch))
-        if self.config.schedule == "onecycle":
+        if self.config.schedule == "onecycle" and total >= 4:
+            # OneCycleLR needs at least two steps in each phase
             return torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=self.config.lr, total_steps=total,
-                                                       pct_start=max(warmup, 1) / total)
+                                                       pct_start=min(max(warmup, 2), total - 2) / total)
 
         def factor(step: int) -> float:
             if step < warmup:
@@ -189,7 +190,8 @@ class Trainer:
         neighbours, _ = nearest(predicted["embeddings"], predicted["embeddings"], 10, query_rows=np.arange(len(rows)))
         out.update(retrieval_scores(labels[neighbours], labels, labels, k=10))
         if self.tag_names:
-            out.update(tag_f1(self.tags[torch.as_tensor(rows)].cpu().numpy() > 0.5, predicted["tags"] >= 0.5))
+            out.update(tag_f1(self.tags[torch.as_tensor(rows, device=self.device)].cpu().numpy() > 0.5,
+                              predicted["tags"] >= 0.5))
         return out
 
     # ---------------------------------------------------------------- checkpoints
@@ -268,14 +270,11 @@ class Trainer:
         return self.history
 
 
-def prepare_run(settings: Settings, config: TrainConfig, fresh: bool = False) -> tuple[Catalog, RunDir]:
-    """Open the catalogue and the run directory for this recipe (created, or wiped when ``fresh``)."""
+def prepare_run(settings: Settings, config: TrainConfig) -> tuple[Catalog, RunDir]:
+    """Open the catalogue and the run directory for this recipe (created with its run.json if new)."""
     catalog = open_catalog(settings)
     rid = run_id(catalog.key, settings.backbone, weights_fingerprint(settings.backbone, settings.weights_path), config)
     run = RunDir(runs_root(settings) / rid)
-    if fresh:
-        for name in ("checkpoint-last.pt", "checkpoint-best.pt", "status.json", "test.json"):
-            (run.path / name).unlink(missing_ok=True)
     run.path.mkdir(parents=True, exist_ok=True)
     if not run.info_path.is_file():
         run.write_json("run.json", {"run": rid, "catalog": catalog.key, "catalog_name": catalog.name,
@@ -289,41 +288,54 @@ def prepare_run(settings: Settings, config: TrainConfig, fresh: bool = False) ->
 def train(settings: Settings, config: TrainConfig, progress: Progress = no_progress,
           should_stop: Callable[[], bool] = lambda: False, fresh: bool = False) -> RunDir:
     """Train (or resume, or do nothing if already complete) the run for this recipe, then build its embeddings
-    and index and measure it on the test split (test.json); returns its directory."""
-    catalog, run = prepare_run(settings, config, fresh)
-    if run.is_complete():
-        return run
-    run.update_status(state="starting", error=None, started=time.time())
-    try:
-        trainer = Trainer(settings, config, catalog, run, progress, should_stop)
-        resumed = trainer.resume()
-        run.update_status(state="running", resumed_from_epoch=trainer.epoch if resumed else None,
-                          device=str(trainer.device))
-        history = trainer.fit()
-        del trainer  # frees the training copy of the catalogue and the optimiser state before indexing
-        run.update_status(state="indexing", stage="loading the fine-tuned model")
-        figures = evaluate_run(settings.replace(run=run.id), _reporting(run, progress))
-        figures["best_epoch"] = int(np.argmax([h["val_top1"] for h in history]) + 1)
-        run.write_json("test.json", figures)
-    except TrainingStopped:
-        run.update_status(state="stopped")
-        raise
-    except BaseException as exc:
-        run.update_status(state="failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    run.update_status(state="done", test=figures)
+    and index and measure it on the test split (test.json); returns its directory.
+
+    Holds the run's lock throughout, so a second trainer of the same run (a double click, a second tab, a terminal)
+    stops at once with a clear error instead of overwriting this one's checkpoints."""
+    catalog, run = prepare_run(settings, config)
+    with run.training_lock():
+        if fresh:
+            run.clear()
+        if run.is_complete():
+            run.update_status(state="done", test=run.test_figures())
+            return run
+        previous = run.status().get("history", [])
+        run.write_json("status.json", {"state": "starting", "started": time.time(), "updated": time.time(),
+                                       "history": previous})
+        report = _reporting(run, progress, should_stop)
+        try:
+            trainer = Trainer(settings, config, catalog, run, report, should_stop)
+            resumed = trainer.resume()
+            run.update_status(state="running", resumed_from_epoch=trainer.epoch if resumed else None,
+                              device=str(trainer.device))
+            history = trainer.fit()
+            del trainer  # frees the training copy of the catalogue and the optimiser state before indexing
+            run.update_status(state="indexing", stage="loading the fine-tuned model")
+            figures = evaluate_run(settings.replace(run=run.id), report)
+            figures["best_epoch"] = int(np.argmax([h["val_top1"] for h in history]) + 1)
+            run.write_json("test.json", figures)
+        except TrainingStopped:
+            run.update_status(state="stopped")
+            raise
+        except BaseException as exc:
+            run.update_status(state="failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        run.update_status(state="done", test=figures)
     return run
 
 
-def _reporting(run: RunDir, progress: Progress) -> Progress:
-    """``progress`` plus the run's status.json (at most every 2 s), so the Model page can follow the indexing."""
+def _reporting(run: RunDir, progress: Progress, should_stop: Callable[[], bool]) -> Progress:
+    """``progress``, plus the run's status.json (at most every 2 s) so the Model page can follow feature caching
+    and indexing, plus the stop request, so Stop also works outside the training steps."""
     last = [0.0]
 
     def report(stage: str, done: int, total: int) -> None:
         progress(stage, done, total)
-        if time.perf_counter() - last[0] > STATUS_EVERY_S or done >= total:
+        if not stage.startswith("Epoch") and (time.perf_counter() - last[0] > STATUS_EVERY_S or done >= total):
             last[0] = time.perf_counter()
             run.update_status(stage=stage, done=done, total=total)
+        if should_stop():
+            raise TrainingStopped(f"stopped during: {stage}")
 
     return report
 
@@ -339,10 +351,10 @@ def evaluate_run(settings: Settings, progress: Progress = no_progress) -> dict:
 def start_training(settings: Settings, config: TrainConfig) -> RunDir:
     """Start ``python -m core train`` for this recipe in the background (the Model page's "Train"); the run's
     status.json reports its progress to whoever looks, and a reload or a second tab finds the same job."""
-    from core.runs import job_running, start_job
+    from core.runs import start_job
 
     catalog, run = prepare_run(settings, config)
-    if job_running(run):
+    if run.is_complete() or run.is_active():
         return run
     argv = ["--catalog", settings.catalog, "--catalog-limit", str(settings.catalog_limit), "--backbone",
             settings.backbone, "--data-dir", str(settings.data_dir), "--artifacts-dir", str(settings.artifacts_dir)]

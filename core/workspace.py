@@ -20,6 +20,7 @@ from core.catalog import Catalog, open_catalog
 from core.config import Settings
 from core.embed import (Embedder, Progress, Projection, SequentialRunner, describe_model, model_key,
                         no_progress, single_threaded_blas)
+from core.embedding_map import EmbeddingMap, load_or_compute_map, sample_rows
 from core.images import decode_image
 from core.index import AnnoySearcher, ExactSearcher, Neighbours, Searcher
 
@@ -43,10 +44,18 @@ class SearchResult:
     method: str
     predicted_by: str = "vote of the 10 nearest items"
     timings_ms: dict[str, float] = field(default_factory=dict)
+    vector: np.ndarray | None = None  # the query's unit vector (the embedding map places it)
 
     @property
     def latency_ms(self) -> float:
         return sum(self.timings_ms.values())
+
+
+@dataclass
+class Prediction:
+    categories: np.ndarray  # probability (or vote share) per catalogue category
+    tags: np.ndarray | None  # probability per tag of the model's vocabulary; None without a tag head
+    query_image: Image.Image | None = None  # a photo after the catalogue's conversion
 
 
 class Workspace:
@@ -90,7 +99,10 @@ class Workspace:
         """Cheap check (sizes, not checksums) that opening will load rather than build."""
         store = Workspace.store_for(settings)
         names = ["embeddings.npy", annoy_name(settings)] + (["projection.npz"] if projection_dim(settings) else [])
-        names += [PROBS] if settings.run else []
+        if settings.run:
+            from core.runs import RunDir
+
+            names += [PROBS] + ([TAG_PROBS] if RunDir.of(settings).info().get("tags") else [])
         return all(store.verified(name, full_check=False) for name in names)
 
     # ---------------------------------------------------------------- querying
@@ -136,7 +148,7 @@ class Workspace:
         hits.insert(0, "row", found.indices[:k])
         hits["score"] = found.scores[:k]
         result = SearchResult(None, hits.reset_index(drop=True), [], searcher.name,
-                              timings_ms={f"search ({searcher.name})": elapsed})
+                              timings_ms={f"search ({searcher.name})": elapsed}, vector=np.asarray(vector))
         if probs is not None:
             result.predicted, result.predicted_by = self._ranked(probs), "the fine-tuned category head"
         else:  # without a trained head, the category is the similarity-weighted vote of the nearest neighbours
@@ -154,6 +166,47 @@ class Workspace:
     def _ranked(self, shares: np.ndarray) -> list[tuple[str, float]]:
         order = np.argsort(-shares, kind="stable")
         return [(self.catalog.categories[i], float(shares[i])) for i in order if shares[i] > 0]
+
+    def category_probs_for(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), C) category probabilities of catalogue items: the fine-tuned head's, or for ImageNet features
+        the similarity-weighted vote of each item's 10 nearest other items (exact search)."""
+        rows = np.asarray(rows)
+        if self.category_probs is not None:
+            return np.asarray(self.category_probs[rows])
+        from core.evaluate import nearest
+
+        indices, scores = nearest(np.asarray(self.embeddings)[rows], self.embeddings, VOTE_NEIGHBOURS, query_rows=rows)
+        return np.stack([self.vote(Neighbours(i, s)) for i, s in zip(indices, scores, strict=True)]) if len(rows) \
+            else np.zeros((0, len(self.catalog.categories)))
+
+    def validation_rows(self) -> np.ndarray:
+        """Where per-label figures are measured: a fine-tuned run's validation split (never trained on, never
+        used for its test figures), else the catalogue's test split."""
+        if self.settings.run:
+            from core.runs import RunDir
+            from core.train import Splits
+
+            return Splits.of(self.catalog, RunDir.of(self.settings).config()).val
+        return self.catalog.query_rows()
+
+    def predict(self, query: Image.Image | int) -> Prediction:
+        """Category and tag probabilities for a photo or a catalogue row (what the Tags page shows)."""
+        if isinstance(query, Image.Image):
+            domain = self.catalog.domain.convert(query)
+            features = self.embedder.features(domain[None])
+            if self.embedder.heads is not None:
+                return Prediction(self.embedder.heads.category_probs(features)[0],
+                                  self.embedder.heads.tag_probs(features)[0], Image.fromarray(domain))
+            vector = self.embedder.vectors(features)[0]
+            return Prediction(self.vote(self.exact.search(vector, VOTE_NEIGHBOURS)), None, Image.fromarray(domain))
+        tag_probs = self.tag_probs()
+        return Prediction(self.category_probs_for(np.array([query]))[0],
+                          None if tag_probs is None else np.asarray(tag_probs[query]), None)
+
+    def embedding_map(self, method: str = "umap", sample: int = 5000, dims: int = 2) -> EmbeddingMap:
+        """A 2-D/3-D map of a fixed sample of the catalogue (the same rows for every model), cached on disk."""
+        rows = sample_rows(len(self.catalog), sample, self.settings.seed)
+        return load_or_compute_map(self.store, self.embeddings, rows, method, dims, self.settings.seed)
 
     def tag_probs(self) -> np.ndarray | None:
         """(N, T) tag probabilities of every item from a fine-tuned tag head; None without one."""

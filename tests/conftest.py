@@ -73,6 +73,14 @@ def load_synthetic(settings: Settings) -> Catalog:
                    pixels=pixels)
 
 
+@register_source("synthetic-untagged", "Synthetic shapes without tags (tests)")
+def load_synthetic_untagged(settings: Settings) -> Catalog:
+    catalog = load_synthetic(settings)
+    catalog.items = catalog.items.drop(columns="tags")
+    catalog.key = catalog.key.replace("synthetic-", "synthetic-untagged-")
+    return catalog
+
+
 def tiny_settings(tmp: Path, **changes) -> Settings:
     return Settings(data_dir=tmp / "data", artifacts_dir=tmp / "artifacts", catalog="synthetic",
                     backbone="test_efficientnet", image_size=32, pca_dim=16, n_trees=4, search_k=200,

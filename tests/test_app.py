@@ -205,3 +205,67 @@ def test_model_page_lists_runs_with_curves_and_test_figures(trained_app):
     assert labels["Test top-1"].endswith("%") and float(labels["precision@10"]) > 0
     assert len(app.get("plotly_chart")) >= 2  # loss and validation curves
     assert app.get("form")  # the train form is there, collapsed
+
+
+def test_tags_page_with_imagenet_features_predicts_categories(app):
+    app.run()
+    app.switch_page("app_pages/tags.py").run()
+    assert not app.exception, app.exception
+    assert any("no tag head" in i.value for i in app.info)  # the catalogue has tags; this model cannot predict them
+    assert {m.label for m in app.metric} >= {"Category accuracy"}
+    report = next(d.value for d in app.dataframe if "label" in d.value.columns)
+    assert list(report["label"]) == ["Square", "Disc", "Bar", "Ring"] and report["support"].sum() == 16
+    assert sum("Predicted:" in m.value for m in app.markdown) == 12  # the validation gallery
+    photos, items = synthetic_photos()
+    app.file_uploader(key="tags_upload").set_value(("disc.png", encoded(photos[20]), "image/png")).run()
+    assert not app.exception, app.exception
+    top = [m.label for m in app.metric][:3]
+    assert top[0] == items.loc[20, "category"] and len(set(top)) == 3
+
+
+def test_tags_page_with_a_fine_tuned_run_shows_tags_and_f1(trained_app):
+    app, run = trained_app
+    app.run()
+    app.switch_page("app_pages/tags.py").run()
+    app.selectbox(key="model").set_value(f"run:{run.id}").run()
+    assert not app.exception, app.exception
+    metrics = {m.label: m.value for m in app.metric}
+    assert {"F1 micro", "F1 macro", "F1 samples", "Category accuracy"} <= set(metrics)
+    tags = next(d.value for d in app.dataframe if "label" in d.value.columns and "round" in set(d.value["label"]))
+    assert list(tags["label"]) == ["angular", "dark", "muted", "round"]
+    app.radio(key="tags_mode").set_value("Validation item").run()
+    assert any(m.value.startswith("**Predicted vs real:**") for m in app.markdown)
+    assert app.get_by_key("tag_bars")  # the probability bar chart
+    before = metrics["F1 micro"]
+    app.slider(key="tag_threshold").set_value(0.95).run()
+    assert not app.exception, app.exception
+    assert {m.label: m.value for m in app.metric}["F1 micro"] != before or before == "0.000"
+
+
+def test_tags_page_says_plainly_when_a_catalogue_has_no_tags(app, monkeypatch):
+    monkeypatch.setenv("FVS_CATALOG", "synthetic-untagged")
+    app.run()
+    app.switch_page("app_pages/tags.py").run()
+    assert not app.exception, app.exception
+    assert any("has no descriptive tags" in i.value for i in app.info)
+    assert not any(m.label.startswith("F1") for m in app.metric)
+
+
+def test_map_page_draws_the_catalogue_and_the_latest_query(app):
+    search_page(app)
+    photos, _ = synthetic_photos()
+    upload(app, "bar.png", encoded(photos[36]))
+    app.switch_page("app_pages/map.py").run()
+    assert not app.exception, app.exception
+    spec = app.get_by_key("map_chart").proto.spec
+    assert "query: your photo" in spec and "its nearest items" in spec
+    labels = {m.label for m in app.metric}
+    assert {"Silhouette of the map", "Silhouette of the embeddings"} <= labels
+    for method, colour in (("pca", "K-Means cluster"), ("umap", "misclassified")):
+        app.radio(key="map_method").set_value(method).run()
+        app.selectbox(key="map_colour").set_value(colour).run()
+        assert not app.exception, app.exception
+    app.slider(key="map_k").set_value(3).run() if colour == "K-Means cluster" else None
+    app.toggle(key="map_3d").set_value(True).run()
+    assert not app.exception, app.exception
+    assert "scatter3d" in app.get_by_key("map_chart").proto.spec

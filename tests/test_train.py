@@ -74,8 +74,9 @@ def _trainer(settings, config, **kw) -> Trainer:
     return Trainer(settings, config, catalog, run, **kw)
 
 
-def test_resume_after_an_interruption_gives_the_same_weights(tmp_path):
-    config = TINY_RECIPE.replace(epochs=3)
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
+def test_resume_after_an_interruption_gives_the_same_weights(tmp_path, schedule):
+    config = TINY_RECIPE.replace(epochs=3, schedule=schedule)
     straight = _trainer(tiny_settings(tmp_path / "a"), config)
     straight.fit()
 
@@ -241,3 +242,34 @@ def test_batch_hard_triplet_loss_picks_the_hardest_pairs():
                         max(chord(135) - chord(45) + 0.2, 0), max(chord(135) - chord(90) + 0.2, 0)])
     assert batch_hard_triplet_loss(embeddings, labels, 0.2).item() == pytest.approx(expected, abs=1e-5)
     assert batch_hard_triplet_loss(embeddings, torch.tensor([0, 1, 2, 3]), 0.2).item() == 0.0  # no positives
+
+
+def test_a_second_trainer_of_the_same_run_is_refused(tmp_path):
+    settings = tiny_settings(tmp_path)
+    config = TINY_RECIPE.replace(epochs=1)
+    _, run = prepare_run(settings, config)
+    with run.training_lock():
+        assert run.is_active()
+        with pytest.raises(RuntimeError, match="already training in another process"):
+            train(settings, config)
+    assert not run.is_active()
+
+
+def test_training_a_finished_recipe_again_starts_nothing(trained):
+    from core.train import start_training
+
+    settings, run = trained
+    again = start_training(settings, TINY_RECIPE.replace(triplet_weight=0.5))
+    assert again.id == run.id and not (run.path / "job.json").exists()
+    assert run.status()["state"] == "done"
+
+
+def test_onecycle_without_warm_up_trains(tmp_path):
+    trainer = _trainer(tiny_settings(tmp_path), TINY_RECIPE.replace(epochs=1, schedule="onecycle", warmup_epochs=0))
+    assert len(trainer.fit()) == 1
+
+
+def test_top_k_does_not_credit_categories_nobody_voted_for():
+    votes = np.array([[0.7, 0.3, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
+    assert top_k_accuracy(votes, np.array([2, 0]), 3) == 0.0
+    assert top_k_accuracy(votes, np.array([1, 1]), 1) == 0.5

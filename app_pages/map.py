@@ -1,0 +1,133 @@
+"""Embedding map: the whole catalogue as points, close where the model thinks items are alike."""
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+import ui
+from core.embedding_map import components_for, explained_variance, kmeans_clusters, silhouette
+from core.gallery import item_grid
+
+SAMPLES = [1_000, 2_000, 5_000, 10_000, 20_000, 0]  # 0 = the whole catalogue
+COLOURS = ["category", "predicted category", "misclassified", "K-Means cluster"]
+
+settings = ui.sidebar_settings()
+ws = ui.workspace(settings)
+catalog, state = ws.catalog, st.session_state
+vocabulary = ws.embedder.heads.tags if ws.embedder.heads is not None else []
+
+with st.sidebar:
+    st.header("Map")
+    method = st.radio("Projection", ["umap", "pca"], format_func=str.upper, horizontal=True, key="map_method")
+    sample = st.select_slider("Points", [n for n in SAMPLES if n < len(catalog)] + [0], value=min(
+        5_000, len(catalog)) if len(catalog) > 5_000 else 0, key="map_sample",
+        format_func=lambda n: "all" if n == 0 else f"{n:,}", help="A fixed random sample of the catalogue")
+    three_d = st.toggle("3-D", key="map_3d")
+    colour = st.selectbox("Colour by", COLOURS + [f"tag: {t}" for t in vocabulary], key="map_colour")
+    k = st.slider("Clusters (k)", 2, 50, 10, key="map_k") if colour == "K-Means cluster" else 10
+
+st.title("Embedding map")
+st.markdown("Every point is a catalogue item, placed so that items the model finds similar are close. "
+            f"{'UMAP keeps neighbourhoods (distances between far clusters mean little)' if method == 'umap' else 'PCA keeps the directions of largest variance'}. "
+            "Select points with the box or lasso tool to see the items.")
+
+dims = 3 if three_d else 2
+points = len(catalog) if sample == 0 else sample
+with st.spinner(f"Projecting {points:,} items with {method.upper()}… (the first time takes up to a minute, then "
+                "it is cached)"):
+    emap = ui.cached_map(settings, method, sample, dims)
+rows = emap.rows
+frame = pd.DataFrame(emap.coords, columns=["x", "y", "z"][:dims])
+frame["row"] = rows
+frame["id"] = catalog.items["id"].to_numpy()[rows]
+frame["category"] = catalog.items["category"].to_numpy()[rows]
+needs_prediction = colour in ("predicted category", "misclassified")
+if needs_prediction:
+    probs = ui.cached_category_probs(ws, rows)
+    frame["predicted category"] = np.asarray(catalog.categories)[probs.argmax(axis=1)]
+    frame["misclassified"] = np.where(frame["predicted category"] != frame["category"], "misclassified", "right")
+if colour == "K-Means cluster":
+    frame["K-Means cluster"] = kmeans_clusters(ws.embeddings, rows, k, settings.seed).astype(str)
+if "tags" in catalog.items.columns:
+    frame["tags"] = [", ".join(t) for t in catalog.items["tags"].to_numpy()[rows]]
+if colour.startswith("tag: "):
+    tag = colour[len("tag: "):]
+    probs = np.asarray(ws.tag_probs())[rows, vocabulary.index(tag)]
+    frame[colour] = probs
+hover = ["id", "category"] + [c for c in ("tags", "predicted category") if c in frame]
+plot = px.scatter_3d if three_d else px.scatter
+figure = plot(frame, **{axis: axis for axis in ["x", "y", "z"][:dims]}, color=colour, hover_data=hover,
+              custom_data=["row"], height=640, opacity=0.75,
+              category_orders={"category": catalog.categories, "predicted category": catalog.categories},
+              color_continuous_scale="Viridis" if colour.startswith("tag: ") else None)
+figure.update_traces(marker=dict(size=3 if three_d else 5))
+
+query = state.get("map_query")
+if query is not None and query.get("model") == ws.embedder.key and query.get("vector") is not None:
+    placed = emap.place(query["vector"], ws.embeddings)[0]
+    neighbours = [r for r in query["neighbours"] if r < len(catalog)]
+    where = {int(r): i for i, r in enumerate(rows)}
+    near = np.array([emap.coords[where[r]] if r in where else emap.place(ws.embeddings[r], ws.embeddings)[0]
+                     for r in neighbours]) if neighbours else np.zeros((0, dims))
+    extra = (dict(z=[placed[2]]), dict(z=near[:, 2])) if three_d else ({}, {})
+    scatter = figure.add_scatter3d if three_d else figure.add_scatter
+    scatter(x=near[:, 0], y=near[:, 1], mode="markers", name="its nearest items", **extra[1],
+            marker=dict(size=8 if three_d else 13, color="rgba(0,0,0,0)", line=dict(color="black", width=2)))
+    scatter(x=[placed[0]], y=[placed[1]], mode="markers", name=f"query: {query['label']}", **extra[0],
+            marker=dict(size=10 if three_d else 22, symbol="diamond" if three_d else "star", color="black"))
+figure.update_layout(margin=dict(l=0, r=0, t=10, b=0), legend_title_text=colour)
+event = st.plotly_chart(figure, width="stretch", key="map_chart", on_select="ignore" if three_d else "rerun",
+                        selection_mode=("box", "lasso"))
+if query is None:
+    st.caption("Search on the **Search by photo** page and the query appears here as a star, its nearest items ringed.")
+
+selected = [int(p["customdata"][0]) for p in (event.selection.points if event and not three_d else [])
+            if p.get("customdata")]
+if selected:
+    st.subheader(f"{len(selected):,} selected items")
+    left, right = st.columns([1, 2])
+    counts = catalog.items["category"].to_numpy()[selected]
+    left.dataframe(pd.Series(counts).value_counts().rename_axis("category").reset_index(name="items"),
+                   hide_index=True, width="stretch")
+    right.image(item_grid(catalog, selected[:200]), caption="The first 200 selected items" if len(selected) > 200
+                else None, width="stretch")
+
+cols = st.columns(3)
+map_score = silhouette(emap.coords, frame["category"].to_numpy(), seed=settings.seed)
+raw_score = silhouette(np.asarray(ws.embeddings)[rows], frame["category"].to_numpy(), metric="cosine",
+                       seed=settings.seed)
+cols[0].metric("Silhouette of the map", "—" if map_score is None else f"{map_score:.3f}",
+               help="By category, on this map's coordinates: 1 = categories perfectly apart, 0 = mixed")
+cols[1].metric("Silhouette of the embeddings", "—" if raw_score is None else f"{raw_score:.3f}",
+               help="By category, on the raw vectors (cosine distance)")
+cols[2].metric("Projection time", f"{emap.seconds:.1f} s" if emap.seconds else "cached")
+
+with st.expander("PCA explained variance"):
+    curve = explained_variance(ws.embeddings, rows, seed=settings.seed)
+    needed = components_for(curve, 0.9)
+    variance = px.line(x=np.arange(1, len(curve) + 1), y=curve, labels={"x": "components", "y": "cumulative share"},
+                       height=300)
+    variance.add_hline(y=0.9, line_dash="dot")
+    st.plotly_chart(variance, width="stretch", key="variance_chart")
+    st.caption(f"{needed} components explain 90 % of the variance." if needed else
+               f"The first {len(curve)} components explain {curve[-1]:.0%} of the variance.")
+
+if settings.run and not three_d:
+    with st.expander("What fine-tuning did: ImageNet baseline beside this model", icon=":material/compare:"):
+        baseline_settings = settings.replace(run="", backbone=ui.base_settings().backbone)
+        if st.toggle("Show the baseline map (builds the baseline's embeddings if they are missing)",
+                     key="map_compare"):
+            ui.workspace(baseline_settings)
+            base_map = ui.cached_map(baseline_settings, method, sample, 2)
+            left, right = st.columns(2)
+            for column, name, m in ((left, "ImageNet baseline", base_map), (right, "fine-tuned", emap)):
+                side = pd.DataFrame(m.coords, columns=["x", "y"])
+                side["category"] = catalog.items["category"].to_numpy()[m.rows]
+                score = silhouette(m.coords, side["category"].to_numpy(), seed=settings.seed)
+                chart = px.scatter(side, x="x", y="y", color="category", height=420, opacity=0.7,
+                                   category_orders={"category": catalog.categories},
+                                   title=f"{name} · silhouette {score:.3f}" if score is not None else name)
+                chart.update_traces(marker=dict(size=4))
+                chart.update_layout(margin=dict(l=0, r=0, t=40, b=0), showlegend=column is right)
+                column.plotly_chart(chart, width="stretch", key=f"compare-{name}")

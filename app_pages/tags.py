@@ -1,0 +1,146 @@
+"""Tag predictions: what the model says a garment is (category, and descriptive tags where the catalogue has them),
+and how right it is on the validation split."""
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+import ui
+from core.catalog import upscale
+from core.evaluate import label_report, tag_f1
+
+UPLOAD, CAMERA, ITEM = "Upload a photo", "Take a photo", "Validation item"
+GALLERY = 12
+
+settings = ui.sidebar_settings()
+ws = ui.workspace(settings)
+catalog, state = ws.catalog, st.session_state
+vocabulary = ws.embedder.heads.tags if ws.embedder.heads is not None else []
+val_rows = ws.validation_rows()
+has_head = ws.category_probs is not None
+catalog_has_tags = "tags" in catalog.items.columns
+
+
+def random_item() -> None:
+    state["tags_row"] = int(np.random.default_rng().choice(val_rows))
+
+
+if state.get("tags_row") is None or state["tags_row"] >= len(catalog):
+    random_item()
+
+st.title("Tag predictions")
+if not catalog_has_tags:
+    st.info(f"**{catalog.name} has no descriptive tags**, only categories: its items come with a category label and "
+            "no description to mine tags from. This page shows the predicted category and how well categories are "
+            "predicted; a catalogue with descriptions or a tags column gets tag predictions here too.")
+elif not vocabulary:
+    st.info("This catalogue has tags, but the selected model has no tag head: fine-tune a model on the Model & index "
+            "page and pick it in the sidebar to get tag predictions.")
+if not has_head:
+    st.caption("The ImageNet model has no category head: its category is the similarity-weighted vote of the 10 "
+               "nearest catalogue items. A fine-tuned model (sidebar) predicts with its own head.")
+
+with st.sidebar:
+    st.header("Tags")
+    threshold = st.slider("Tag threshold", 0.05, 0.95, 0.5, 0.05, key="tag_threshold",
+                          help="A tag is predicted when its probability reaches this value")
+
+query_col, result_col = st.columns([2, 3], gap="large")
+with query_col:
+    mode = st.radio("Query", [UPLOAD, CAMERA, ITEM], key="tags_mode", horizontal=True)
+    photo, problem, row = None, None, None
+    if mode == UPLOAD:
+        uploaded = st.file_uploader("Garment photo", type=ui.UPLOAD_TYPES, key="tags_upload")
+        if uploaded is not None:
+            photo, problem = ui.read_upload(uploaded)
+    elif mode == CAMERA:
+        shot = st.camera_input("Garment photo", key="tags_camera")
+        if shot is not None:
+            photo, problem = ui.read_upload(shot)
+    else:
+        row = state["tags_row"]
+        st.button("Random validation item", icon=":material/casino:", on_click=random_item)
+    if problem:
+        st.error(problem)
+
+prediction = ws.predict(photo) if photo is not None else (ws.predict(row) if row is not None else None)
+with query_col:
+    if photo is not None:
+        left, right = st.columns(2)
+        left.image(photo, caption="Your photo", width="stretch")
+        right.image(upscale(prediction.query_image, 168), caption="As the catalogue sees it", width="stretch")
+    elif row is not None:
+        item = catalog.items.iloc[row]
+        st.image(catalog.thumbnail(row), caption=f"{item['id']} · {item['category']}", width=168)
+
+with result_col:
+    if prediction is None:
+        st.info("Upload a garment photo, take one, or pick a validation item to see what the model predicts.")
+    else:
+        order = np.argsort(-prediction.categories, kind="stable")[:3]
+        st.subheader("Category")
+        cols = st.columns(3)
+        for col, index in zip(cols, order, strict=True):
+            col.metric(catalog.categories[index], f"{prediction.categories[index]:.0%}")
+        if row is not None:
+            real = catalog.items.iloc[row]["category"]
+            right_first = catalog.categories[order[0]] == real
+            (st.success if right_first else st.error)(f"Real category: **{real}**"
+                                                      + ("" if right_first else " (the prediction differs)"))
+        if prediction.tags is not None and len(prediction.tags):
+            st.subheader("Tags")
+            bars = pd.DataFrame({"tag": vocabulary, "probability": prediction.tags})
+            bars["predicted"] = np.where(bars["probability"] >= threshold, "predicted", "below threshold")
+            if row is not None:
+                real_tags = set(catalog.items.iloc[row]["tags"])
+                bars["real"] = ["real tag" if t in real_tags else "" for t in bars["tag"]]
+            bars = bars.sort_values("probability", ascending=False)
+            figure = px.bar(bars, x="probability", y="tag", orientation="h", color="predicted",
+                            color_discrete_map={"predicted": "#c2185b", "below threshold": "#cfcfcf"},
+                            height=max(220, 24 * len(bars)), hover_data=[c for c in ("real",) if c in bars])
+            figure.add_vline(x=threshold, line_dash="dot")
+            figure.update_layout(yaxis={"categoryorder": "total ascending"}, margin=dict(l=0, r=0, t=10, b=0),
+                                 legend_title_text="")
+            st.plotly_chart(figure, width="stretch", key="tag_bars")
+            if row is not None:
+                predicted = {t for t, p in zip(vocabulary, prediction.tags, strict=True) if p >= threshold}
+                real_tags = set(catalog.items.iloc[row]["tags"]) & set(vocabulary)
+                st.markdown("**Predicted vs real:** " + (" · ".join(
+                    f"✅ {t}" if t in real_tags and t in predicted else (f"➕ ~~{t}~~" if t in predicted else f"❓ {t}")
+                    for t in sorted(predicted | real_tags)) or "no tags"))
+                st.caption("✅ right · ➕ predicted but not real · ❓ real but missed")
+
+st.header("On the validation split")
+split_name = "validation split (never trained on)" if settings.run else "test split"
+probs = ui.cached_category_probs(ws, val_rows)
+predicted_labels = probs.argmax(axis=1)
+true_labels = catalog.labels[val_rows]
+if vocabulary:
+    truth = ws.tag_truth()[val_rows] > 0.5
+    guessed = np.asarray(ws.tag_probs())[val_rows] >= threshold
+    f1 = tag_f1(truth, guessed)
+    cols = st.columns(4)
+    cols[0].metric("Items", f"{len(val_rows):,}", help=split_name)
+    for col, average in zip(cols[1:], ("micro", "macro", "samples"), strict=True):
+        col.metric(f"F1 {average}", f"{f1[f'tag_f1_{average}']:.3f}")
+    st.dataframe(label_report(truth, guessed, vocabulary), hide_index=True, width="stretch", key="tag_report")
+cols = st.columns(2)
+cols[0].metric("Category accuracy", f"{np.mean(predicted_labels == true_labels):.1%}",
+               help=f"{len(val_rows):,} items of the {split_name}")
+st.dataframe(label_report(true_labels, predicted_labels, catalog.categories), hide_index=True, width="stretch",
+             key="category_report")
+
+st.subheader("Validation gallery")
+sample = np.random.default_rng(settings.seed).choice(len(val_rows), size=min(GALLERY, len(val_rows)), replace=False)
+columns = st.columns(6)
+for i, index in enumerate(sample):
+    item_row, guess = int(val_rows[index]), catalog.categories[predicted_labels[index]]
+    real = catalog.items.iloc[item_row]["category"]
+    caption = f"Predicted: {guess}  \nReal: {real}"
+    if vocabulary:
+        guessed_tags = [t for t, p in zip(vocabulary, np.asarray(ws.tag_probs())[item_row], strict=True) if p >= threshold]
+        caption += f"  \nTags: {', '.join(guessed_tags) or '—'}  \nReal: {', '.join(catalog.items.iloc[item_row]['tags'])}"
+    with columns[i % 6]:
+        st.image(catalog.thumbnail(item_row, 112), width="stretch")
+        st.markdown(("✅ " if guess == real else "❌ ") + caption)

@@ -1,0 +1,90 @@
+"""The embedding map and the per-label figures: shapes, determinism, caching, queries landing by their neighbours,
+and reports equal to scikit-learn's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import precision_recall_fscore_support
+
+from core.embedding_map import (components_for, compute_map, explained_variance, kmeans_clusters, sample_rows,
+                                silhouette)
+from core.evaluate import label_report
+
+
+def clustered(n_per: int = 40, dim: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors in 4 well-separated clusters."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(4, dim))
+    x = np.concatenate([c + 0.15 * rng.normal(size=(n_per, dim)) for c in centres]).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True), np.repeat(np.arange(4), n_per)
+
+
+@pytest.mark.parametrize("method,dims", [("pca", 2), ("pca", 3), ("umap", 2), ("umap", 3)])
+def test_map_shapes_and_determinism(method, dims):
+    x, _ = clustered()
+    rows = sample_rows(len(x), 120, seed=0)
+    first = compute_map(x, rows, method, dims, seed=0)
+    again = compute_map(x, rows, method, dims, seed=0)
+    assert first.coords.shape == (120, dims) and np.array_equal(first.rows, rows)
+    np.testing.assert_allclose(first.coords, again.coords, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["pca", "umap"])
+def test_a_query_lands_next_to_its_nearest_neighbour(method):
+    x, labels = clustered()
+    rows = np.arange(len(x))
+    emap = compute_map(x, rows, method, 2, seed=0)
+    rng = np.random.default_rng(3)
+    for target in (5, 60, 100, 150):
+        query = x[target] + 0.02 * rng.normal(size=x.shape[1]).astype(np.float32)
+        query /= np.linalg.norm(query)
+        placed = emap.place(query, x)[0]
+        nearest_on_map = int(np.argmin(np.linalg.norm(emap.coords - placed, axis=1)))
+        assert labels[nearest_on_map] == labels[target]  # among its own cluster on the map
+        spread = np.linalg.norm(emap.coords.max(0) - emap.coords.min(0))
+        assert np.linalg.norm(placed - emap.coords[target]) < 0.25 * spread
+
+
+def test_the_map_is_cached_by_embeddings_and_settings(shared_workspace):
+    first = shared_workspace.embedding_map("pca", sample=0, dims=2)
+    cached = shared_workspace.embedding_map("pca", sample=0, dims=2)
+    assert cached.seconds == 0.0 and np.array_equal(first.coords, cached.coords)
+    maps = set(shared_workspace.store.path.glob("map-*.npz"))
+    other = shared_workspace.embedding_map("pca", sample=32, dims=2)
+    assert len(other.rows) == 32 and len(set(shared_workspace.store.path.glob("map-*.npz")) - maps) == 1
+
+
+def test_sample_rows_are_fixed_and_sorted():
+    assert np.array_equal(sample_rows(100, 30, 1), sample_rows(100, 30, 1))
+    assert np.all(np.diff(sample_rows(100, 30, 1)) > 0) and len(sample_rows(100, 0, 1)) == 100
+
+
+def test_explained_variance_and_components_for_90_percent():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 10)) * np.array([10, 5, 1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
+    curve = explained_variance(x, np.arange(300))
+    assert np.all(np.diff(curve) >= -1e-9) and curve[-1] == pytest.approx(1.0)
+    assert components_for(curve, 0.9) == 2 and components_for(curve[:1], 0.99) is None
+
+
+def test_kmeans_and_silhouette_find_the_clusters():
+    x, labels = clustered()
+    clusters = kmeans_clusters(x, np.arange(len(x)), 4)
+    assert len(set(zip(clusters, labels, strict=True))) == 4  # one cluster per true group
+    assert silhouette(x, labels, metric="cosine") > 0.5
+    assert silhouette(x, np.zeros(len(x))) is None
+
+
+def test_label_report_equals_scikit_learn_for_tags_and_categories():
+    rng = np.random.default_rng(2)
+    true, predicted = rng.integers(0, 2, (50, 4)), rng.integers(0, 2, (50, 4))
+    report = label_report(true, predicted, ["a", "b", "c", "d"])
+    expected = precision_recall_fscore_support(true, predicted, average=None, zero_division=0)
+    for column, values in zip(["precision", "recall", "f1", "support"], expected, strict=True):
+        np.testing.assert_allclose(report[column], values)
+    labels, guesses = rng.integers(0, 3, 60), rng.integers(0, 3, 60)
+    report = label_report(labels, guesses, ["x", "y", "z"])
+    expected = precision_recall_fscore_support(labels, guesses, labels=[0, 1, 2], average=None, zero_division=0)
+    np.testing.assert_allclose(report["f1"], expected[2])
+    assert list(report["label"]) == ["x", "y", "z"] and report["support"].sum() == 60
