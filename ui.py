@@ -5,6 +5,7 @@ Only this file and ``app_pages/`` import streamlit; everything they show comes f
 
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 
 from core.backbone import BACKBONES, WeightsError
@@ -41,7 +42,9 @@ def sidebar_settings() -> Settings:
         runs = {RUN_PREFIX + run.id: run for run in finished_runs(chosen)}
         models = MODEL_CHOICES if base.backbone in MODEL_CHOICES else [base.backbone, *MODEL_CHOICES]
         models = [*runs, *models]  # newest fine-tuned first: it is what a trained catalogue should be searched with
-        default = RUN_PREFIX + base.run if base.run else base.backbone
+        # FVS_RUN when set; otherwise the newest fine-tuned run (what a user who trained one expects to be served),
+        # otherwise the ImageNet backbone.
+        default = RUN_PREFIX + base.run if base.run else next(iter(runs), base.backbone)
         if default not in models:
             default = base.backbone
         if st.session_state.get("model") not in models:  # a new catalogue, or a run that was deleted
@@ -125,7 +128,7 @@ def read_upload(uploaded) -> tuple[object | None, str | None]:
 UPLOAD_TYPES = list(ACCEPTED_TYPES)
 
 
-def cached_category_probs(ws: Workspace, rows) -> "np.ndarray":
+def cached_category_probs(ws: Workspace, rows: np.ndarray) -> np.ndarray:
     """Category probabilities of catalogue rows, remembered per model (the ImageNet vote costs a search each)."""
     return _category_probs(ws.embedder.key, ws.catalog.key, rows, ws)
 

@@ -28,9 +28,10 @@ with st.sidebar:
     k = st.slider("Clusters (k)", 2, 50, 10, key="map_k") if colour == "K-Means cluster" else 10
 
 st.title("Embedding map")
+KEEPS = {"umap": "UMAP keeps neighbourhoods (distances between far clusters mean little)",
+         "pca": "PCA keeps the directions of largest variance"}
 st.markdown("Every point is a catalogue item, placed so that items the model finds similar are close. "
-            f"{'UMAP keeps neighbourhoods (distances between far clusters mean little)' if method == 'umap' else 'PCA keeps the directions of largest variance'}. "
-            "Select points with the box or lasso tool to see the items.")
+            f"{KEEPS[method]}. Select points with the box or lasso tool to see the items.")
 
 dims = 3 if three_d else 2
 points = len(catalog) if sample == 0 else sample

@@ -67,8 +67,9 @@ with query_col:
         converted.image(upscale(result.query_image, 168), caption="As the catalogue sees it", width="stretch")
 
     if result is not None:  # the embedding map page draws the latest query and its neighbours
-        state["map_query"] = {"model": ws.embedder.key, "vector": result.vector, "neighbours": result.hits["row"].tolist(),
-                              "label": "your photo" if photo is not None else catalog.items.iloc[state["query_row"]]["id"]}
+        label = "your photo" if photo is not None else catalog.items.iloc[state["query_row"]]["id"]
+        state["map_query"] = {"model": ws.embedder.key, "vector": result.vector, "label": label,
+                              "neighbours": result.hits["row"].tolist()}
     if result is not None and result.predicted:
         top, share = result.predicted[0]
         voted = ws.category_probs is None

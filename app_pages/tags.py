@@ -106,10 +106,11 @@ with result_col:
             if row is not None:
                 predicted = {t for t, p in zip(vocabulary, prediction.tags, strict=True) if p >= threshold}
                 real_tags = set(catalog.items.iloc[row]["tags"]) & set(vocabulary)
-                st.markdown("**Predicted vs real:** " + (" · ".join(
-                    f"✅ {t}" if t in real_tags and t in predicted else (f"➕ ~~{t}~~" if t in predicted else f"❓ {t}")
-                    for t in sorted(predicted | real_tags)) or "no tags"))
-                st.caption("✅ right · ➕ predicted but not real · ❓ real but missed")
+                marks = [f":green[:material/check: {t}]" if t in real_tags and t in predicted else
+                         (f":red[:material/add: ~~{t}~~]" if t in predicted else f":orange[:material/help: {t}]")
+                         for t in sorted(predicted | real_tags)]
+                st.markdown("**Predicted vs real:** " + (" · ".join(marks) or "no tags"))
+                st.caption("green: right · red, struck through: predicted but not real · orange: real but missed")
 
 st.header("On the validation split")
 split_name = "validation split (never trained on)" if settings.run else "test split"
@@ -139,8 +140,10 @@ for i, index in enumerate(sample):
     real = catalog.items.iloc[item_row]["category"]
     caption = f"Predicted: {guess}  \nReal: {real}"
     if vocabulary:
-        guessed_tags = [t for t, p in zip(vocabulary, np.asarray(ws.tag_probs())[item_row], strict=True) if p >= threshold]
-        caption += f"  \nTags: {', '.join(guessed_tags) or '—'}  \nReal: {', '.join(catalog.items.iloc[item_row]['tags'])}"
+        scores = np.asarray(ws.tag_probs())[item_row]
+        guessed_tags = [t for t, p in zip(vocabulary, scores, strict=True) if p >= threshold]
+        real_tags = ", ".join(catalog.items.iloc[item_row]["tags"])
+        caption += f"  \nTags: {', '.join(guessed_tags) or '—'}  \nReal: {real_tags}"
     with columns[i % 6]:
         st.image(catalog.thumbnail(item_row, 112), width="stretch")
-        st.markdown(("✅ " if guess == real else "❌ ") + caption)
+        st.markdown((":green[:material/check:] " if guess == real else ":red[:material/close:] ") + caption)

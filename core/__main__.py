@@ -164,6 +164,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         results = run_retrieval_bench(workspace, n_queries=args.queries, sweep=not args.no_sweep, scale=scale,
                                       progress=progress)
         print(f"saved for the Model page: {save_result(workspace, results)}", file=sys.stderr)
+    elif args.what == "map":
+        from core.bench_map import run_map_bench
+        from core.workspace import Workspace
+
+        results = run_map_bench(Workspace.open(settings, progress), points=args.points)
     else:
         from core.bench_load import run_load
         from core.workspace import Workspace
@@ -212,9 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--exact", action="store_true", help="brute-force search instead of Annoy")
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("bench", help="figures: search (default), retrieval (the four methods), load (concurrency)")
+    p = sub.add_parser("bench", help="figures: search (default), retrieval (the four methods), load (concurrency), "
+                                     "map (UMAP time and silhouettes)")
     _settings_args(p)
-    p.add_argument("what", nargs="?", default="search", choices=["search", "retrieval", "load"])
+    p.add_argument("what", nargs="?", default="search", choices=["search", "retrieval", "load", "map"])
+    p.add_argument("--points", type=int, default=10_000, help="map: items in the UMAP")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--warm", action="store_true", help="search: skip the cold build (reuse artifacts)")
     p.add_argument("--queries", type=int, default=200, help="search/retrieval: number of queries")

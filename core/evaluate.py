@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 
 
 def recall_at_k(approx: Sequence[int], exact: Sequence[int], k: int) -> float:
@@ -119,9 +120,8 @@ def evaluate_workspace(ws, k: int = 10) -> dict:
     return out
 
 
-def label_report(true: np.ndarray, predicted: np.ndarray, names: list[str]) -> "pd.DataFrame":
+def label_report(true: np.ndarray, predicted: np.ndarray, names: list[str]) -> pd.DataFrame:
     """Precision, recall, F1 and support per label: categories (1-D label arrays) or tags (2-D 0/1 matrices)."""
-    import pandas as pd
     from sklearn.metrics import precision_recall_fscore_support
 
     true, predicted = np.asarray(true), np.asarray(predicted)

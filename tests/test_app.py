@@ -168,13 +168,16 @@ def test_model_page_runs_the_retrieval_comparison_and_charts_it(app):
 
 
 @pytest.fixture
-def trained_app(app, tmp_path_factory):
-    """The app with one fine-tuned run of the tiny catalogue in its artifacts directory."""
+def trained_app(app, tmp_path_factory, monkeypatch):
+    """The app with one fine-tuned run of the tiny catalogue, in an artifacts directory of its own (a finished run
+    becomes the sidebar's default model, which the other tests must not get)."""
     from core.config import Settings
     from core.train import train
     from test_train import TINY_RECIPE
 
-    run = train(Settings.from_env(), TINY_RECIPE.replace(epochs=4))  # FVS_* from the app fixture
+    root = tmp_path_factory.getbasetemp() / "app-trained-artifacts"
+    monkeypatch.setenv("FVS_ARTIFACTS_DIR", str(root))
+    run = train(Settings.from_env(), TINY_RECIPE.replace(epochs=4))  # the other FVS_* from the app fixture
     return app, run
 
 
@@ -184,8 +187,8 @@ def test_the_sidebar_serves_a_fine_tuned_run(trained_app):
     assert not app.exception, app.exception
     model = app.selectbox(key="model")
     assert model.options[0].startswith("tiny test network (random weights) fine-tuned · 32 px · 4 ep, test ")
+    assert model.value == f"run:{run.id}"  # the newest finished run is served by default
     app.switch_page("app_pages/search.py").run()
-    app.selectbox(key="model").set_value(f"run:{run.id}").run()
     assert not app.exception, app.exception
     photos, items = synthetic_photos()
     upload(app, "ring.png", encoded(photos[60]))
@@ -269,3 +272,15 @@ def test_map_page_draws_the_catalogue_and_the_latest_query(app):
     app.toggle(key="map_3d").set_value(True).run()
     assert not app.exception, app.exception
     assert "scatter3d" in app.get_by_key("map_chart").proto.spec
+
+
+def test_map_page_compares_the_fine_tuned_model_with_the_baseline(trained_app):
+    app, run = trained_app
+    app.run()
+    app.switch_page("app_pages/map.py").run()
+    assert not app.exception, app.exception
+    app.selectbox(key="map_colour").set_value("tag: round").run()  # a tag colour, from the run's tag head
+    app.toggle(key="map_compare").set_value(True).run()
+    assert not app.exception, app.exception
+    titles = [app.get_by_key(f"compare-{name}").proto.spec for name in ("ImageNet baseline", "fine-tuned")]
+    assert all("silhouette" in spec for spec in titles)
