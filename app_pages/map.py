@@ -31,7 +31,7 @@ st.title("Embedding map")
 KEEPS = {"umap": "UMAP keeps neighbourhoods (distances between far clusters mean little)",
          "pca": "PCA keeps the directions of largest variance"}
 st.markdown("Every point is a catalogue item, placed so that items the model finds similar are close. "
-            f"{KEEPS[method]}. Select points with the box or lasso tool to see the items.")
+            f"{KEEPS[method]}. Drag a box (or pick the lasso in the chart's toolbar) to see the items in it.")
 
 dims = 3 if three_d else 2
 points = len(catalog) if sample == 0 else sample
@@ -77,7 +77,8 @@ if query is not None and query.get("model") == ws.embedder.key and query.get("ve
             marker=dict(size=8 if three_d else 13, color="rgba(0,0,0,0)", line=dict(color="black", width=2)))
     scatter(x=[placed[0]], y=[placed[1]], mode="markers", name=f"query: {query['label']}", **extra[0],
             marker=dict(size=10 if three_d else 22, symbol="diamond" if three_d else "star", color="black"))
-figure.update_layout(margin=dict(l=0, r=0, t=10, b=0), legend_title_text=colour)
+figure.update_layout(margin=dict(l=0, r=0, t=10, b=0), legend_title_text=colour,
+                     dragmode="turntable" if three_d else "select")  # dragging on the 2-D map selects
 event = st.plotly_chart(figure, width="stretch", key="map_chart", on_select="ignore" if three_d else "rerun",
                         selection_mode=("box", "lasso"))
 if query is None:
@@ -91,8 +92,9 @@ if selected:
     counts = catalog.items["category"].to_numpy()[selected]
     left.dataframe(pd.Series(counts).value_counts().rename_axis("category").reset_index(name="items"),
                    hide_index=True, width="stretch")
-    right.image(item_grid(catalog, selected[:200]), caption="The first 200 selected items" if len(selected) > 200
-                else None, width="stretch")
+    shown = selected if len(selected) <= 200 else np.random.default_rng(0).choice(selected, 200, replace=False)
+    right.image(item_grid(catalog, sorted(shown, key=lambda r: (catalog.labels[r], r))), width="stretch",
+                caption=f"200 of the {len(selected):,} selected items, at random" if len(selected) > 200 else None)
 
 cols = st.columns(3)
 map_score = silhouette(emap.coords, frame["category"].to_numpy(), seed=settings.seed)

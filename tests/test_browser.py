@@ -73,6 +73,7 @@ def test_upload_a_photo_in_chromium_and_see_k_results(running_app, tmp_path):
     chromium, driver_path = browser_paths()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -117,5 +118,21 @@ def test_upload_a_photo_in_chromium_and_see_k_results(running_app, tmp_path):
         assert "Predicted category" in page and "As the catalogue sees it" in page
         assert not browser.find_elements(By.CSS_SELECTOR, "[data-testid='stException']")
         browser.save_screenshot(str(SCREENSHOTS / "browser-search.png"))
+
+        # The embedding map, in the same session: the query is drawn on it, and a dragged box selects items.
+        next(a for a in browser.find_elements(By.CSS_SELECTOR, "[data-testid='stSidebarNav'] a")
+             if "Embedding map" in a.text).click()
+        WebDriverWait(browser, 240, poll_frequency=0.5).until(
+            lambda b: "Silhouette of the map" in b.find_element(By.TAG_NAME, "body").text)
+        print(f"map after {time.time() - t0:.1f} s")
+        plot = WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".nsewdrag"))[0]
+        assert "query: your photo" in browser.find_element(By.CSS_SELECTOR, ".js-plotly-plot").text
+        width, height = plot.size["width"], plot.size["height"]
+        ActionChains(browser).move_to_element_with_offset(plot, -width // 3, -height // 3).click_and_hold() \
+            .move_by_offset(width * 2 // 3, height * 2 // 3).release().perform()
+        WebDriverWait(browser, 60, poll_frequency=0.5).until(
+            lambda b: "selected items" in b.find_element(By.TAG_NAME, "body").text)
+        assert not browser.find_elements(By.CSS_SELECTOR, "[data-testid='stException']")
+        browser.save_screenshot(str(SCREENSHOTS / "browser-map.png"))
     finally:
         browser.quit()
