@@ -117,6 +117,17 @@ def _build_with_progress(settings: Settings) -> None:
         status.empty()
 
 
+def photo_input(camera: bool, prefix: str = "") -> tuple[object | None, str | None]:
+    """The upload (or camera) widget of a query: (PIL image, None), (None, message) or (None, None) when empty.
+    Widget keys are ``<prefix>upload`` / ``<prefix>camera``, so each page keeps its own query."""
+    if camera:
+        given = st.camera_input("Garment photo", key=f"{prefix}camera")
+    else:
+        given = st.file_uploader("Garment photo", type=UPLOAD_TYPES, key=f"{prefix}upload",
+                                 help="JPEG, PNG or WebP; a garment on a plain background works best.")
+    return read_upload(given) if given is not None else (None, None)
+
+
 def read_upload(uploaded) -> tuple[object | None, str | None]:
     """(PIL image, None) or (None, message) for a Streamlit UploadedFile; never raises on bad bytes."""
     try:

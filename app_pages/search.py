@@ -42,15 +42,8 @@ query_col, results_col = st.columns([2, 5], gap="large")
 with query_col:
     mode = st.radio("Query", [UPLOAD, CAMERA, ITEM], key="query_mode", horizontal=False)
     photo, problem, result = None, None, None
-    if mode == UPLOAD:
-        uploaded = st.file_uploader("Garment photo", type=ui.UPLOAD_TYPES, key="upload",
-                                    help="JPEG, PNG or WebP; a garment on a plain background works best.")
-        if uploaded is not None:
-            photo, problem = ui.read_upload(uploaded)
-    elif mode == CAMERA:
-        shot = st.camera_input("Garment photo", key="camera")
-        if shot is not None:
-            photo, problem = ui.read_upload(shot)
+    if mode in (UPLOAD, CAMERA):
+        photo, problem = ui.photo_input(camera=mode == CAMERA)
     else:
         row = state["query_row"]
         st.button("Random catalogue item", icon=":material/casino:", on_click=random_item, width="stretch")

@@ -50,14 +50,8 @@ query_col, result_col = st.columns([2, 3], gap="large")
 with query_col:
     mode = st.radio("Query", [UPLOAD, CAMERA, ITEM], key="tags_mode", horizontal=True)
     photo, problem, row = None, None, None
-    if mode == UPLOAD:
-        uploaded = st.file_uploader("Garment photo", type=ui.UPLOAD_TYPES, key="tags_upload")
-        if uploaded is not None:
-            photo, problem = ui.read_upload(uploaded)
-    elif mode == CAMERA:
-        shot = st.camera_input("Garment photo", key="tags_camera")
-        if shot is not None:
-            photo, problem = ui.read_upload(shot)
+    if mode in (UPLOAD, CAMERA):
+        photo, problem = ui.photo_input(camera=mode == CAMERA, prefix="tags_")
     else:
         row = state["tags_row"]
         st.button("Random validation item", icon=":material/casino:", on_click=random_item)
