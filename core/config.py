@@ -118,7 +118,8 @@ class TrainConfig:
     warmup_epochs: float = 0.5
     schedule: str = "cosine"
     # full: every layer learns. last: only the last ``trainable_blocks`` stages and the heads. heads: the backbone
-    # is frozen, its features are computed once and cached, and only the embedding layer and heads learn.
+    # is frozen, its features are computed once and cached, and only the embedding layer and heads learn (so
+    # ``augment`` does not apply: the cached features are of the unaugmented items).
     # The CPU default freezes the first three stages: their ImageNet edges and textures are worth keeping, their
     # backward pass is the costliest (highest resolution), and it scored better than full fine-tuning (BENCHMARKS.md).
     freeze: str = "last"
