@@ -14,4 +14,8 @@ pages = [
     st.Page("app_pages/map.py", title="Embedding map", icon=":material/scatter_plot:", url_path="map"),
     st.Page("app_pages/model.py", title="Model & index", icon=":material/tune:", url_path="model"),
 ]
-st.navigation(pages).run()
+navigation = st.navigation(pages)
+# The catalogue and model pickers live here, not in the pages: a widget rendered by the entry script on every run
+# keeps its value when the user changes page (a page's own widgets are new widgets on each page).
+ui.sidebar_settings()
+navigation.run()

@@ -55,8 +55,16 @@ def sidebar_settings() -> Settings:
                               help="ImageNet features, or a model fine-tuned on this catalogue (Model & index page). "
                                    "A model not embedded yet is embedded on first use (a few minutes on CPU).")
     if choice in runs:
-        return chosen.replace(run=runs[choice].id, backbone=runs[choice].info().get("backbone", base.backbone))
-    return chosen.replace(backbone=choice, run="")
+        chosen = chosen.replace(run=runs[choice].id, backbone=runs[choice].info().get("backbone", base.backbone))
+    else:
+        chosen = chosen.replace(backbone=choice, run="")
+    st.session_state["_current_settings"] = chosen
+    return chosen
+
+
+def current_settings() -> Settings:
+    """The settings the sidebar chose in this run (the entry script draws the sidebar before the page runs)."""
+    return st.session_state.get("_current_settings") or sidebar_settings()
 
 
 def finished_runs(settings: Settings) -> list[RunDir]:

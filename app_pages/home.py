@@ -8,7 +8,7 @@ from core.backbone import BACKBONES
 from core.gallery import category_montage
 from core.runs import RunDir
 
-settings = ui.sidebar_settings()
+settings = ui.current_settings()
 ws = ui.workspace(settings)
 catalog = ws.catalog
 

@@ -12,7 +12,7 @@ from core.gallery import item_grid
 SAMPLES = [1_000, 2_000, 5_000, 10_000, 20_000, 0]  # 0 = the whole catalogue
 COLOURS = ["category", "predicted category", "misclassified", "K-Means cluster"]
 
-settings = ui.sidebar_settings()
+settings = ui.current_settings()
 ws = ui.workspace(settings)
 catalog, state = ws.catalog, st.session_state
 vocabulary = ws.embedder.heads.tags if ws.embedder.heads is not None else []
@@ -31,7 +31,8 @@ st.title("Embedding map")
 KEEPS = {"umap": "UMAP keeps neighbourhoods (distances between far clusters mean little)",
          "pca": "PCA keeps the directions of largest variance"}
 st.markdown("Every point is a catalogue item, placed so that items the model finds similar are close. "
-            f"{KEEPS[method]}. Drag a box (or pick the lasso in the chart's toolbar) to see the items in it.")
+            f"{KEEPS[method]}. " + ("Drag to turn the 3-D view; switch 3-D off to select items." if three_d else
+                                   "Drag a box (or pick the lasso in the chart's toolbar) to see the items in it."))
 
 dims = 3 if three_d else 2
 points = len(catalog) if sample == 0 else sample
@@ -49,7 +50,9 @@ if needs_prediction:
     frame["predicted category"] = np.asarray(catalog.categories)[probs.argmax(axis=1)]
     frame["misclassified"] = np.where(frame["predicted category"] != frame["category"], "misclassified", "right")
 if colour == "K-Means cluster":
-    frame["K-Means cluster"] = kmeans_clusters(ws.embeddings, rows, k, settings.seed).astype(str)
+    clusters = kmeans_clusters(ws.embeddings, rows, k, settings.seed)
+    frame["K-Means cluster"] = clusters.astype(str)
+    cluster_order = [str(c) for c in sorted(set(clusters))]
 if "tags" in catalog.items.columns:
     frame["tags"] = [", ".join(t) for t in catalog.items["tags"].to_numpy()[rows]]
 if colour.startswith("tag: "):
@@ -60,8 +63,12 @@ hover = ["id", "category"] + [c for c in ("tags", "predicted category") if c in 
 plot = px.scatter_3d if three_d else px.scatter
 figure = plot(frame, **{axis: axis for axis in ["x", "y", "z"][:dims]}, color=colour, hover_data=hover,
               custom_data=["row"], height=640, opacity=0.75,
-              category_orders={"category": catalog.categories, "predicted category": catalog.categories},
-              color_continuous_scale="Viridis" if colour.startswith("tag: ") else None)
+              category_orders={"category": catalog.categories, "predicted category": catalog.categories,
+                               "K-Means cluster": cluster_order if colour == "K-Means cluster" else []},
+              color_continuous_scale="Viridis" if colour.startswith("tag: ") else None,
+              # errors stand out in red; clusters get a 24-colour palette so k up to 24 stays distinguishable
+              color_discrete_map={"misclassified": "#d62728", "right": "#c7c7c7"},
+              color_discrete_sequence=px.colors.qualitative.Dark24 if colour == "K-Means cluster" else None)
 figure.update_traces(marker=dict(size=3 if three_d else 5))
 
 query = state.get("map_query")
@@ -77,12 +84,15 @@ if query is not None and query.get("model") == ws.embedder.key and query.get("ve
             marker=dict(size=8 if three_d else 13, color="rgba(0,0,0,0)", line=dict(color="black", width=2)))
     scatter(x=[placed[0]], y=[placed[1]], mode="markers", name=f"query: {query['label']}", **extra[0],
             marker=dict(size=10 if three_d else 22, symbol="diamond" if three_d else "star", color="black"))
-figure.update_layout(margin=dict(l=0, r=0, t=10, b=0), legend_title_text=colour,
+figure.update_layout(margin=dict(l=0, r=0, t=40, b=0), legend_title_text=colour,
                      dragmode="turntable" if three_d else "select")  # dragging on the 2-D map selects
 event = st.plotly_chart(figure, width="stretch", key="map_chart", on_select="ignore" if three_d else "rerun",
                         selection_mode=("box", "lasso"))
 if query is None:
     st.caption("Search on the **Search by photo** page and the query appears here as a star, its nearest items ringed.")
+elif query.get("model") != ws.embedder.key:
+    st.caption("The latest search was made with another model, so it is not drawn on this map: search again on the "
+               "**Search by photo** page with this model.")
 
 selected = [int(p["customdata"][0]) for p in (event.selection.points if event and not three_d else [])
             if p.get("customdata")]

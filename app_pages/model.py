@@ -16,7 +16,7 @@ METHOD_COLUMNS = {"build_s": "build (s)", "disk_mb": "disk (MB)", "memory_mb": "
                   "p99_ms": "p99 (ms)", "speedup_vs_exact": "speed-up vs exact", "recall_at_10": "recall@10",
                   "precision_at_10": "precision@10", "map_at_10": "mAP@10"}
 
-settings = ui.sidebar_settings()
+settings = ui.current_settings()
 ws = ui.workspace(settings)
 
 st.title("Model & index")

@@ -9,7 +9,7 @@ from core.catalog import upscale
 UPLOAD, CAMERA, ITEM = "Upload a photo", "Take a photo", "Catalogue item"
 COLUMNS = 5
 
-settings = ui.sidebar_settings()
+settings = ui.current_settings()
 ws = ui.workspace(settings)
 catalog = ws.catalog
 state = st.session_state

@@ -10,14 +10,15 @@ import ui
 from core.catalog import upscale
 from core.evaluate import label_report, tag_f1
 
-UPLOAD, CAMERA, ITEM = "Upload a photo", "Take a photo", "Validation item"
+UPLOAD, CAMERA, ITEM = "Upload a photo", "Take a photo", "Evaluation item"
 GALLERY = 12
 
-settings = ui.sidebar_settings()
+settings = ui.current_settings()
 ws = ui.workspace(settings)
 catalog, state = ws.catalog, st.session_state
 vocabulary = ws.embedder.heads.tags if ws.embedder.heads is not None else []
 val_rows = ws.validation_rows()
+split_word = "validation" if settings.run else "test"  # a fine-tuned run's own validation split, else the test split
 has_head = ws.category_probs is not None
 catalog_has_tags = "tags" in catalog.items.columns
 
@@ -26,7 +27,7 @@ def random_item() -> None:
     state["tags_row"] = int(np.random.default_rng().choice(val_rows))
 
 
-if state.get("tags_row") is None or state["tags_row"] >= len(catalog):
+if state.get("tags_row") not in set(val_rows.tolist()):  # first visit, or another model's split
     random_item()
 
 st.title("Tag predictions")
@@ -41,10 +42,12 @@ if not has_head:
     st.caption("The ImageNet model has no category head: its category is the similarity-weighted vote of the 10 "
                "nearest catalogue items. A fine-tuned model (sidebar) predicts with its own head.")
 
-with st.sidebar:
-    st.header("Tags")
-    threshold = st.slider("Tag threshold", 0.05, 0.95, 0.5, 0.05, key="tag_threshold",
-                          help="A tag is predicted when its probability reaches this value")
+threshold = 0.5
+if vocabulary:
+    with st.sidebar:
+        st.header("Tags")
+        threshold = st.slider("Tag threshold", 0.05, 0.95, 0.5, 0.05, key="tag_threshold",
+                              help="A tag is predicted when its probability reaches this value")
 
 query_col, result_col = st.columns([2, 3], gap="large")
 with query_col:
@@ -54,7 +57,7 @@ with query_col:
         photo, problem = ui.photo_input(camera=mode == CAMERA, prefix="tags_")
     else:
         row = state["tags_row"]
-        st.button("Random validation item", icon=":material/casino:", on_click=random_item)
+        st.button(f"Random {split_word} item", icon=":material/casino:", on_click=random_item)
     if problem:
         st.error(problem)
 
@@ -70,7 +73,7 @@ with query_col:
 
 with result_col:
     if prediction is None:
-        st.info("Upload a garment photo, take one, or pick a validation item to see what the model predicts.")
+        st.info(f"Upload a garment photo, take one, or pick a {split_word} item to see what the model predicts.")
     else:
         order = np.argsort(-prediction.categories, kind="stable")[:3]
         st.subheader("Category")
@@ -106,7 +109,7 @@ with result_col:
                 st.markdown("**Predicted vs real:** " + (" · ".join(marks) or "no tags"))
                 st.caption("green: right · red, struck through: predicted but not real · orange: real but missed")
 
-st.header("On the validation split")
+st.header(f"On the {split_word} split")
 split_name = "validation split (never trained on)" if settings.run else "test split"
 probs = ui.cached_category_probs(ws, val_rows)
 predicted_labels = probs.argmax(axis=1)
@@ -126,7 +129,7 @@ cols[0].metric("Category accuracy", f"{np.mean(predicted_labels == true_labels):
 st.dataframe(label_report(true_labels, predicted_labels, catalog.categories), hide_index=True, width="stretch",
              key="category_report")
 
-st.subheader("Validation gallery")
+st.subheader(f"{split_word.title()} gallery")
 sample = np.random.default_rng(settings.seed).choice(len(val_rows), size=min(GALLERY, len(val_rows)), replace=False)
 columns = st.columns(6)
 for i, index in enumerate(sample):

@@ -236,7 +236,7 @@ def test_tags_page_with_a_fine_tuned_run_shows_tags_and_f1(trained_app):
     assert {"F1 micro", "F1 macro", "F1 samples", "Category accuracy"} <= set(metrics)
     tags = next(d.value for d in app.dataframe if "label" in d.value.columns and "round" in set(d.value["label"]))
     assert list(tags["label"]) == ["angular", "dark", "muted", "round"]
-    app.radio(key="tags_mode").set_value("Validation item").run()
+    app.radio(key="tags_mode").set_value("Evaluation item").run()
     assert any(m.value.startswith("**Predicted vs real:**") for m in app.markdown)
     assert app.get_by_key("tag_bars")  # the probability bar chart
     before = metrics["F1 micro"]
@@ -284,3 +284,14 @@ def test_map_page_compares_the_fine_tuned_model_with_the_baseline(trained_app):
     assert not app.exception, app.exception
     titles = [app.get_by_key(f"compare-{name}").proto.spec for name in ("ImageNet baseline", "fine-tuned")]
     assert all("silhouette" in spec for spec in titles)
+
+
+def test_the_chosen_model_stays_chosen_across_pages(trained_app):
+    app, run = trained_app
+    app.run()
+    app.selectbox(key="model").set_value("test_efficientnet").run()  # back to the untrained baseline
+    for page in ("app_pages/tags.py", "app_pages/map.py", "app_pages/search.py"):
+        app.switch_page(page).run()
+        assert not app.exception, app.exception
+        assert app.selectbox(key="model").value == "test_efficientnet", page
+    assert any("no tag head" in i.value for i in app.switch_page("app_pages/tags.py").run().info)
