@@ -105,18 +105,23 @@ def evaluate_workspace(ws, k: int = 10) -> dict:
     if ws.category_probs is not None:
         probs, classifier = np.asarray(ws.category_probs)[rows], "fine-tuned category head"
     else:
-        from core.index import Neighbours
-
-        probs = np.stack([ws.vote(Neighbours(i, s)) for i, s in zip(indices, scores, strict=True)])
-        classifier = "similarity-weighted vote of the 10 nearest items"
-    out = {"catalog": ws.catalog.name, "model_key": ws.embedder.key, "run": ws.settings.run or None,
-           "split": "test" if (ws.catalog.items["split"].to_numpy() == "test").any() else "all", "queries": len(rows),
-           "classifier": classifier, **{f"top{n}": top_k_accuracy(probs, labels[rows], n) for n in (1, 3, 5)},
-           **retrieval_scores(labels[indices[:, :k]], labels[rows], labels, k)}
+        probs, classifier = ws.votes(indices, scores), "similarity-weighted vote of the 10 nearest items"
     tag_probs = ws.tag_probs()
-    if tag_probs is not None:
-        truth = ws.tag_truth()
-        out.update(tag_f1(truth[rows], np.asarray(tag_probs)[rows] >= 0.5))
+    tags = None if tag_probs is None else (ws.tag_truth()[rows], np.asarray(tag_probs)[rows] >= 0.5)
+    return {"catalog": ws.catalog.name, "model_key": ws.embedder.key, "run": ws.settings.run or None,
+            "split": "test" if (ws.catalog.items["split"].to_numpy() == "test").any() else "all",
+            "queries": len(rows), "classifier": classifier,
+            **quality_figures(probs, labels[rows], labels[indices[:, :k]], labels, tags, k)}
+
+
+def quality_figures(probs: np.ndarray, labels: np.ndarray, neighbour_labels: np.ndarray, gallery_labels: np.ndarray,
+                    tags: tuple[np.ndarray, np.ndarray] | None = None, k: int = 10) -> dict[str, float]:
+    """The figures every evaluation reports, defined once for validation (per epoch) and test: top-1/3/5 of the
+    category probabilities, precision@k and mAP@k of the neighbours, tag F1 of (truth, predicted) when given."""
+    out = {f"top{n}": top_k_accuracy(probs, labels, n) for n in (1, 3, 5)}
+    out.update(retrieval_scores(neighbour_labels, labels, gallery_labels, k))
+    if tags is not None:
+        out.update(tag_f1(*tags))
     return out
 
 

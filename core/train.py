@@ -26,7 +26,7 @@ from core.config import Settings, TrainConfig
 from core.domain import ModelInput
 from core.embed import Progress, no_progress
 from core import tags
-from core.evaluate import nearest, retrieval_scores, tag_f1, top_k_accuracy
+from core.evaluate import nearest, quality_figures
 from core.model import apply_freeze, build_net, training_loss
 from core.runs import RunDir, load_checkpoint, load_weights, run_id, runs_root
 
@@ -186,13 +186,10 @@ class Trainer:
         """top-1/3/5, precision@10 and mAP@10 among the same rows, and tag F1 at 0.5 when there are tags."""
         predicted = self.predict(rows)
         labels = self.catalog.labels[rows]
-        out = {f"top{k}": top_k_accuracy(predicted["categories"], labels, k) for k in (1, 3, 5)}
         neighbours, _ = nearest(predicted["embeddings"], predicted["embeddings"], 10, query_rows=np.arange(len(rows)))
-        out.update(retrieval_scores(labels[neighbours], labels, labels, k=10))
-        if self.tag_names:
-            out.update(tag_f1(self.tags[torch.as_tensor(rows, device=self.device)].cpu().numpy() > 0.5,
-                              predicted["tags"] >= 0.5))
-        return out
+        tag_truth = self.tags[torch.as_tensor(rows, device=self.device)].cpu().numpy() > 0.5
+        tags = (tag_truth, predicted["tags"] >= 0.5) if self.tag_names else None
+        return quality_figures(predicted["categories"], labels, labels[neighbours], labels, tags)
 
     # ---------------------------------------------------------------- checkpoints
     def _payload(self, with_optimizer: bool) -> dict:

@@ -60,10 +60,12 @@ class Prediction:
 
 class Workspace:
     def __init__(self, settings: Settings, catalog: Catalog, embedder: Embedder, embeddings: np.ndarray,
-                 annoy: AnnoySearcher, store: ArtifactDir, category_probs: np.ndarray | None = None):
+                 annoy: AnnoySearcher, store: ArtifactDir, category_probs: np.ndarray | None = None,
+                 tag_probs: np.ndarray | None = None):
         self.settings, self.catalog, self.embedder = settings, catalog, embedder
         self.embeddings, self.store = embeddings, store
         self.category_probs = category_probs  # (N, C) from a fine-tuned run's head; None for ImageNet features
+        self._tag_probs = tag_probs  # (N, T) from its tag head; None without one
         self.exact = ExactSearcher(embeddings)
         self.annoy = annoy
 
@@ -85,8 +87,10 @@ class Workspace:
             embeddings = load_or_build_embeddings(store, catalog, embedder, settings, progress)
             annoy = load_or_build_annoy(store, embeddings, settings, progress)
         single_threaded_blas()
-        probs = np.load(store.file(PROBS), mmap_mode="r") if embedder.heads is not None else None
-        return cls(settings, catalog, embedder, embeddings, annoy, store, probs)
+        heads = embedder.heads
+        probs = np.load(store.file(PROBS), mmap_mode="r") if heads is not None else None
+        tag_probs = np.load(store.file(TAG_PROBS), mmap_mode="r") if heads is not None and heads.tags else None
+        return cls(settings, catalog, embedder, embeddings, annoy, store, probs, tag_probs)
 
     @staticmethod
     def store_for(settings: Settings, catalog: Catalog | None = None) -> ArtifactDir:
@@ -111,10 +115,14 @@ class Workspace:
 
     def embed_photo(self, photo: Image.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """A photo → (its catalogue-domain array, its unit vector, category probabilities if the model has a head)."""
-        domain = self.catalog.domain.convert(photo)
-        features = self.embedder.features(domain[None])
+        domain, features = self._convert_and_embed(photo)
         probs = self.embedder.heads.category_probs(features)[0] if self.embedder.heads is not None else None
         return domain, self.embedder.vectors(features)[0], probs
+
+    def _convert_and_embed(self, photo: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+        """A photo → (its catalogue-domain array, the model's raw features of it, shape (1, feature_dim))."""
+        domain = self.catalog.domain.convert(photo)
+        return domain, self.embedder.features(domain[None])
 
     def search(self, query: Image.Image | bytes, k: int = 10, exact: bool = False,
                category: str | None = None) -> SearchResult:
@@ -163,6 +171,12 @@ class Workspace:
         totals = np.bincount(labels, weights=weights, minlength=len(self.catalog.categories))
         return totals / max(totals.sum(), 1e-12)
 
+    def votes(self, indices: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """``vote`` for many queries at once: (Q, k) neighbour rows and scores → (Q, C) shares."""
+        if not len(indices):
+            return np.zeros((0, len(self.catalog.categories)))
+        return np.stack([self.vote(Neighbours(i, s)) for i, s in zip(indices, scores, strict=True)])
+
     def _ranked(self, shares: np.ndarray) -> list[tuple[str, float]]:
         order = np.argsort(-shares, kind="stable")
         return [(self.catalog.categories[i], float(shares[i])) for i in order if shares[i] > 0]
@@ -176,8 +190,7 @@ class Workspace:
         from core.evaluate import nearest
 
         indices, scores = nearest(np.asarray(self.embeddings)[rows], self.embeddings, VOTE_NEIGHBOURS, query_rows=rows)
-        return np.stack([self.vote(Neighbours(i, s)) for i, s in zip(indices, scores, strict=True)]) if len(rows) \
-            else np.zeros((0, len(self.catalog.categories)))
+        return self.votes(indices, scores)
 
     def validation_rows(self) -> np.ndarray:
         """Where per-label figures are measured: a fine-tuned run's validation split (never trained on, never
@@ -192,8 +205,7 @@ class Workspace:
     def predict(self, query: Image.Image | int) -> Prediction:
         """Category and tag probabilities for a photo or a catalogue row (what the Tags page shows)."""
         if isinstance(query, Image.Image):
-            domain = self.catalog.domain.convert(query)
-            features = self.embedder.features(domain[None])
+            domain, features = self._convert_and_embed(query)
             if self.embedder.heads is not None:
                 return Prediction(self.embedder.heads.category_probs(features)[0],
                                   self.embedder.heads.tag_probs(features)[0], Image.fromarray(domain))
@@ -210,9 +222,7 @@ class Workspace:
 
     def tag_probs(self) -> np.ndarray | None:
         """(N, T) tag probabilities of every item from a fine-tuned tag head; None without one."""
-        if self.embedder.heads is None or not self.embedder.heads.tags:
-            return None
-        return np.load(self.store.file(TAG_PROBS), mmap_mode="r")
+        return self._tag_probs
 
     def tag_truth(self) -> np.ndarray:
         """The items' own tags against the model's tag vocabulary, (N, T) 0/1."""
