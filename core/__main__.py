@@ -1,6 +1,7 @@
 """Command line: every stage the app runs, scriptable.
 
     python -m core prepare             fetch the built-in catalogue (set-up time), build embeddings + index
+    python -m core prepare SOURCE      validate and register your own catalogue (folder, CSV/Parquet, DeepFashion)
     python -m core train               fine-tune a backbone (resumes an interrupted run of the same recipe)
     python -m core evaluate --json     test-split figures of the served model (--run ID for a fine-tuned one)
     python -m core search PHOTO        top-k catalogue items for a photo
@@ -23,7 +24,7 @@ from core.config import FREEZE_POLICIES, SCHEDULES, Settings, TrainConfig
 
 
 def _source_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--catalog", help="catalogue source name (default: fashion-mnist)")
+    parser.add_argument("--catalog", help="catalogue name: fashion-mnist (default) or one you prepared")
     parser.add_argument("--catalog-limit", type=int, help="use only the first N items (0 = all)")
     parser.add_argument("--backbone", help="efficientnet_lite0 (default), efficientnet_lite1, efficientnet_lite2, …")
     parser.add_argument("--weights", type=Path, dest="weights_path", help="local state dict for the backbone")
@@ -95,14 +96,51 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from core import fashion_mnist
     from core.workspace import Workspace
 
-    settings = _settings(args)
-    if settings.catalog == "fashion-mnist":
+    settings, out = _settings(args), {}
+    if args.source:
+        report = _prepare_source(args, settings)
+        settings, out["catalog"] = settings.replace(catalog=report.name), report.summary()
+        if args.strict and len(report.problems):
+            print(f"error: {len(report.problems)} entries had problems (--strict)", file=sys.stderr)
+            return 1
+    elif settings.catalog == "fashion-mnist":
         print(f"Fashion-MNIST files: {fashion_mnist.fetch(settings.data_dir)}", file=sys.stderr)
-    if args.data_only:
-        return 0
-    workspace = Workspace.open(settings, _tqdm_progress())
-    print(json.dumps(workspace.describe(), indent=2))
+    if not args.data_only:
+        out["workspace"] = Workspace.open(settings, _tqdm_progress()).describe()
+    if out:
+        print(json.dumps(out if args.source else out["workspace"], indent=2, default=str))
     return 0
+
+
+def _prepare_source(args: argparse.Namespace, settings: Settings):
+    """Validate, summarise and register a user's catalogue (see core.prepare)."""
+    from core.prepare import prepare_catalog
+    from core.sources import SourceSpec, TableColumns
+
+    columns = TableColumns(**{name: getattr(args, f"{name}_column") for name in TableColumns.__dataclass_fields__
+                              if getattr(args, f"{name}_column")})
+    spec = SourceSpec(path=str(Path(args.source).expanduser().resolve()), layout=args.layout, columns=columns,
+                      allowed_roots=tuple(str(Path(r).expanduser().resolve()) for r in args.allow_root),
+                      categories=tuple(c for c in args.categories.split(",") if c), per_category=args.per_category,
+                      seed=settings.seed)
+    from core.embed import loader_workers
+
+    report = prepare_catalog(spec, settings, name=args.name or "", photo_size=args.photo_size,
+                             workers=loader_workers(settings), progress=_tqdm_progress())
+    summary = report.summary()
+    if not args.json:  # the JSON summary goes to stdout with the rest
+        print(f"catalogue {summary['catalog']!r}: {summary['items']:,} items in {len(summary['categories'])} "
+              f"categories, splits {summary['splits']}", file=sys.stderr)
+        for category, count in summary["categories"].items():
+            print(f"  {count:>8,}  {category}", file=sys.stderr)
+        print(f"tags ({len(summary['tags'])}): {', '.join(summary['tags']) or 'none'}", file=sys.stderr)
+        print(f"{summary['skipped']} entries skipped, {summary['repaired']} repaired"
+              f"{' (listed in ' + str(report.path / 'problems.csv') + ')' if len(report.problems) else ''}",
+              file=sys.stderr)
+        for problem in summary["problems"]:
+            action = "skipped" if problem["skipped"] else "kept"
+            print(f"  {problem['where']}: {problem['problem']} [{problem['entry']}] ({action})", file=sys.stderr)
+    return report
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -193,9 +231,27 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("prepare", help="get the catalogue and build embeddings + Annoy index")
+    p = sub.add_parser("prepare", help="get the built-in catalogue, or validate and register your own (SOURCE), "
+                                       "then build embeddings + Annoy index")
     _settings_args(p)
-    p.add_argument("--data-only", action="store_true", help="only get the catalogue files (set-up time)")
+    p.add_argument("source", nargs="?", help="your catalogue: a folder of category subfolders, a .csv/.parquet "
+                   "table, or a DeepFashion folder")
+    p.add_argument("--data-only", action="store_true", help="only get (or validate and register) the catalogue")
+    p.add_argument("--name", help="name of your catalogue (default: from the source's file or folder name)")
+    p.add_argument("--layout", default="auto", choices=["auto", "folder", "table", "deepfashion"])
+    for name in ("image", "id", "category", "description", "tags", "brand", "price", "split"):
+        p.add_argument(f"--{name}-column", help=f"table: the column holding the {name} (default: {name})")
+    p.add_argument("--allow-root", action="append", default=[], help="table: a folder that absolute image paths "
+                   "may point into (repeatable; the table's own folder is always allowed)")
+    p.add_argument("--categories", default="", help="DeepFashion: comma-separated category names or garment "
+                   "types (upper, lower, full) to keep")
+    p.add_argument("--per-category", type=int, default=0, help="DeepFashion: a balanced random sample of N items "
+                   "per category (0: all)")
+    p.add_argument("--photo-size", type=int, default=224, help="side of the square the photos are resized and "
+                   "centre-cropped to")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any entry had a problem")
+    p.add_argument("--json", action="store_true", help="SOURCE: no readable summary on stderr (the JSON on "
+                   "stdout has it all)")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("train", help="fine-tune the backbone on the catalogue (resumes the same recipe's run)")
@@ -241,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

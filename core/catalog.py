@@ -18,6 +18,8 @@ from core import fashion_mnist
 from core.artifacts import ArtifactDir, atomic_path, file_checksum, fingerprint, save_npy
 from core.config import Settings
 from core.domain import Domain, FashionMnistDomain
+from core.images import ImageDecodeError
+from core.item_images import FileImages
 
 SOURCES: dict[str, Callable[[Settings], "Catalog"]] = {}
 SOURCE_LABELS: dict[str, str] = {}
@@ -41,7 +43,7 @@ class Catalog:
     items: pd.DataFrame
     categories: list[str]
     domain: Domain
-    pixels: np.ndarray  # uint8 (N, *domain.shape); usually memory-mapped
+    pixels: np.ndarray | FileImages  # uint8 (N, *domain.shape): memory-mapped, or files read on demand
 
     def __len__(self) -> int:
         return len(self.items)
@@ -53,12 +55,32 @@ class Catalog:
     def domain_batch(self, indices: np.ndarray | list[int] | slice) -> np.ndarray:
         return np.asarray(self.pixels[indices])
 
+    @property
+    def on_disk(self) -> bool:
+        """Items are files read on demand (a user's catalogue), not an array that fits in memory."""
+        return isinstance(self.pixels, FileImages)
+
     def image(self, index: int) -> Image.Image:
+        """The item as a person should see it: the original photo for file catalogues (a blank tile if the file
+        has gone since it was prepared), the domain image otherwise."""
+        if self.on_disk:
+            try:
+                return self.pixels.photo(index)
+            except (ImageDecodeError, OSError):
+                return Image.new("RGB", (64, 64), (235, 235, 235))
         return Image.fromarray(np.asarray(self.pixels[index]))
 
     def thumbnail(self, index: int, size: int = 168) -> Image.Image:
-        """Upscaled by an integer factor with nearest-neighbour, so 28-px items stay crisp instead of blurred."""
-        return upscale(self.image(index), size)
+        """A square tile: small items upscaled by an integer factor with nearest-neighbour (28-px items stay
+        crisp), photos fitted and padded with white (a tall dress keeps its hem)."""
+        image = self.image(index)
+        if max(image.size) <= size:
+            return upscale(image, size)
+        image = image.convert("RGB")
+        image.thumbnail((size, size), Image.Resampling.LANCZOS)
+        tile = Image.new("RGB", (size, size), (255, 255, 255))
+        tile.paste(image, ((size - image.width) // 2, (size - image.height) // 2))
+        return tile
 
     def query_rows(self) -> np.ndarray:
         """Rows to evaluate with: the test split, or every item when the catalogue has none."""
@@ -79,9 +101,30 @@ def upscale(image: Image.Image, size: int) -> Image.Image:
 
 
 def open_catalog(settings: Settings) -> Catalog:
-    if settings.catalog not in SOURCES:
-        raise ValueError(f"Unknown catalogue {settings.catalog!r}; known: {', '.join(SOURCES)}")
-    return SOURCES[settings.catalog](settings)
+    """A built-in source by name, or a catalogue prepared with ``python -m core prepare``."""
+    from core import prepare
+
+    if settings.catalog in SOURCES:
+        return SOURCES[settings.catalog](settings)
+    if settings.catalog in prepare.prepared_names(settings):
+        return prepare.load_prepared(settings, settings.catalog)
+    known = ", ".join([*SOURCES, *prepare.prepared_names(settings)])
+    raise ValueError(f"Unknown catalogue {settings.catalog!r}; known: {known}. Prepare your own with "
+                     "`python -m core prepare PATH --name NAME`.")
+
+
+def catalog_choices(settings: Settings) -> dict[str, str]:
+    """Name → label of every catalogue that can be opened: the built-in ones, then the prepared ones."""
+    from core import prepare
+
+    choices = dict(SOURCE_LABELS)
+    for name in prepare.prepared_names(settings):
+        try:
+            info = prepare.prepared_info(settings, name)
+        except FileNotFoundError:
+            continue
+        choices[name] = f"{name} ({info.get('items', 0):,} items, {info.get('layout', 'your')} catalogue)"
+    return choices
 
 
 def _limit_split(n_items: int, limit: int, share: float) -> int:
@@ -97,7 +140,7 @@ def load_fashion_mnist(settings: Settings) -> Catalog:
     key = fingerprint(
         {
             "source": "fashion-mnist",
-            "files": {f.name: _cached_checksum(f, settings.artifacts_dir) for f in files},
+            "files": {f.name: cached_checksum(f, settings.artifacts_dir) for f in files},
             "limit": settings.catalog_limit,
         }
     )
@@ -137,7 +180,7 @@ def _build_fashion_mnist(source_dir: Path, limit: int, store: ArtifactDir) -> No
     store.record("items.parquet", rows=len(items))
 
 
-def _cached_checksum(path: Path, artifacts_dir: Path) -> str:
+def cached_checksum(path: Path, artifacts_dir: Path) -> str:
     """Checksum of a source file, remembered by (path, size, mtime) so warm starts do not re-read 30 MB."""
     stat = path.stat()
     memo = Path(artifacts_dir) / ".checksums" / fingerprint({"p": str(path), "s": stat.st_size, "m": stat.st_mtime_ns})

@@ -36,9 +36,9 @@ class Settings:
     backbone: str = "efficientnet_lite0"
     # A local .pth/.safetensors state dict for backbones without a packaged weights file.
     weights_path: Path | None = None
-    # Fashion-MNIST items are 28 px; 64 px keeps CPU extraction fast (~850 images/s on 2 cores) while giving
-    # the ImageNet features enough spatial resolution.
-    image_size: int = 64
+    # Model input size. 0: the catalogue's own choice (its domain's input_size): 64 px for Fashion-MNIST's 28-px
+    # items (fast on CPU, enough resolution for ImageNet features), 224 px for colour photos.
+    image_size: int = 0
     # PCA of the pooled features, fitted on the catalogue's train split: 5x smaller vectors at the same
     # precision@10 as the raw 1280-d features, and the Annoy recall/speed trade-off the README promises.
     # Whitening adds ~1.5 points of precision@10 but makes Annoy's job harder (BENCHMARKS.md has the sweep).
@@ -47,6 +47,8 @@ class Settings:
     pca_whiten: bool = False
     batch_size: int = 32  # small batches stay in cache: faster on CPU than 256 (BENCHMARKS.md)
     num_threads: int = 0  # 0 = all cores
+    # DataLoader worker processes that decode a file catalogue's images ahead of the model; -1: min(8, cores).
+    workers: int = -1
 
     # Annoy parameters: see BENCHMARKS.md for the sweep that chose them.
     n_trees: int = 32
@@ -66,6 +68,10 @@ class Settings:
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
+
+    def for_catalog(self, input_size: int) -> "Settings":
+        """Settings with ``image_size`` resolved: the catalogue domain's ``input_size`` unless one was chosen."""
+        return self if self.image_size else self.replace(image_size=input_size)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> "Settings":

@@ -22,6 +22,7 @@ class Domain(Protocol):
 
     name: str
     shape: tuple[int, ...]
+    input_size: int  # the model input size a search uses by default (Settings.image_size 0)
 
     def convert(self, photo: Image.Image) -> np.ndarray: ...
 
@@ -39,6 +40,9 @@ class FashionMnistDomain:
     name: str = "fashion-mnist"
     size: int = 28
     trim_tolerance: float = 0.05
+    # 28-px items upsampled to 64 keep CPU extraction fast (~850 images/s on 2 cores) while giving the ImageNet
+    # features enough spatial resolution.
+    input_size: int = 64
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -61,6 +65,36 @@ class FashionMnistDomain:
         top, left = (self.size - new_size[1]) // 2, (self.size - new_size[0]) // 2
         canvas[top : top + new_size[1], left : left + new_size[0]] = np.clip(distance + 0.5, 0, 255).astype(np.uint8)
         return canvas
+
+
+@dataclass(frozen=True)
+class PhotoDomain:
+    """Colour photos, for catalogues of product images: the backbone's own evaluation transform (timm's: resize
+    the shorter side to ``size / crop_pct``, centre-crop ``size``), applied alike to catalogue items and uploads.
+
+    Photos arrive upright and RGB (``images.decode_image`` applies EXIF orientation and flattens alpha), so an
+    upload and the same file in the catalogue become the same array.
+    """
+
+    size: int = 224
+    crop_pct: float = 0.875
+    name: str = "photo"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.size, self.size, 3)
+
+    @property
+    def input_size(self) -> int:
+        return self.size
+
+    def convert(self, photo: Image.Image) -> np.ndarray:
+        rgb = photo.convert("RGB")
+        scale = self.size / self.crop_pct / min(rgb.size)
+        resized = rgb.resize((max(self.size, round(rgb.width * scale)), max(self.size, round(rgb.height * scale))),
+                             Image.Resampling.BICUBIC, reducing_gap=3.0)
+        left, top = (resized.width - self.size) // 2, (resized.height - self.size) // 2
+        return np.asarray(resized.crop((left, top, left + self.size, top + self.size)), dtype=np.uint8)
 
 
 def _corner_colour(pixels: np.ndarray) -> np.ndarray:

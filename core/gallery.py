@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from core.catalog import Catalog, upscale
+from core.catalog import Catalog
 
 
 def category_montage(catalog: Catalog, per_category: int = 10, cell: int = 56, seed: int = 0) -> Image.Image:
-    """A grid with one row per category: its name, then ``per_category`` random items, upscaled crisply."""
+    """A grid with one row per category: its name, then ``per_category`` random items."""
     rng = np.random.default_rng(seed)
     label_width = 120
     rows = [c for c in range(len(catalog.categories)) if (catalog.labels == c).any()]
@@ -21,10 +21,7 @@ def category_montage(catalog: Catalog, per_category: int = 10, cell: int = 56, s
         picks = rng.choice(members, size=min(per_category, len(members)), replace=False)
         draw.text((6, r * cell + cell // 2), catalog.categories[label], fill=(40, 40, 40), font=font, anchor="lm")
         for c, row in enumerate(sorted(picks)):
-            tile = upscale(catalog.image(int(row)), cell).convert("RGB")
-            if tile.size != (cell, cell):
-                tile = tile.resize((cell, cell), Image.Resampling.NEAREST)
-            sheet.paste(tile, (label_width + c * cell, r * cell))
+            sheet.paste(tile(catalog, int(row), cell), (label_width + c * cell, r * cell))
     return sheet
 
 
@@ -34,6 +31,11 @@ def item_grid(catalog: Catalog, rows, columns: int = 10, cell: int = 56) -> Imag
     n_rows = max(1, -(-len(rows) // columns))
     sheet = Image.new("RGB", (columns * cell, n_rows * cell), "white")
     for i, row in enumerate(rows):
-        tile = upscale(catalog.image(int(row)), cell).convert("RGB").resize((cell, cell), Image.Resampling.NEAREST)
-        sheet.paste(tile, ((i % columns) * cell, (i // columns) * cell))
+        sheet.paste(tile(catalog, int(row), cell), ((i % columns) * cell, (i // columns) * cell))
     return sheet
+
+
+def tile(catalog: Catalog, row: int, cell: int) -> Image.Image:
+    """An item as an exactly ``cell``-square RGB tile (crisp for small items, letterboxed for photos)."""
+    image = catalog.thumbnail(row, cell).convert("RGB")
+    return image if image.size == (cell, cell) else image.resize((cell, cell), Image.Resampling.NEAREST)

@@ -99,8 +99,10 @@ class Trainer:
         self.tag_names = tags.vocabulary(self.catalog.items)
         self.tags = torch.from_numpy(tags.binarize(self.catalog.items, self.tag_names)).to(self.device)
         self.labels = torch.from_numpy(self.catalog.labels.astype(np.int64)).to(self.device)
-        self.pixels = torch.from_numpy(np.array(self.catalog.pixels)).to(self.device)  # a copy: mmaps are read-only
-        self.colour = self.pixels.ndim == 4
+        # An in-memory catalogue is copied to the device once (mmaps are read-only); a file catalogue's images are
+        # decoded per batch (core.item_images), so memory is bounded by the batch, not the catalogue.
+        self.pixels = None if self.catalog.on_disk else torch.from_numpy(np.array(self.catalog.pixels)).to(self.device)
+        self.colour = len(self.catalog.domain.shape) == 3
         spec = backbone_spec(self.settings.backbone)
         self.transform = ModelInput(self.config.image_size, spec.mean, spec.std)
         backbone = create_backbone(self.settings.backbone, weights_path=self.settings.weights_path)
@@ -135,7 +137,11 @@ class Trainer:
         return torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
 
     def inputs(self, rows: torch.Tensor | np.ndarray, generator: torch.Generator | None = None) -> torch.Tensor:
-        x = self.transform.tensor(self.pixels[torch.as_tensor(rows, device=self.device)])
+        if self.pixels is None:
+            batch = torch.from_numpy(self.catalog.domain_batch(torch.as_tensor(rows).cpu().numpy()))
+            x = self.transform.tensor(batch.to(self.device))
+        else:
+            x = self.transform.tensor(self.pixels[torch.as_tensor(rows, device=self.device)])
         if generator is not None and self.config.augment:
             x = augment(x, generator, self.colour)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

@@ -18,8 +18,8 @@ from core import tags
 from core.artifacts import ArtifactDir, atomic_path, save_npy
 from core.catalog import Catalog, open_catalog
 from core.config import Settings
-from core.embed import (Embedder, Progress, Projection, SequentialRunner, describe_model, model_key,
-                        no_progress, single_threaded_blas)
+from core.embed import (Embedder, Progress, Projection, SequentialRunner, describe_model, loader_workers, map_rows,
+                        model_key, no_progress, remove_partial, single_threaded_blas)
 from core.embedding_map import EmbeddingMap, load_or_compute_map, sample_rows
 from core.images import decode_image
 from core.index import AnnoySearcher, ExactSearcher, Neighbours, Searcher
@@ -74,6 +74,7 @@ class Workspace:
     def open(cls, settings: Settings, progress: Progress = no_progress) -> "Workspace":
         progress("Loading catalogue", 0, 1)
         catalog = open_catalog(settings)
+        settings = settings.for_catalog(catalog.domain.input_size)
         progress("Loading catalogue", 1, 1)
         progress("Loading model", 0, 1)
         embedder = Embedder.from_settings(settings)
@@ -96,6 +97,7 @@ class Workspace:
     def store_for(settings: Settings, catalog: Catalog | None = None) -> ArtifactDir:
         """Where this catalogue + model's artifacts live, without loading the model."""
         catalog = catalog or open_catalog(settings)
+        settings = settings.for_catalog(catalog.domain.input_size)
         return ArtifactDir(Path(settings.artifacts_dir) / catalog.key / model_key(describe_model(settings)))
 
     @staticmethod
@@ -265,29 +267,34 @@ def load_or_build_embeddings(store: ArtifactDir, catalog: Catalog, embedder: Emb
                 return embeddings
         except (OSError, ValueError, KeyError):
             pass  # recorded but unreadable: rebuild below
-    runner = SequentialRunner(embedder, settings.batch_size, progress)
+    # Features stream into a resumable file beside the artifacts: a pass killed at 60 % continues from there.
+    partial = store.file("features.partial.npy")
+    runner = SequentialRunner(embedder, settings.batch_size, progress, workers=loader_workers(settings))
     started = time.perf_counter()
-    features = runner.run(catalog.pixels)
+    features = runner.run(catalog.pixels, out=partial)
     embedder.projection = None
     if embedder.pca_dim:
         train = catalog.items["split"].to_numpy() == "train"
-        embedder.projection = Projection.fit(features[train] if train.any() else features, embedder.pca_dim,
-                                             whiten=embedder.pca_whiten, seed=settings.seed)
+        fit_rows = np.flatnonzero(train) if train.any() else np.arange(len(features))
+        embedder.projection = Projection.fit(features, embedder.pca_dim, whiten=embedder.pca_whiten,
+                                             seed=settings.seed, rows=fit_rows)
         with atomic_path(store.file(projection_name)) as tmp:
             embedder.projection.save(tmp)
         store.record(projection_name, dim=embedder.projection.dim, whiten=embedder.pca_whiten,
                      fitted_on="train split")
     if embedder.heads is not None:
-        save_npy(store.file(PROBS), embedder.heads.category_probs(features))
+        save_npy(store.file(PROBS), map_rows(embedder.heads.category_probs, features))
         store.record(PROBS, categories=embedder.heads.categories)
         if embedder.heads.tags:
-            save_npy(store.file(TAG_PROBS), embedder.heads.tag_probs(features))
+            save_npy(store.file(TAG_PROBS), map_rows(embedder.heads.tag_probs, features))
             store.record(TAG_PROBS, tags=embedder.heads.tags)
-    embeddings = embedder.vectors(features)
+    embeddings = map_rows(embedder.vectors, features)
     seconds = time.perf_counter() - started
     save_npy(store.file(name), embeddings)
     store.record(name, shape=list(embeddings.shape), seconds=round(seconds, 2),
                  images_per_s=round(len(embeddings) / max(seconds, 1e-9), 1))
+    del features
+    remove_partial(partial)
     store.update_meta(catalog=catalog.key, model=embedder.description)
     return np.load(store.file(name), mmap_mode="r")
 

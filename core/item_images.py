@@ -1,0 +1,122 @@
+"""A file catalogue's images, read from disk on demand: nothing the size of the catalogue is ever in memory.
+
+``FileImages`` looks like the in-memory pixel array of the built-in catalogue (``len``, indexing by row, slice or
+row list gives uint8 domain arrays), so embedding, training and galleries do not care where items come from.
+Each item goes through the same door as an upload (``images.decode_image``: EXIF orientation, RGB, size limits),
+then its bounding box, then the catalogue's ``Domain``; an upload and the same file in the catalogue become the
+same array.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from core.domain import Domain
+from core.images import ImageDecodeError, decode_image
+
+# Pillow releases the GIL while decoding and resizing, so a few threads load a batch in parallel without the
+# start-up cost of worker processes (those are used for whole-catalogue passes, see core.embed).
+LOAD_THREADS = 4
+
+
+def load_photo(path: str, box: tuple[int, int, int, int] | None = None) -> Image.Image:
+    """An item's photo, upright RGB, cropped to its bounding box (given in the file's pixel coordinates)."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    with Image.open(path) as header:
+        stored_width = header.size[0]
+    image = decode_image(data, name=path)
+    if box is not None and min(box) >= 0:
+        scale = image.width / stored_width  # decode_image shrinks photos over its working size
+        x1, y1, x2, y2 = (round(v * scale) for v in box)
+        x2, y2 = min(x2, image.width), min(y2, image.height)
+        if x2 - x1 >= 2 and y2 - y1 >= 2:
+            image = image.crop((x1, y1, x2, y2))
+    return image
+
+
+@dataclass
+class FileImages:
+    """Domain arrays of files, decoded when indexed. An image that has become unreadable since ``prepare``
+    checked it gives a blank array (counted in ``failures``) rather than failing a whole catalogue pass."""
+
+    paths: np.ndarray  # absolute paths (str)
+    boxes: np.ndarray | None  # (N, 4) int, -1 where an item has no box
+    domain: Domain
+    failures: int = 0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self), *self.domain.shape)
+
+    @property
+    def ndim(self) -> int:
+        return 1 + len(self.domain.shape)
+
+    def photo(self, row: int) -> Image.Image:
+        box = tuple(int(v) for v in self.boxes[row]) if self.boxes is not None else None
+        return load_photo(str(self.paths[row]), box)
+
+    def item(self, row: int) -> np.ndarray:
+        try:
+            return self.domain.convert(self.photo(row))
+        except (ImageDecodeError, OSError):
+            self.failures += 1
+            return np.zeros(self.domain.shape, np.uint8)
+
+    def __getitem__(self, index: int | slice | np.ndarray | list[int]) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            return self.item(int(index))
+        rows = np.arange(len(self))[index] if isinstance(index, slice) else np.asarray(index, dtype=np.int64)
+        if len(rows) <= 1:
+            return np.stack([self.item(int(r)) for r in rows]) if len(rows) else np.zeros((0, *self.domain.shape),
+                                                                                         np.uint8)
+        with ThreadPoolExecutor(min(LOAD_THREADS, len(rows))) as pool:
+            return np.stack(list(pool.map(self.item, (int(r) for r in rows))))
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError("A file catalogue is read in batches (catalog.domain_batch), never all into memory.")
+
+
+class ItemDataset(torch.utils.data.Dataset):
+    """Rows ``start..`` of a FileImages, for a DataLoader whose worker processes decode in parallel."""
+
+    def __init__(self, images: FileImages, start: int = 0):
+        self.images, self.start = images, start
+
+    def __len__(self) -> int:
+        return len(self.images) - self.start
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.images.item(self.start + i)
+
+
+def check_image(path: str) -> str:
+    """"" when the file decodes as an image, else the reason (what ``prepare`` lists)."""
+    try:
+        with open(path, "rb") as fh:
+            decode_image(fh.read(), name=path.rsplit("/", 1)[-1])
+        return ""
+    except ImageDecodeError as exc:
+        return str(exc).split(" Please ")[0]  # the upload advice does not apply to a catalogue file
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+
+
+class CheckDataset(torch.utils.data.Dataset):
+    def __init__(self, paths: list[str]):
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> str:
+        return check_image(self.paths[i])

@@ -1,0 +1,381 @@
+"""Reading a user's catalogue: a folder of category subfolders, a CSV or Parquet table, or the DeepFashion layout.
+
+A reader turns a source into one items table (``id``, ``path``, ``category``, ``split`` and, where the source has
+them, ``description``, ``brand``, ``price``, ``tags``, a bounding box and any other columns) plus a list of
+``Problem`` rows. The rule is the same everywhere: a problem with *one entry* (a missing or unreadable image, a
+duplicate, a path that leaves the catalogue folder, a price that is not a number) is listed with its row and the
+entry is skipped or repaired, never silently and never fatally for the rest; a problem with the *source as a whole*
+(no image column, text that is not UTF-8, an unparsable table) raises ``CatalogError`` naming the file, line and
+column, because no item could be trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+LAYOUTS = ("auto", "folder", "table", "deepfashion")
+TEST_SHARE = 0.15  # of a source without its own split: chosen by a hash of the id, so stable as items are added
+UNCATEGORISED = "uncategorised"
+DEEPFASHION_TYPES = {"1": "upper", "2": "lower", "3": "full"}
+BOX = ["box_x1", "box_y1", "box_x2", "box_y2"]
+
+
+class CatalogError(ValueError):
+    """The source cannot be read at all; ``str(err)`` names the file, line or column and says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    where: str  # "line 7", "row 7" or a file path: how a person finds the entry in the source
+    entry: str  # the image path or id concerned
+    problem: str
+    skipped: bool = True  # False: the entry was kept with the field left empty
+
+
+@dataclass(frozen=True)
+class TableColumns:
+    """Which column holds what, for tables whose header says ``file`` or ``product_name`` instead."""
+
+    image: str = "image"
+    id: str = "id"
+    category: str = "category"
+    description: str = "description"
+    tags: str = "tags"
+    brand: str = "brand"
+    price: str = "price"
+    split: str = "split"
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Everything that says how a source is read: saved with the prepared catalogue, part of its key."""
+
+    path: str
+    layout: str = "auto"
+    columns: TableColumns = field(default_factory=TableColumns)
+    # Absolute image paths in a table must lie under one of these (the table's own folder is always allowed).
+    allowed_roots: tuple[str, ...] = ()
+    # DeepFashion: keep these category names or garment types (upper, lower, full); empty keeps all.
+    categories: tuple[str, ...] = ()
+    per_category: int = 0  # DeepFashion: a balanced random sample of N items per category (0: all)
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SourceSpec":
+        data = dict(data)
+        data["columns"] = TableColumns(**data.get("columns", {}))
+        data["allowed_roots"] = tuple(data.get("allowed_roots", ()))
+        data["categories"] = tuple(data.get("categories", ()))
+        return cls(**data)
+
+    def resolved_layout(self) -> str:
+        path = Path(self.path)
+        if self.layout != "auto":
+            return self.layout
+        if path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
+            return "table"
+        if (path / "Anno" / "list_category_img.txt").is_file():
+            return "deepfashion"
+        if path.is_dir():
+            return "folder"
+        raise CatalogError(f"{path} is neither a folder of images nor a .csv/.parquet table.")
+
+
+@dataclass
+class SourceTable:
+    items: pd.DataFrame
+    problems: list[Problem]
+    layout: str
+
+
+
+def problems_frame(problems: list[Problem]) -> pd.DataFrame:
+    return pd.DataFrame([asdict(p) for p in problems], columns=["where", "entry", "problem", "skipped"])
+
+
+def read_source(spec: SourceSpec) -> SourceTable:
+    path = Path(spec.path).expanduser()
+    if not path.exists():
+        raise CatalogError(f"{path} does not exist. Give a folder of images, a .csv/.parquet table or a "
+                           "DeepFashion folder (with Anno/ and Eval/).")
+    layout = spec.resolved_layout()
+    readers = {"folder": read_folder, "table": read_table, "deepfashion": read_deepfashion}
+    if layout not in readers:
+        raise CatalogError(f"Unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}.")
+    return readers[layout](spec)
+
+
+# -------------------------------------------------------------------------------------------------- folder
+def read_folder(spec: SourceSpec) -> SourceTable:
+    """``root/<category>/**/<image>``; a folder with no subfolders is one category named after it."""
+    root = Path(spec.path).expanduser().resolve()
+    subfolders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    problems: list[Problem] = []
+    records = []
+    loose = sorted(p for p in root.iterdir() if _is_image_name(p))
+    if not subfolders:
+        records = [(p, root.name) for p in loose]
+    else:
+        problems += [Problem(p.name, p.name, "not inside a category folder") for p in loose]
+        for folder in subfolders:
+            records += [(p, folder.name) for p in sorted(folder.rglob("*")) if _is_image_name(p)]
+    rows, ids = [], []
+    for file, category in records:
+        relative = file.relative_to(root).as_posix()
+        resolved = file.resolve()
+        if not resolved.is_relative_to(root):  # a symlink pointing outside the catalogue
+            problems.append(Problem(relative, relative, f"links to {resolved}, outside the catalogue folder"))
+            continue
+        rows.append({"path": str(resolved), "category": category})
+        ids.append(relative.rsplit(".", 1)[0])
+    items = pd.DataFrame(rows, columns=["path", "category"])
+    items.insert(0, "id", ids)
+    items["split"] = hashed_split(items["id"])
+    return SourceTable(items, problems, "folder")
+
+
+def _is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()
+
+
+# -------------------------------------------------------------------------------------------------- table
+def read_table(spec: SourceSpec) -> SourceTable:
+    path = Path(spec.path).expanduser().resolve()
+    cols = spec.columns
+    raw = _read_table_file(path)
+    where = (lambda i: f"line {i + 2}") if path.suffix.lower() == ".csv" else (lambda i: f"row {i + 1}")
+    if cols.image not in raw.columns:
+        raise CatalogError(f"{path.name} has no {cols.image!r} column for the image paths (its columns: "
+                           f"{', '.join(map(str, raw.columns))}). Name it with --image-column.")
+    roots = [path.parent] + [Path(r).expanduser().resolve() for r in spec.allowed_roots]
+    problems: list[Problem] = []
+    rows = []
+    seen_paths: dict[str, str] = {}
+    seen_ids: dict[str, str] = {}
+    known = {cols.image, cols.id, cols.category, cols.description, cols.tags, cols.brand, cols.price, cols.split}
+    extras = [c for c in raw.columns if c not in known]
+    for i, record in enumerate(raw.to_dict("records")):
+        at = where(i)
+        image = record[cols.image]
+        if not isinstance(image, str) or not image.strip():
+            problems.append(Problem(at, str(image), f"{cols.image!r} is empty or not text"))
+            continue
+        resolved, reason = resolve_image_path(image.strip(), path.parent, roots)
+        if reason:
+            problems.append(Problem(at, image, reason))
+            continue
+        if str(resolved) in seen_paths:
+            problems.append(Problem(at, image, f"the same image as {seen_paths[str(resolved)]}"))
+            continue
+        item_id = _text(record.get(cols.id)) or Path(image).with_suffix("").as_posix()
+        if item_id in seen_ids:
+            problems.append(Problem(at, item_id, f"id {item_id!r} is already used on {seen_ids[item_id]}"))
+            continue
+        seen_paths[str(resolved)], seen_ids[item_id] = at, at
+        row = {"id": item_id, "path": str(resolved),
+               "category": _text(record.get(cols.category)) or UNCATEGORISED}
+        if cols.description in raw.columns:
+            row["description"] = _text(record.get(cols.description))
+        if cols.brand in raw.columns:
+            row["brand"] = _text(record.get(cols.brand))
+        if cols.price in raw.columns:
+            row["price"], reason = parse_price(record.get(cols.price))
+            if reason:
+                problems.append(Problem(at, item_id, reason, skipped=False))
+        if cols.tags in raw.columns:
+            row["tags"] = parse_tags(record.get(cols.tags))
+        if cols.split in raw.columns:
+            split = _text(record.get(cols.split)).lower()
+            if split not in ("", "train", "test", "val"):
+                problems.append(Problem(at, item_id, f"split {split!r} is not train, val or test; chosen for it",
+                                        skipped=False))
+                split = ""
+            row["split"] = split
+        row.update({f"extra:{c}": _text(record.get(c)) for c in extras})
+        rows.append(row)
+    items = pd.DataFrame(rows)
+    if items.empty:
+        items = pd.DataFrame(columns=["id", "path", "category", "split"])
+    split = items["split"] if "split" in items.columns else pd.Series([""] * len(items), dtype=object)
+    items["split"] = np.where(split.isin(["train", "test"]), split, np.where(split == "val", "train", None))
+    missing = items["split"].isna().to_numpy()
+    if missing.any():
+        items.loc[missing, "split"] = hashed_split(items.loc[missing, "id"])
+    reserved = set(items.columns) | {"label", *BOX}
+    items = items.rename(columns={c: _extra_name(c.removeprefix("extra:"), reserved)
+                                  for c in items.columns if c.startswith("extra:")})
+    return SourceTable(items, problems, "table")
+
+
+def _extra_name(name: str, reserved: set[str]) -> str:
+    """Extra columns are kept under their own name unless it is one the catalogue itself uses."""
+    return f"{name} (source)" if name in reserved else name
+
+
+def _read_table_file(path: Path) -> pd.DataFrame:
+    """The whole table as text cells (CSV) or typed cells (Parquet); file-level problems become CatalogError."""
+    if path.suffix.lower() == ".csv":
+        data = path.read_bytes()
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = data[: exc.start].count(b"\n") + 1
+            raise CatalogError(f"{path.name}, line {line}: the text is not UTF-8 (byte 0x{data[exc.start]:02x}). "
+                               "Save the table as UTF-8 (in a spreadsheet: CSV UTF-8) and prepare it again.") from exc
+        try:
+            return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise CatalogError(f"{path.name} is not a readable CSV table: {exc}") from exc
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a damaged file
+        raise CatalogError(f"{path.name} is not a readable Parquet file: {exc}") from exc
+
+
+def resolve_image_path(raw: str, base: Path, roots: list[Path]) -> tuple[Path, str]:
+    """(absolute path, "") or (…, reason). Relative paths resolve against ``base``; every path, after following
+    symlinks, must stay under one of ``roots``: a table naming ``../../etc/passwd`` must not be read."""
+    given = Path(raw).expanduser()
+    resolved = (given if given.is_absolute() else base / given).resolve()
+    if not any(resolved.is_relative_to(root.resolve()) for root in roots):
+        where = "an absolute path outside the allowed folders" if given.is_absolute() else "leaves the catalogue folder"
+        return resolved, f"image path {raw!r} is {where}; rejected (allow a folder with --allow-root)"
+    if not resolved.is_file():
+        return resolved, f"image file {raw!r} does not exist"
+    if resolved.suffix.lower() not in IMAGE_SUFFIXES:
+        return resolved, f"{raw!r} is not an image file name ({', '.join(IMAGE_SUFFIXES)})"
+    return resolved, ""
+
+
+def _text(value: object) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    return str(value).strip()
+
+
+def parse_price(value: object) -> tuple[float, str]:
+    """A price as a float (currency signs and thousands separators allowed), or NaN and the reason."""
+    text = _text(value)
+    if not text:
+        return float("nan"), ""
+    cleaned = re.sub(r"[\s$€£¥]|[A-Z]{3}$", "", text).replace(",", "")
+    try:
+        price = float(cleaned)
+    except ValueError:
+        return float("nan"), f"price {text!r} is not a number; left empty"
+    return (price, "") if price >= 0 else (float("nan"), f"price {text!r} is negative; left empty")
+
+
+def parse_tags(value: object) -> list[str]:
+    """A tags cell: a list (Parquet) or text separated by ``|``, ``;`` or ``,``; lower-cased, de-duplicated."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        parts = [str(v) for v in value]
+    else:
+        parts = re.split(r"[|;,]", _text(value))
+    return list(dict.fromkeys(p.strip().lower() for p in parts if p.strip()))
+
+
+def hashed_split(ids: pd.Series) -> np.ndarray:
+    """"test" for about TEST_SHARE of the ids, chosen by hash: the same item keeps its split across prepares."""
+    def bucket(item_id: str) -> float:
+        return int.from_bytes(hashlib.blake2b(str(item_id).encode(), digest_size=4).digest(), "big") / 2**32
+
+    return np.array(["test" if bucket(i) < TEST_SHARE else "train" for i in ids], dtype=object)
+
+
+# -------------------------------------------------------------------------------------------------- DeepFashion
+DEEPFASHION_FILES = {
+    "categories": "Anno/list_category_cloth.txt",
+    "labels": "Anno/list_category_img.txt",
+    "boxes": "Anno/list_bbox.txt",
+    "partition": "Eval/list_eval_partition.txt",
+}
+
+
+def read_deepfashion(spec: SourceSpec) -> SourceTable:
+    """The Category and Attribute Prediction benchmark: category names and types, one label, box and split per
+    image. Its "val" partition joins train (a run carves its own validation from train)."""
+    root = Path(spec.path).expanduser().resolve()
+    lists = {name: _read_list(root, relative) for name, relative in DEEPFASHION_FILES.items()}
+    categories = lists["categories"]
+    if categories.shape[1] < 2:
+        raise CatalogError(f"{DEEPFASHION_FILES['categories']}: expected 'category_name category_type' columns.")
+    names = categories.iloc[:, 0].tolist()
+    types = [DEEPFASHION_TYPES.get(t, t) for t in categories.iloc[:, 1]]
+    labels = lists["labels"].set_axis(["image", "label"], axis=1)
+    boxes = lists["boxes"].set_axis(["image", *BOX], axis=1).set_index("image")
+    partition = lists["partition"].set_axis(["image", "split"], axis=1).set_index("image")["split"]
+    problems: list[Problem] = []
+    rows = []
+    wanted = set(spec.categories)
+    for i, (image, label) in enumerate(zip(labels["image"], labels["label"], strict=True)):
+        at = f"{DEEPFASHION_FILES['labels']} line {i + 3}"
+        if not label.isdigit() or not 1 <= int(label) <= len(names):
+            problems.append(Problem(at, image, f"category label {label!r} is not 1..{len(names)}"))
+            continue
+        category, kind = names[int(label) - 1], types[int(label) - 1]
+        if wanted and category not in wanted and kind not in wanted:
+            continue
+        resolved, reason = resolve_image_path(image, root, [root])
+        if reason:
+            problems.append(Problem(at, image, reason))
+            continue
+        box = _valid_box(boxes.loc[image].tolist()) if image in boxes.index else None
+        if box is None:
+            problems.append(Problem(at, image, "no valid bounding box; the whole image is used", skipped=False))
+        split = partition.get(image, "")
+        rows.append({"id": image.removeprefix("img/").rsplit(".", 1)[0], "path": str(resolved),
+                     "category": category, "garment_type": kind,
+                     "split": "test" if split == "test" else "train",
+                     **dict(zip(BOX, box if box is not None else [-1] * 4, strict=True))})
+    items = pd.DataFrame(rows, columns=["id", "path", "category", "garment_type", "split", *BOX])
+    if spec.per_category > 0 and len(items):
+        rng = np.random.default_rng(spec.seed)
+        keep = [np.sort(rng.choice(group, size=min(spec.per_category, len(group)), replace=False))
+                for group in items.groupby("category", sort=True).indices.values()]
+        items = items.iloc[np.sort(np.concatenate(keep))].reset_index(drop=True)
+    return SourceTable(items, problems, "deepfashion")
+
+
+def _read_list(root: Path, relative: str) -> pd.DataFrame:
+    """A DeepFashion list file: a count line, a header line, then whitespace-separated rows."""
+    path = root / relative
+    if not path.is_file():
+        raise CatalogError(f"The DeepFashion folder {root} has no {relative}. The Category and Attribute "
+                           "Prediction benchmark needs Anno/list_category_cloth.txt, Anno/list_category_img.txt, "
+                           "Anno/list_bbox.txt and Eval/list_eval_partition.txt.")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise CatalogError(f"{relative} is not UTF-8 text.") from exc
+    if len(lines) < 2 or not lines[0].strip().isdigit():
+        raise CatalogError(f"{relative}, line 1: expected the number of entries, found {lines[:1]!r}.")
+    header = lines[1].split()
+    # Category names contain spaces in the released file ("Button-Down", but also multi-word ones): the
+    # last field is the type, everything before it the name.
+    rows = [line.rsplit(None, len(header) - 1) for line in lines[2:] if line.strip()]
+    for n, row in enumerate(rows):
+        if len(row) != len(header):
+            raise CatalogError(f"{relative}, line {n + 3}: expected {len(header)} fields ({' '.join(header)}), "
+                               f"found {len(row)}.")
+    return pd.DataFrame(rows, columns=header, dtype=str)
+
+
+def _valid_box(values: list) -> list[int] | None:
+    try:
+        x1, y1, x2, y2 = (int(v) for v in values)
+    except (TypeError, ValueError):
+        return None
+    return [x1, y1, x2, y2] if 0 <= x1 < x2 and 0 <= y1 < y2 else None
