@@ -5,12 +5,15 @@ Only this file and ``app_pages/`` import streamlit; everything they show comes f
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import streamlit as st
 
 from core.backbone import BACKBONES, WeightsError
-from core.catalog import SOURCE_LABELS, open_catalog
+from core.catalog import catalog_choices, open_catalog
 from core.config import Settings
+from core.embed import Progress
 from core.fashion_mnist import MissingDataError
 from core.images import ACCEPTED_TYPES, ImageDecodeError, decode_image
 from core.runs import CheckpointError, RunDir, list_runs
@@ -27,6 +30,12 @@ def base_settings() -> Settings:
 
 
 RUN_PREFIX = "run:"
+SWITCH_TO = "_switch_catalog"  # set to a catalogue name to select it on the next run
+
+
+def switch_catalog(name: str) -> None:
+    """Select ``name`` in the sidebar on the next rerun (a widget's state cannot change after it is drawn)."""
+    st.session_state[SWITCH_TO] = name
 
 
 def sidebar_settings() -> Settings:
@@ -35,9 +44,16 @@ def sidebar_settings() -> Settings:
     base = base_settings()
     with st.sidebar:
         st.header("Catalogue & model")
-        catalogs = list(SOURCE_LABELS)
+        labels = catalog_choices(base)
+        catalogs = list(labels)
+        if st.session_state.get(SWITCH_TO) in catalogs:  # a catalogue just prepared on the Home page
+            st.session_state["catalog"] = st.session_state.pop(SWITCH_TO)
+        if st.session_state.get("catalog") not in catalogs:  # deleted since
+            st.session_state.pop("catalog", None)
         catalog = st.selectbox("Catalogue", catalogs, index=catalogs.index(base.catalog) if base.catalog in catalogs
-                               else 0, format_func=SOURCE_LABELS.get, key="catalog")
+                               else 0, format_func=labels.get, key="catalog",
+                               help="The built-in catalogue, or one of yours (add it on the Home page, or with "
+                                    "`python -m core prepare PATH`).")
         chosen = base.replace(catalog=catalog)
         runs = {RUN_PREFIX + run.id: run for run in finished_runs(chosen)}
         models = MODEL_CHOICES if base.backbone in MODEL_CHOICES else [base.backbone, *MODEL_CHOICES]
@@ -114,15 +130,34 @@ def workspace(settings: Settings) -> Workspace:
 
 def _build_with_progress(settings: Settings) -> None:
     status = st.empty()
-
-    def progress(stage: str, done: int, total: int) -> None:
-        text = f"{stage}… {done:,} / {total:,} images" if total > 1 else f"{stage}…"
-        status.progress(done / total if total else 0.0, text=text)
-
     try:
-        Workspace.open(settings, progress)
+        Workspace.open(settings, progress_bar(status))
     finally:
         status.empty()
+
+
+def progress_bar(status) -> Progress:
+    """A core ``Progress`` drawn as a Streamlit bar with the rate and time left of each stage."""
+    started: dict[str, tuple[float, int]] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        t0, first = started.setdefault(stage, (now, done))  # a resumed pass starts part-way: rate from there
+        text = f"{stage}…"
+        if total > 1:
+            text = f"{stage}… {done:,} / {total:,} images"
+            if done > first and now - t0 > 1.0:
+                rate = (done - first) / (now - t0)
+                text += f" · {rate:,.0f}/s · {_duration((total - done) / rate)} left"
+        status.progress(min(1.0, done / total) if total else 0.0, text=text)
+
+    return progress
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min" if seconds >= 3600 else (
+        f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s")
 
 
 def photo_input(camera: bool, prefix: str = "") -> tuple[object | None, str | None]:

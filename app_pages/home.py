@@ -1,16 +1,74 @@
 """Home: what the app does, and the catalogue at a glance."""
 
+from pathlib import Path
+
 import plotly.express as px
 import streamlit as st
 
 import ui
 from core.backbone import BACKBONES
+from core.embed import loader_workers
+from core.prepare import prepare_catalog
+from core.sources import LAYOUTS, CatalogError, SourceSpec, TableColumns
 from core.gallery import category_montage
 from core.runs import RunDir
 
 settings = ui.current_settings()
-ws = ui.workspace(settings)
-catalog = ws.catalog
+state = st.session_state
+
+
+def add_catalogue() -> None:
+    """Validate and register the user's own catalogue (core.prepare), then offer to switch to it."""
+    with st.form("add_catalogue", border=False):
+        st.markdown("A folder whose subfolders are categories, a CSV or Parquet table (an `image` column with "
+                    "paths relative to the table, and optional `id`, `category`, `description`, `tags`, `brand`, "
+                    "`price` columns), or a DeepFashion folder. Images stay where they are.")
+        path = st.text_input("Folder or table on this machine", key="new_catalog_path",
+                             placeholder="/data/shop/products.csv")
+        c1, c2 = st.columns(2)
+        name = c1.text_input("Name (optional)", key="new_catalog_name", placeholder="from the file or folder name")
+        layout = c2.selectbox("Layout", LAYOUTS, key="new_catalog_layout")
+        with st.expander("Table columns and DeepFashion options"):
+            c1, c2, c3 = st.columns(3)
+            image_column = c1.text_input("Image column", "image", key="new_catalog_image_column")
+            category_column = c2.text_input("Category column", "category", key="new_catalog_category_column")
+            description_column = c3.text_input("Description column", "description",
+                                               key="new_catalog_description_column")
+            kinds = st.text_input("DeepFashion: categories or garment types to keep", key="new_catalog_categories",
+                                  placeholder="upper, lower, full, or names: Blouse, Tee")
+            per_category = st.number_input("DeepFashion: items per category (0: all)", 0, 100_000, 0, step=100,
+                                           key="new_catalog_per_category")
+        submitted = st.form_submit_button("Check and add", type="primary", icon=":material/add:")
+    if submitted and not path.strip():
+        st.error("Give the path of a folder or a table first.")
+    elif submitted:
+        spec = SourceSpec(path=str(Path(path.strip()).expanduser()), layout=layout,
+                          columns=TableColumns(image=image_column, category=category_column,
+                                               description=description_column),
+                          categories=tuple(k.strip() for k in kinds.split(",") if k.strip()),
+                          per_category=int(per_category), seed=settings.seed)
+        bar = st.empty()
+        try:
+            report = prepare_catalog(spec, settings, name=name.strip(), workers=loader_workers(settings),
+                                     progress=ui.progress_bar(bar))
+            state["_prepared"] = report.summary()
+        except (CatalogError, OSError) as exc:
+            state.pop("_prepared", None)
+            st.error(f"**This catalogue could not be added.**\n\n{exc}")
+        finally:
+            bar.empty()
+    summary = state.get("_prepared")
+    if summary:
+        st.success(f"**{summary['catalog']}**: {summary['items']:,} items in {len(summary['categories'])} "
+                   f"categories; {summary['skipped']} entries skipped, {summary['repaired']} repaired.")
+        st.caption("Tags: " + (", ".join(summary["tags"]) or "none (no tags or descriptions)"))
+        if summary["problems"]:
+            st.dataframe(summary["problems"], hide_index=True, width="stretch", height=180)
+        if st.button(f"Search {summary['catalog']}", icon=":material/arrow_forward:", key="use_new_catalog"):
+            ui.switch_catalog(summary["catalog"])
+            state.pop("_prepared")
+            st.rerun()
+
 
 st.title("Fashion visual search")
 st.markdown(
@@ -19,6 +77,12 @@ st.markdown(
     "Try it on **Search by photo**, or browse a few items from each category below."
 )
 st.page_link("app_pages/search.py", label="Search by photo", icon=":material/search:")
+with st.expander("Add your own catalogue", icon=":material/add_photo_alternate:",
+                 expanded=bool(state.get("_prepared"))):
+    add_catalogue()
+
+ws = ui.workspace(settings)
+catalog = ws.catalog
 
 summary = catalog.summary()
 cols = st.columns(4)

@@ -23,6 +23,10 @@ def use_item(row: int) -> None:
     state["query_mode"], state["query_row"] = ITEM, int(row)
 
 
+def _short(text: str, limit: int = 90) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"
+
+
 def random_item() -> None:
     use_item(int(np.random.default_rng().integers(len(catalog))))
 
@@ -88,7 +92,11 @@ with results_col:
                 for col, (_, hit) in zip(st.columns(COLUMNS), row_hits, strict=False):  # last row may be short
                     with col:
                         st.image(catalog.thumbnail(int(hit["row"])), width="stretch")
-                        st.markdown(f"**{hit['category']}**")
+                        details = catalog.details(int(hit["row"]))
+                        shop = " · ".join(details[k] for k in ("brand", "price") if k in details)
+                        st.markdown(f"**{hit['category']}**" + (f"  \n{shop}" if shop else ""))
+                        if "description" in details:
+                            st.caption(_short(details["description"]), help=details["description"])
                         st.caption(f"similarity {hit['score']:.3f}  \n{hit['id']}")
                         st.button("Similar", key=f"more-{hit['row']}", on_click=use_item, args=(int(hit["row"]),),
                                   icon=":material/search:", width="stretch", help="Search with this item")

@@ -70,6 +70,8 @@ with query_col:
     elif row is not None:
         item = catalog.items.iloc[row]
         st.image(catalog.thumbnail(row), caption=f"{item['id']} · {item['category']}", width=168)
+        if "description" in (details := catalog.details(row)):
+            st.caption(f"“{details['description']}”")
 
 with result_col:
     if prediction is None:

@@ -82,6 +82,18 @@ class Catalog:
         tile.paste(image, ((size - image.width) // 2, (size - image.height) // 2))
         return tile
 
+    def details(self, row: int) -> dict[str, str]:
+        """What a shop shows beside an item, where the catalogue has it: brand, price, description."""
+        item = self.items.iloc[row]
+        out = {}
+        if "brand" in item.index and isinstance(item["brand"], str) and item["brand"]:
+            out["brand"] = item["brand"]
+        if "price" in item.index and pd.notna(item["price"]):
+            out["price"] = f"{float(item['price']):,.2f}"
+        if "description" in item.index and isinstance(item["description"], str) and item["description"]:
+            out["description"] = item["description"]
+        return out
+
     def query_rows(self) -> np.ndarray:
         """Rows to evaluate with: the test split, or every item when the catalogue has none."""
         test = np.flatnonzero(self.items["split"].to_numpy() == "test")

@@ -116,3 +116,39 @@ def tshirt_photo(size: tuple[int, int] = (480, 640), colour=(30, 40, 110)) -> Im
     ox, oy = (w - 100 * s) / 2, (h - 100 * s) / 2
     draw.polygon([(ox + x * s, oy + y * s) for x, y in body], fill=colour)
     return image
+
+
+# ------------------------------------------------------------------ generated user catalogues (files on disk)
+GARMENTS = {"Shirt": "Square", "Skirt": "Disc", "Scarf": "Bar"}
+COLOURS = {"red": (200, 40, 40), "navy": (30, 40, 120), "green": (40, 150, 60)}
+
+
+def garment_file_photo(category: str, colour: str, rng: np.random.Generator, size: int = 96) -> Image.Image:
+    """A colour packshot: a category shape in a named colour on white, jittered like real shots."""
+    tone = tuple(int(np.clip(v + rng.integers(-15, 16), 0, 255)) for v in COLOURS[colour])
+    return shape_photo(GARMENTS[category], rng, size=size, tone=tone)
+
+
+def write_photo_records(root: Path, per_category: int = 4, seed: int = 0, folder: str = "images") -> list[dict]:
+    """JPEG files under ``root/folder`` and one record per file: relative path, category, colour, description."""
+    rng = np.random.default_rng(seed)
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    records = []
+    for category in GARMENTS:
+        for i in range(per_category):
+            colour = list(COLOURS)[i % len(COLOURS)]
+            relative = f"{folder}/{category.lower()}-{i:02d}.jpg"
+            garment_file_photo(category, colour, rng).save(root / relative, quality=92)
+            records.append({"id": f"{category.lower()}-{i:02d}", "image": relative, "category": category,
+                            "colour": colour, "brand": "Acme" if i % 2 else "Zed", "price": f"{10 + i}.50",
+                            "description": f"Soft {colour} cotton {category.lower()} with a relaxed fit"})
+    return records
+
+
+def write_folder_catalogue(root: Path, per_category: int = 4, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for category in GARMENTS:
+        (root / category).mkdir(parents=True, exist_ok=True)
+        for i in range(per_category):
+            garment_file_photo(category, list(COLOURS)[i % 3], rng).save(root / category / f"{i:02d}.jpg")
+    return root
