@@ -82,9 +82,9 @@ def load_synthetic_untagged(settings: Settings) -> Catalog:
 
 
 def tiny_settings(tmp: Path, **changes) -> Settings:
-    return Settings(data_dir=tmp / "data", artifacts_dir=tmp / "artifacts", catalog="synthetic",
-                    backbone="test_efficientnet", image_size=32, pca_dim=16, n_trees=4, search_k=200,
-                    batch_size=16, **changes)
+    values = dict(data_dir=tmp / "data", artifacts_dir=tmp / "artifacts", catalog="synthetic",
+                  backbone="test_efficientnet", image_size=32, pca_dim=16, n_trees=4, search_k=200, batch_size=16)
+    return Settings(**{**values, **changes})
 
 
 @pytest.fixture
