@@ -78,6 +78,12 @@ def sidebar_settings() -> Settings:
     return chosen
 
 
+def forget_catalogues() -> None:
+    """Drop cached catalogues and workspaces: a catalogue prepared again under the same name has new items."""
+    for cached in (_catalog_key, _open_workspace, _check_built):
+        cached.clear()
+
+
 def current_settings() -> Settings:
     """The settings the sidebar chose in this run (the entry script draws the sidebar before the page runs)."""
     return st.session_state.get("_current_settings") or sidebar_settings()

@@ -17,6 +17,12 @@ settings = ui.current_settings()
 state = st.session_state
 
 
+@st.cache_data(max_entries=8, show_spinner="Drawing the catalogue…")
+def montage(catalog_key: str, seed: int, _catalog):
+    """Cached per catalogue: a file catalogue's montage decodes hundreds of photos."""
+    return category_montage(_catalog, per_category=10, seed=seed)
+
+
 def add_catalogue() -> None:
     """Validate and register the user's own catalogue (core.prepare), then offer to switch to it."""
     with st.form("add_catalogue", border=False):
@@ -52,6 +58,7 @@ def add_catalogue() -> None:
             report = prepare_catalog(spec, settings, name=name.strip(), workers=loader_workers(settings),
                                      progress=ui.progress_bar(bar))
             state["_prepared"] = report.summary()
+            ui.forget_catalogues()
         except (CatalogError, OSError) as exc:
             state.pop("_prepared", None)
             st.error(f"**This catalogue could not be added.**\n\n{exc}")
@@ -99,7 +106,7 @@ cols[3].metric("Annoy index", f"{settings.n_trees} trees", help=f"search_k {sett
 left, right = st.columns([3, 2])
 with left:
     st.subheader("A few items from each category")
-    st.image(category_montage(catalog, per_category=10, seed=settings.seed), width="stretch")
+    st.image(montage(catalog.key, settings.seed, catalog), width="stretch")
 with right:
     st.subheader("Items per category")
     long = summary.drop(columns="total").reset_index().melt(id_vars="category", var_name="split", value_name="items")

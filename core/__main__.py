@@ -202,6 +202,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         results = run_retrieval_bench(workspace, n_queries=args.queries, sweep=not args.no_sweep, scale=scale,
                                       progress=progress)
         print(f"saved for the Model page: {save_result(workspace, results)}", file=sys.stderr)
+    elif args.what == "stream":
+        from core.bench_stream import run_stream_bench
+
+        results = run_stream_bench(settings, args.items, args.dir, kill_at=args.kill_at, progress=progress)
     elif args.what == "map":
         from core.bench_map import run_map_bench
         from core.workspace import Workspace
@@ -274,9 +278,13 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("bench", help="figures: search (default), retrieval (the four methods), load (concurrency), "
-                                     "map (UMAP time and silhouettes)")
+                                     "map (UMAP time and silhouettes), stream (a photo-file catalogue embedded, "
+                                     "killed and resumed)")
     _settings_args(p)
-    p.add_argument("what", nargs="?", default="search", choices=["search", "retrieval", "load", "map"])
+    p.add_argument("what", nargs="?", default="search", choices=["search", "retrieval", "load", "map", "stream"])
+    p.add_argument("--items", type=int, default=10_000, help="stream: photo files to generate and embed")
+    p.add_argument("--dir", type=Path, default=Path("artifacts/bench-stream"), help="stream: where the photos go")
+    p.add_argument("--kill-at", type=float, default=0.6, help="stream: SIGKILL the extraction at this share")
     p.add_argument("--points", type=int, default=10_000, help="map: items in the UMAP")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--warm", action="store_true", help="search: skip the cold build (reuse artifacts)")

@@ -274,6 +274,7 @@ class SequentialRunner:
                  commit_every_s: float = 10.0):
         self.embedder, self.batch_size, self.progress = embedder, batch_size, progress
         self.workers, self.commit_every_s = workers, commit_every_s
+        self.resumed_from = 0  # the committed row a resumed pass started at
 
     def run(self, pixels, out: Path | None = None) -> np.ndarray:
         """Raw features for every item (the projection is fitted on them afterwards)."""
@@ -282,6 +283,7 @@ class SequentialRunner:
             features, start = np.empty((n, dim), dtype=np.float32), 0
         else:
             features, start = _open_partial(Path(out), n, dim)
+        self.resumed_from = start
         self.progress("Embedding catalogue", start, n)
         last_commit = time.monotonic()
         for offset, batch in read_batches(pixels, self.batch_size, start, self.workers):

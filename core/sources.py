@@ -279,12 +279,13 @@ def parse_price(value: object) -> tuple[float, str]:
 
 
 def parse_tags(value: object) -> list[str]:
-    """A tags cell: a list (Parquet) or text separated by ``|``, ``;`` or ``,``; lower-cased, de-duplicated."""
+    """A tags cell: a list (Parquet) or text separated by ``|``, ``;`` or ``,``. Used as given (only blanks and
+    repeats dropped): the catalogue's own vocabulary is the one its users know."""
     if isinstance(value, (list, tuple, np.ndarray)):
         parts = [str(v) for v in value]
     else:
         parts = re.split(r"[|;,]", _text(value))
-    return list(dict.fromkeys(p.strip().lower() for p in parts if p.strip()))
+    return list(dict.fromkeys(p.strip() for p in parts if p.strip()))
 
 
 def hashed_split(ids: pd.Series) -> np.ndarray:

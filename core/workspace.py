@@ -291,8 +291,9 @@ def load_or_build_embeddings(store: ArtifactDir, catalog: Catalog, embedder: Emb
     embeddings = map_rows(embedder.vectors, features)
     seconds = time.perf_counter() - started
     save_npy(store.file(name), embeddings)
-    store.record(name, shape=list(embeddings.shape), seconds=round(seconds, 2),
-                 images_per_s=round(len(embeddings) / max(seconds, 1e-9), 1))
+    embedded = len(embeddings) - runner.resumed_from
+    store.record(name, shape=list(embeddings.shape), seconds=round(seconds, 2), resumed_from=runner.resumed_from,
+                 images_per_s=round(embedded / max(seconds, 1e-9), 1))
     del features
     remove_partial(partial)
     store.update_meta(catalog=catalog.key, model=embedder.description)
