@@ -5,13 +5,14 @@ Only this file and ``app_pages/`` import streamlit; everything they show comes f
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import numpy as np
 import streamlit as st
 
 from core.backbone import BACKBONES, WeightsError
-from core.catalog import catalog_choices, open_catalog
+from core.catalog import catalog_choices, open_catalog, upscale
 from core.config import Settings
 from core.embed import Progress
 from core.fashion_mnist import MissingDataError
@@ -202,3 +203,30 @@ def _category_probs(model_key: str, catalog_key: str, rows, _ws: Workspace):
 def cached_map(settings: Settings, method: str, sample: int, dims: int):
     """The embedding map (disk-cached by core; kept in memory here so a revisit redraws at once)."""
     return _open_workspace(settings).embedding_map(method, sample, dims)
+
+
+def query_steps(steps) -> None:
+    """A photo's way to the query, left to right: the photo, the garment the mask kept, what the model sees."""
+    shown = [(steps.photo, "Your photo")]
+    if steps.isolation is not None and steps.isolation.found:
+        shown.append((steps.cutout, "The garment found"))
+    elif steps.user_box is not None or steps.isolation is not None:
+        shown.append((steps.crop, "Cropped" if steps.isolation is None else "No garment separated: whole photo"))
+    shown.append((upscale(steps.query_image, 168), "As the catalogue sees it"))
+    for column, (image, caption) in zip(st.columns(len(shown)), shown, strict=True):
+        column.image(image, caption=caption, width="stretch")
+
+
+def crop_box(photo, proposed: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """A box the user drags on the photo (streamlit-cropper), starting at ``proposed``: (left, top, right, bottom)."""
+    from streamlit_cropper import st_cropper
+
+    left, top, right, bottom = proposed
+    digest = hashlib.blake2b(photo.tobytes(), digest_size=6).hexdigest()  # a new photo gets a new box
+    rect = st_cropper(photo, realtime_update=True, default_coords=(left, right, top, bottom), box_color="#e4572e",
+                      return_type="box", key=f"crop-{digest}")
+    x, y = int(rect["left"]), int(rect["top"])
+    box = (x, y, x + max(1, int(rect["width"])), y + max(1, int(rect["height"])))
+    # the component reports the box of its resized canvas scaled back: within a few pixels of the proposal
+    # means the user has not moved it
+    return proposed if max(abs(a - b) for a, b in zip(box, proposed, strict=True)) <= 3 else box

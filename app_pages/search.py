@@ -4,7 +4,6 @@ import numpy as np
 import streamlit as st
 
 import ui
-from core.catalog import upscale
 
 UPLOAD, CAMERA, ITEM = "Upload a photo", "Take a photo", "Catalogue item"
 COLUMNS = 5
@@ -58,10 +57,20 @@ with query_col:
     if problem:
         st.error(problem)
     if photo is not None:
-        result = ws.search(photo, k=k, exact=exact, category=None if category == "All categories" else category)
-        original, converted = st.columns(2)
-        original.image(photo, caption="Your photo", width="stretch")
-        converted.image(upscale(result.query_image, 168), caption="As the catalogue sees it", width="stretch")
+        filters = dict(k=k, exact=exact, category=None if category == "All categories" else category)
+        isolate = st.toggle("Isolate the garment", value=ws.isolates, key="isolate",
+                            help="Separate the garment from the floor, the wall or the person wearing it (GrabCut) "
+                                 "before converting it like the catalogue's items. On by default for fine-tuned "
+                                 "models, where it helps most (BENCHMARKS.md).")
+        result = ws.search(photo, isolate=isolate, **filters)
+        proposed = result.steps.box or (0, 0, photo.width, photo.height)
+        if st.toggle("Adjust the crop", key="adjust_crop",
+                     help="Drag the box around the garment you mean (for a whole outfit, pick one piece); the "
+                          "search runs again on every change."):
+            box = ui.crop_box(photo, proposed)
+            if box != proposed:
+                result = ws.search(photo, isolate=isolate, box=box, **filters)
+        ui.query_steps(result.steps)
 
     if result is not None:  # the embedding map page draws the latest query and its neighbours
         label = "your photo" if photo is not None else catalog.items.iloc[state["query_row"]]["id"]

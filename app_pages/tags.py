@@ -7,7 +7,6 @@ import plotly.express as px
 import streamlit as st
 
 import ui
-from core.catalog import upscale
 from core.evaluate import label_report, tag_f1
 
 UPLOAD, CAMERA, ITEM = "Upload a photo", "Take a photo", "Evaluation item"
@@ -64,9 +63,7 @@ with query_col:
 prediction = ws.predict(photo) if photo is not None else (ws.predict(row) if row is not None else None)
 with query_col:
     if photo is not None:
-        left, right = st.columns(2)
-        left.image(photo, caption="Your photo", width="stretch")
-        right.image(upscale(prediction.query_image, 168), caption="As the catalogue sees it", width="stretch")
+        ui.query_steps(prediction.steps)
     elif row is not None:
         item = catalog.items.iloc[row]
         st.image(catalog.thumbnail(row), caption=f"{item['id']} · {item['category']}", width=168)

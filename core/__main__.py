@@ -180,7 +180,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from core.workspace import Workspace
 
     workspace = Workspace.open(_settings(args), _tqdm_progress())
-    result = workspace.search(Path(args.photo).read_bytes(), k=args.k, exact=args.exact)
+    result = workspace.search(Path(args.photo).read_bytes(), k=args.k, exact=args.exact, isolate=args.isolate)
     print(f"predicted ({result.predicted_by}): {', '.join(f'{c} {p:.0%}' for c, p in result.predicted[:3])}; "
           f"{result.latency_ms:.1f} ms ({result.method})")
     print(result.hits[["id", "category", "split", "score"]].to_string(index=False))
@@ -202,6 +202,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
         results = run_retrieval_bench(workspace, n_queries=args.queries, sweep=not args.no_sweep, scale=scale,
                                       progress=progress)
         print(f"saved for the Model page: {save_result(workspace, results)}", file=sys.stderr)
+    elif args.what == "photos":
+        from core.bench_photos import run_photo_bench
+        from core.workspace import Workspace
+
+        if args.folder is None:
+            raise ValueError("bench photos needs a folder: python -m core bench photos DIR (with DIR/labels.csv)")
+        workspace = Workspace.open(settings, progress)
+        output = args.output or (Path(settings.artifacts_dir) / "bench-photos" /
+                                 f"{args.folder.resolve().name}-{workspace.embedder.key}" / "photos.json")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        args.output = output
+        results = run_photo_bench(workspace, args.folder, isolate=args.isolate, sheet_path=output.with_suffix(".png"))
+        print(f"contact sheet: {results['contact_sheet']}", file=sys.stderr)
     elif args.what == "stream":
         from core.bench_stream import run_stream_bench
 
@@ -275,13 +288,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("photo", type=Path)
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--exact", action="store_true", help="brute-force search instead of Annoy")
+    p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
+                   help="separate the garment from its surroundings first (default: the isolate setting)")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("bench", help="figures: search (default), retrieval (the four methods), load (concurrency), "
                                      "map (UMAP time and silhouettes), stream (a photo-file catalogue embedded, "
-                                     "killed and resumed)")
+                                     "killed and resumed), photos DIR (real photos against their labels)")
     _settings_args(p)
-    p.add_argument("what", nargs="?", default="search", choices=["search", "retrieval", "load", "map", "stream"])
+    p.add_argument("what", nargs="?", default="search",
+                   choices=["search", "retrieval", "load", "map", "stream", "photos"])
+    p.add_argument("folder", nargs="?", type=Path, help="photos: a folder of photos with a labels.csv "
+                   "(file,accepted; accepted categories separated by |)")
+    p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
+                   help="photos: separate the garment first (default: the isolate setting; auto = only for "
+                        "fine-tuned models)")
     p.add_argument("--items", type=int, default=10_000, help="stream: photo files to generate and embed")
     p.add_argument("--dir", type=Path, default=Path("artifacts/bench-stream"), help="stream: where the photos go")
     p.add_argument("--kill-at", type=float, default=0.6, help="stream: SIGKILL the extraction at this share")

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
+from core.isolate import Isolation
+
 
 class Domain(Protocol):
     """A catalogue's image domain: item arrays are ``shape`` uint8; ``convert`` brings a photo into it."""
@@ -25,6 +27,14 @@ class Domain(Protocol):
     input_size: int  # the model input size a search uses by default (Settings.image_size 0)
 
     def convert(self, photo: Image.Image) -> np.ndarray: ...
+
+    def convert_isolated(self, photo: Image.Image, isolation: Isolation) -> np.ndarray:
+        """The same conversion of the garment alone (``core.isolate``), without its surroundings."""
+        ...
+
+    def is_native(self, photo: Image.Image) -> bool:
+        """Already an item of this domain: converted as it is, never isolated."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -48,22 +58,56 @@ class FashionMnistDomain:
     def shape(self) -> tuple[int, ...]:
         return (self.size, self.size)
 
+    # A garment's median intensity after negation is lifted to at least this (of 255): a white shirt on a white
+    # bed would otherwise become an almost black, empty query. Its own texture and seams are kept on top.
+    light_garment_floor: float = 80.0
+
+    def is_native(self, photo: Image.Image) -> bool:
+        if photo.size != (self.size, self.size):
+            return False
+        pixels = np.asarray(photo.convert("RGB"), dtype=np.float32)
+        return np.ptp(pixels, axis=2).max() == 0 and _corner_colour(pixels).max() < 13
+
     def convert(self, photo: Image.Image) -> np.ndarray:
         rgb = photo.convert("RGB")
         pixels = np.asarray(rgb, dtype=np.float32)
-        background = _corner_colour(pixels)
-        if rgb.size == (self.size, self.size) and np.ptp(pixels, axis=2).max() == 0 and background.max() < 13:
+        if self.is_native(rgb):
             return pixels[..., 0].astype(np.uint8)  # already a catalogue item: gray, 28 px, black background
-        box = _content_box(pixels, background, self.trim_tolerance)
-        crop = rgb.crop(box)
-        scale = self.size / max(crop.size)
-        new_size = (max(1, round(crop.width * scale)), max(1, round(crop.height * scale)))
-        small = crop.resize(new_size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        background = _corner_colour(pixels)
+        crop = rgb.crop(_content_box(pixels, background, self.trim_tolerance))
+        small = crop.resize(self._fitted_size(crop.size), Image.Resampling.LANCZOS, reducing_gap=3.0)
         small = small.filter(ImageFilter.UnsharpMask(radius=1, percent=80, threshold=0))
         distance = np.linalg.norm(np.asarray(small, dtype=np.float32) - background, axis=2) / np.sqrt(3.0)
+        return self._centred(np.clip(distance + 0.5, 0, 255).astype(np.uint8))
+
+    def convert_isolated(self, photo: Image.Image, isolation: Isolation) -> np.ndarray:
+        """The recipe on the garment alone: cropped to its box, its darkness against white as intensity (what
+        negating a packshot gives), light garments lifted to stay visible, everything else black."""
+        if self.is_native(photo):
+            return self.convert(photo)
+        if not isolation.found:  # no garment separated: the plain recipe, inside the user's box if any
+            return self.convert(photo.crop(isolation.box))
+        crop = photo.convert("L").crop(isolation.box)
+        left, top, right, bottom = isolation.box
+        mask = isolation.mask[top:bottom, left:right]
+        darkness = 255.0 - np.asarray(crop, dtype=np.float32)
+        lift = max(0.0, self.light_garment_floor - float(np.median(darkness[mask])))
+        return self._fit(np.where(mask, np.minimum(darkness + lift, 255.0), 0.0))
+
+    def _fit(self, intensity: np.ndarray) -> np.ndarray:
+        """Intensity (H, W) in 0..255 → fitted to the longest edge, sharpened, centred on the black canvas."""
+        image = Image.fromarray(np.clip(intensity + 0.5, 0, 255).astype(np.uint8))
+        small = image.resize(self._fitted_size(image.size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+        return self._centred(np.asarray(small.filter(ImageFilter.UnsharpMask(radius=1, percent=80, threshold=0))))
+
+    def _fitted_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        scale = self.size / max(size)
+        return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+    def _centred(self, small: np.ndarray) -> np.ndarray:
         canvas = np.zeros(self.shape, dtype=np.uint8)
-        top, left = (self.size - new_size[1]) // 2, (self.size - new_size[0]) // 2
-        canvas[top : top + new_size[1], left : left + new_size[0]] = np.clip(distance + 0.5, 0, 255).astype(np.uint8)
+        top, left = (self.size - small.shape[0]) // 2, (self.size - small.shape[1]) // 2
+        canvas[top : top + small.shape[0], left : left + small.shape[1]] = small
         return canvas
 
 
@@ -87,6 +131,17 @@ class PhotoDomain:
     @property
     def input_size(self) -> int:
         return self.size
+
+    def is_native(self, photo: Image.Image) -> bool:
+        return False
+
+    def convert_isolated(self, photo: Image.Image, isolation: Isolation) -> np.ndarray:
+        """The garment cut out onto white, as a packshot would show it, then the usual transform."""
+        if not isolation.found:
+            return self.convert(photo.crop(isolation.box))
+        white = Image.new("RGB", photo.size, (255, 255, 255))
+        white.paste(photo.convert("RGB"), mask=isolation.mask_image())
+        return self.convert(white.crop(isolation.box))
 
     def convert(self, photo: Image.Image) -> np.ndarray:
         rgb = photo.convert("RGB")

@@ -42,7 +42,8 @@ class PrepareReport:
 
     def summary(self) -> dict:
         counts = self.items["category"].value_counts().sort_index()
-        return {"catalog": self.name, "items": len(self.items), "categories": {str(k): int(v) for k, v in counts.items()},
+        return {"catalog": self.name, "items": len(self.items),
+                "categories": {str(k): int(v) for k, v in counts.items()},
                 "splits": {str(k): int(v) for k, v in self.items["split"].value_counts().sort_index().items()},
                 "tags": self.vocabulary, "skipped": int(self.problems["skipped"].sum()) if len(self.problems) else 0,
                 "repaired": int((~self.problems["skipped"]).sum()) if len(self.problems) else 0,
@@ -73,7 +74,8 @@ def prepare_catalog(spec: SourceSpec, settings: Settings, name: str = "", photo_
     items = items.drop(index=items.index[list(unreadable)]).reset_index(drop=True)
     if items.empty:
         listed = "; ".join(f"{p.where}: {p.problem}" for p in problems[:5])
-        raise CatalogError(f"{spec.path} has no usable image ({len(problems)} problems{': ' + listed if listed else ''}).")
+        raise CatalogError(f"{spec.path} has no usable image "
+                           f"({len(problems)} problems{': ' + listed if listed else ''}).")
     vocabulary: list[str] = []
     if "tags" in items.columns:
         vocabulary = tags.vocabulary(items)

@@ -23,6 +23,9 @@ from core.embed import (Embedder, Progress, Projection, SequentialRunner, descri
 from core.embedding_map import EmbeddingMap, load_or_compute_map, sample_rows
 from core.images import decode_image
 from core.index import AnnoySearcher, ExactSearcher, Neighbours, Searcher
+from core.query import QuerySteps, prepare_query
+
+Box = tuple[int, int, int, int]
 
 VOTE_NEIGHBOURS = 10
 PROBS = "category_probs.npy"  # a fine-tuned run's category head on every item
@@ -45,6 +48,7 @@ class SearchResult:
     predicted_by: str = "vote of the 10 nearest items"
     timings_ms: dict[str, float] = field(default_factory=dict)
     vector: np.ndarray | None = None  # the query's unit vector (the embedding map places it)
+    steps: QuerySteps | None = None  # a photo's way to the query: crop, mask, converted
 
     @property
     def latency_ms(self) -> float:
@@ -56,6 +60,7 @@ class Prediction:
     categories: np.ndarray  # probability (or vote share) per catalogue category
     tags: np.ndarray | None  # probability per tag of the model's vocabulary; None without a tag head
     query_image: Image.Image | None = None  # a photo after the catalogue's conversion
+    steps: QuerySteps | None = None
 
 
 class Workspace:
@@ -112,29 +117,40 @@ class Workspace:
         return all(store.verified(name, full_check=False) for name in names)
 
     # ---------------------------------------------------------------- querying
+    @property
+    def isolates(self) -> bool:
+        """Whether photos are isolated by default (``settings.isolate``: on, off, or auto = fine-tuned only)."""
+        mode = self.settings.isolate.lower()
+        if mode not in ("auto", "on", "off"):
+            raise ValueError(f"isolate must be auto, on or off, not {self.settings.isolate!r}")
+        return mode == "on" or (mode == "auto" and bool(self.settings.run))
+
     def searcher(self, exact: bool) -> Searcher:
         return self.exact if exact else self.annoy
 
-    def embed_photo(self, photo: Image.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """A photo → (its catalogue-domain array, its unit vector, category probabilities if the model has a head)."""
-        domain, features = self._convert_and_embed(photo)
+    def embed_photo(self, photo: Image.Image, isolate: bool | None = None, box: Box | None = None
+                    ) -> tuple[QuerySteps, np.ndarray, np.ndarray | None]:
+        """A photo → (its query steps, its unit vector, category probabilities if the model has a head)."""
+        steps, features = self._convert_and_embed(photo, isolate, box)
         probs = self.embedder.heads.category_probs(features)[0] if self.embedder.heads is not None else None
-        return domain, self.embedder.vectors(features)[0], probs
+        return steps, self.embedder.vectors(features)[0], probs
 
-    def _convert_and_embed(self, photo: Image.Image) -> tuple[np.ndarray, np.ndarray]:
-        """A photo → (its catalogue-domain array, the model's raw features of it, shape (1, feature_dim))."""
-        domain = self.catalog.domain.convert(photo)
-        return domain, self.embedder.features(domain[None])
+    def _convert_and_embed(self, photo: Image.Image, isolate: bool | None = None, box: Box | None = None
+                           ) -> tuple[QuerySteps, np.ndarray]:
+        """A photo → (its query steps, the model's raw features of the query, shape (1, feature_dim)).
+        ``isolate`` None follows ``settings.isolate``; ``box`` is a user's crop (left, top, right, bottom)."""
+        steps = prepare_query(photo, self.catalog.domain, self.isolates if isolate is None else isolate, box)
+        return steps, self.embedder.features(steps.query[None])
 
-    def search(self, query: Image.Image | bytes, k: int = 10, exact: bool = False,
-               category: str | None = None) -> SearchResult:
+    def search(self, query: Image.Image | bytes, k: int = 10, exact: bool = False, category: str | None = None,
+               isolate: bool | None = None, box: Box | None = None) -> SearchResult:
         """Search with a photo (PIL image, or raw upload bytes, which are decoded safely)."""
         started = time.perf_counter()
         photo = decode_image(query) if isinstance(query, bytes) else query
-        domain, vector, probs = self.embed_photo(photo)
+        steps, vector, probs = self.embed_photo(photo, isolate, box)
         prepared = time.perf_counter()
         result = self._search_vector(vector, k, exact, category, exclude=None, probs=probs)
-        result.query_image = Image.fromarray(domain)
+        result.query_image, result.steps = steps.query_image, steps
         result.timings_ms = {"convert + embed": (prepared - started) * 1e3, **result.timings_ms}
         return result
 
@@ -207,12 +223,12 @@ class Workspace:
     def predict(self, query: Image.Image | int) -> Prediction:
         """Category and tag probabilities for a photo or a catalogue row (what the Tags page shows)."""
         if isinstance(query, Image.Image):
-            domain, features = self._convert_and_embed(query)
+            steps, features = self._convert_and_embed(query)
             if self.embedder.heads is not None:
                 return Prediction(self.embedder.heads.category_probs(features)[0],
-                                  self.embedder.heads.tag_probs(features)[0], Image.fromarray(domain))
+                                  self.embedder.heads.tag_probs(features)[0], steps.query_image, steps)
             vector = self.embedder.vectors(features)[0]
-            return Prediction(self.vote(self.exact.search(vector, VOTE_NEIGHBOURS)), None, Image.fromarray(domain))
+            return Prediction(self.vote(self.exact.search(vector, VOTE_NEIGHBOURS)), None, steps.query_image, steps)
         tag_probs = self.tag_probs()
         return Prediction(self.category_probs_for(np.array([query]))[0],
                           None if tag_probs is None else np.asarray(tag_probs[query]), None)

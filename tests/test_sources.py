@@ -116,9 +116,9 @@ def write_deepfashion(root, boxes_valid=True):
         (root / path).write_text(f"{len(rows)}\n{header}\n" + "".join(" ".join(map(str, r)) + "\n" for r in rows))
 
     write("Anno/list_category_cloth.txt", "category_name  category_type", names)
-    write("Anno/list_category_img.txt", "image_name  category_label", list(zip(images, labels)))
-    write("Anno/list_bbox.txt", "image_name  x_1  y_1  x_2  y_2", [(i, *b) for i, b in zip(images, boxes)])
-    write("Eval/list_eval_partition.txt", "image_name  evaluation_status", list(zip(images, splits)))
+    write("Anno/list_category_img.txt", "image_name  category_label", list(zip(images, labels, strict=True)))
+    write("Anno/list_bbox.txt", "image_name  x_1  y_1  x_2  y_2", [(i, *b) for i, b in zip(images, boxes, strict=True)])
+    write("Eval/list_eval_partition.txt", "image_name  evaluation_status", list(zip(images, splits, strict=True)))
     return root
 
 
