@@ -1,12 +1,14 @@
 """Model & index, for the data scientist: what is loaded, what is on disk, and how the retrieval methods compare."""
 
 import time
+from pathlib import Path
 
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
 import ui
+from core.bench_photos import LabelsError, run_photo_bench
 from core.bench_retrieval import load_result, methods_table, run_retrieval_bench, save_result
 from core.config import FREEZE_POLICIES, TrainConfig
 from core.runs import ACTIVE_STATES, list_runs, runs_table, stop_job
@@ -159,6 +161,37 @@ if runs:
     with st.expander("Recipe and files"):
         st.json(run.info().get("recipe", {}))
         st.caption(f"`{run.path}`")
+
+st.header("Real photos")
+st.caption("How well photos from the real world land in this catalogue. Name a folder of photos with a "
+           "`labels.csv` (`file,accepted`; `accepted` lists the categories a person would accept, separated by "
+           "`|`): each photo is searched (exact), and the share of its 10 nearest items in an accepted category and "
+           "whether its predicted category is accepted are measured. The same as "
+           "`python -m core bench photos DIR --json`.")
+with st.form("photo-bench"):
+    left, right = st.columns([3, 1])
+    folder = left.text_input("Folder of photos", key="photo_folder", placeholder="/data/test-photos")
+    isolate = right.checkbox("Isolate the garment", value=ws.isolates, key="photo_isolate")
+    measure = st.form_submit_button("Measure", icon=":material/photo_library:", key="photo_run")
+if measure and folder.strip():
+    try:
+        with st.spinner("Searching with every photo…"):
+            figures, sheet = run_photo_bench(ws, Path(folder.strip()).expanduser(), isolate=isolate)
+        st.session_state["photo_bench"] = {"model": ws.embedder.key, "figures": figures, "sheet": sheet}
+    except (LabelsError, OSError) as exc:
+        st.error(f"**These photos could not be measured.**\n\n{exc}")
+elif measure:
+    st.error("Name a folder first.")
+measured = st.session_state.get("photo_bench")
+if measured and measured["model"] == ws.embedder.key:
+    figures = measured["figures"]
+    left, middle, right = st.columns(3)
+    left.metric("Top 10 in an accepted category", f"{figures['top10_accepted']:.0%}")
+    middle.metric("Predicted category accepted", f"{figures['vote_accuracy']:.0%}")
+    right.metric("Photos", figures["photos"], help="isolated" if figures["isolate"] else "not isolated")
+    st.dataframe(pd.DataFrame(figures["per_photo"]), hide_index=True, width="stretch")
+    st.image(measured["sheet"], caption="Each photo, the query the model saw, and its top 5 (green: an accepted "
+                                        "category)", width="stretch")
 
 st.header("Retrieval methods compared")
 st.markdown(

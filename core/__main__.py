@@ -213,7 +213,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                  f"{args.folder.resolve().name}-{workspace.embedder.key}" / "photos.json")
         output.parent.mkdir(parents=True, exist_ok=True)
         args.output = output
-        results = run_photo_bench(workspace, args.folder, isolate=args.isolate, sheet_path=output.with_suffix(".png"))
+        results, sheet = run_photo_bench(workspace, args.folder, isolate=args.isolate)
+        results["contact_sheet"] = str(output.with_suffix(".png"))
+        sheet.save(results["contact_sheet"])
         print(f"contact sheet: {results['contact_sheet']}", file=sys.stderr)
     elif args.what == "stream":
         from core.bench_stream import run_stream_bench

@@ -73,9 +73,9 @@ def read_labels(folder: Path, categories: list[str]) -> list[LabelledPhoto]:
     return photos
 
 
-def run_photo_bench(ws: Workspace, folder: Path, isolate: bool | None = None, k: int = 10,
-                    sheet_path: Path | None = None) -> dict:
-    """Per-photo rows and the two shares; the contact sheet goes to ``sheet_path`` when given."""
+def run_photo_bench(ws: Workspace, folder: Path, isolate: bool | None = None, k: int = 10
+                    ) -> tuple[dict, Image.Image]:
+    """The two shares with per-photo rows, and the contact sheet."""
     folder = Path(folder)
     photos = read_labels(folder, ws.catalog.categories)
     rows, sheet_rows = [], []
@@ -95,10 +95,7 @@ def run_photo_bench(ws: Workspace, folder: Path, isolate: bool | None = None, k:
     figures = {"photos": len(rows), "isolate": ws.isolates if isolate is None else isolate,
                "model": ws.embedder.key, "top10_accepted": round(float(np.mean(shares)), 3),
                "vote_accuracy": round(float(np.mean([r["vote_correct"] for r in rows])), 3), "per_photo": rows}
-    if sheet_path is not None:
-        contact_sheet(ws, sheet_rows).save(sheet_path)
-        figures["contact_sheet"] = str(sheet_path)
-    return figures
+    return figures, contact_sheet(ws, sheet_rows)
 
 
 def contact_sheet(ws: Workspace, rows: list) -> Image.Image:

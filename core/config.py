@@ -142,6 +142,10 @@ class TrainConfig:
     triplet_weight: float = 0.0
     triplet_margin: float = 0.2
     augment: bool = True
+    # Share of each batch that also gets photo-like augmentation (gamma, contrast, a flattened light garment, blur,
+    # ragged mask edges): what isolated real photos look like after the catalogue's conversion. The rest of the
+    # batch stays clean, which keeps the catalogue's own accuracy (BENCHMARKS.md, "Photo-robust training").
+    photo_augment: float = 0.0
     val_fraction: float = 0.1  # carved from the train split with ``seed``; the test split is never trained on
     seed: int = 0
 
@@ -163,6 +167,8 @@ class TrainConfig:
         for name in ("warmup_epochs", "weight_decay", "tag_weight", "triplet_weight", "triplet_margin"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative (got {getattr(self, name)})")
+        if not 0.0 <= self.photo_augment <= 1.0:
+            problems.append(f"photo_augment must be in [0, 1] (got {self.photo_augment})")
         if not 0.0 <= self.label_smoothing < 1.0:
             problems.append(f"label_smoothing must be in [0, 1) (got {self.label_smoothing})")
         if problems:
@@ -173,6 +179,12 @@ class TrainConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """What a run's id hashes: every field, except fields added later while they keep their default, so the
+        runs trained before a field existed keep their ids."""
+        later = {"photo_augment": 0.0}
+        return {k: v for k, v in self.as_dict().items() if not (k in later and v == later[k])}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":

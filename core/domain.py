@@ -184,10 +184,17 @@ class ModelInput:
 
     def tensor(self, x: torch.Tensor) -> torch.Tensor:
         """The same for a uint8 tensor, on whatever device it is (training keeps the catalogue on the GPU)."""
+        return self.normalise(self.resized(x))
+
+    def resized(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W[, 3]) → float (B, 3, size, size) in [0, 1]: where intensity augmentations apply."""
         x = x.unsqueeze(1).expand(-1, 3, -1, -1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
         x = x.float().div_(255.0)
         if x.shape[-2:] != (self.size, self.size):
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+        return x
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
         return (x - mean) / std

@@ -45,7 +45,7 @@ class CheckpointError(RuntimeError):
 
 
 def run_id(catalog_key: str, backbone: str, weights: str, config: TrainConfig) -> str:
-    inputs = {"catalog": catalog_key, "backbone": backbone, "weights": weights, "recipe": config.as_dict()}
+    inputs = {"catalog": catalog_key, "backbone": backbone, "weights": weights, "recipe": config.identity()}
     return f"{backbone}-ft-{fingerprint(inputs)}"
 
 

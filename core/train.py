@@ -81,6 +81,33 @@ def augment(x: torch.Tensor, generator: torch.Generator, colour: bool) -> torch.
     return x
 
 
+def photo_augment(x: torch.Tensor, generator: torch.Generator, share: float) -> torch.Tensor:
+    """Make ``share`` of the batch look like converted real photos; x is (B, 3, H, W) in [0, 1], background ~0.
+
+    What the query path does to a phone shot, drawn at random per item: gamma from camera exposure (0.6-1.6),
+    contrast squeezed or stretched around the garment's mean (0.5-1.3), a light garment flattened and lifted the way
+    the isolated conversion lifts it (a blend toward 0.35 + its mean), slight blur from downscaling (σ up to 1 px
+    at 28 px), and ragged mask edges (a random border ring of the garment dimmed)."""
+    n = len(x)
+    r = torch.rand(n, 6, generator=generator).to(x.device)
+    chosen = (r[:, 0] < share).view(n, 1, 1, 1)
+    garment = x.mean(dim=1, keepdim=True) > 0.03
+    area = garment.float().mean(dim=(2, 3), keepdim=True).clamp_min(1e-3)
+    mean = (x * garment).mean(dim=(2, 3), keepdim=True) / area
+    gamma = torch.exp((r[:, 1] - 0.4) * 0.98).view(n, 1, 1, 1)  # log-uniform, 0.67..1.8 → exposure
+    y = x.clamp_min(1e-4) ** gamma
+    contrast = (0.5 + 0.8 * r[:, 2]).view(n, 1, 1, 1)
+    y = (y - mean) * contrast + mean
+    flatten = (r[:, 3] < 0.3).view(n, 1, 1, 1)  # a light garment after the lift: flat, mid-gray, texture kept
+    y = torch.where(flatten, 0.35 + 0.4 * (y - mean) + 0.1 * mean, y)
+    blur = F.avg_pool2d(F.pad(y, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    y = torch.lerp(y, blur, (r[:, 4] * 0.8).view(n, 1, 1, 1))
+    edge = garment & (F.max_pool2d((~garment).float(), 3, stride=1, padding=1) > 0)
+    y = torch.where(edge & (r[:, 5] < 0.5).view(n, 1, 1, 1), y * 0.4, y)
+    y = torch.where(garment, y.clamp(0, 1), x)
+    return torch.where(chosen, y, x)
+
+
 @dataclass
 class Trainer:
     """One run: the catalogue, the network, the optimiser and where its files go."""
@@ -139,9 +166,12 @@ class Trainer:
     def inputs(self, rows: torch.Tensor | np.ndarray, generator: torch.Generator | None = None) -> torch.Tensor:
         if self.pixels is None:
             batch = torch.from_numpy(self.catalog.domain_batch(torch.as_tensor(rows).cpu().numpy()))
-            x = self.transform.tensor(batch.to(self.device))
+            x = self.transform.resized(batch.to(self.device))
         else:
-            x = self.transform.tensor(self.pixels[torch.as_tensor(rows, device=self.device)])
+            x = self.transform.resized(self.pixels[torch.as_tensor(rows, device=self.device)])
+        if generator is not None and self.config.photo_augment > 0 and not self.colour:
+            x = photo_augment(x, generator, self.config.photo_augment)
+        x = self.transform.normalise(x)
         if generator is not None and self.config.augment:
             x = augment(x, generator, self.colour)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

@@ -143,7 +143,7 @@ def labelled(tmp_path):
 
 
 def test_the_photo_benchmark_counts_accepted_neighbours(labelled, shared_workspace, tmp_path):
-    figures = run_photo_bench(shared_workspace, labelled, isolate=False, sheet_path=tmp_path / "sheet.png")
+    figures, sheet = run_photo_bench(shared_workspace, labelled, isolate=False)
     rows = {r["file"]: r for r in figures["per_photo"]}
     for name in ("square.jpg", "disc.jpg", "bar.jpg"):
         result = shared_workspace.search(Image.open(labelled / name).convert("RGB"), k=10, exact=True,
@@ -153,7 +153,7 @@ def test_the_photo_benchmark_counts_accepted_neighbours(labelled, shared_workspa
     assert rows["ring.jpg"]["top10_accepted"] <= 0.2 and rows["ring.jpg"]["vote_correct"] is False
     assert figures["top10_accepted"] == pytest.approx(np.mean([r["top10_accepted"] for r in rows.values()]),
                                                       abs=1e-3)
-    assert Image.open(tmp_path / "sheet.png").size[0] == 7 * 118
+    assert sheet.size == (7 * 118, 4 * 134)  # photo, query and top 5 per line, one line per photo
 
 
 def test_the_photo_benchmark_command_writes_json_and_a_contact_sheet(labelled, tmp_path, capsys):
@@ -194,3 +194,41 @@ def test_search_with_an_upload_can_isolate_and_crop(shared_workspace):
     boxed = shared_workspace.search(encoded(photo), k=3, isolate=True, box=(40, 40, 160, 160))
     assert boxed.steps.isolation is not None and boxed.steps.user_box == (40, 40, 160, 160)
     assert shared_workspace.isolates is False  # auto: ImageNet-style features are not isolated by default
+
+
+# ------------------------------------------------------------------------------------------ in the app
+from test_app import app, search_page, upload  # noqa: E402,F401 - the app fixture and helpers
+
+
+def captions(app) -> list[str]:
+    return [caption for image in app.get("image") for caption in image.captions if caption]
+
+
+def test_the_search_page_shows_each_step_and_can_isolate(app):
+    search_page(app)
+    rng = np.random.default_rng(7)
+    truth = garment_mask((300, 300), 0.9)
+    photo = scene(wood((300, 300), rng), truth, (25, 35, 90), rng)
+    upload(app, "flatlay.png", encoded(photo))
+    assert app.toggle(key="isolate").value is False  # auto: not for ImageNet-style features
+    assert captions(app)[:2] == ["Your photo", "As the catalogue sees it"]
+    app.toggle(key="isolate").set_value(True).run()
+    assert not app.exception, app.exception
+    assert captions(app)[:3] == ["Your photo", "The garment found", "As the catalogue sees it"]
+    app.toggle(key="adjust_crop").set_value(True).run()  # the cropper renders; without a drag the box is kept
+    assert not app.exception, app.exception
+
+
+def test_the_model_page_measures_a_folder_of_photos(app, labelled):
+    app.run()
+    app.switch_page("app_pages/model.py").run()
+    app.text_input(key="photo_folder").set_value(str(labelled))
+    app.button(key="photo_run").click().run()
+    assert not app.exception, app.exception
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Photos"] == "4" and metrics["Top 10 in an accepted category"].endswith("%")
+    per_photo = next(d.value for d in app.dataframe if "top10_accepted" in d.value.columns)
+    assert sorted(per_photo["file"]) == ["bar.jpg", "disc.jpg", "ring.jpg", "square.jpg"]
+    (labelled / "labels.csv").write_text("file,accepted\nsquare.jpg,Sweater\n")
+    app.button(key="photo_run").click().run()
+    assert any("'Sweater' is not a category" in e.value for e in app.error)
