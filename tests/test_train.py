@@ -273,3 +273,23 @@ def test_top_k_does_not_credit_categories_nobody_voted_for():
     votes = np.array([[0.7, 0.3, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
     assert top_k_accuracy(votes, np.array([2, 0]), 3) == 0.0
     assert top_k_accuracy(votes, np.array([1, 1]), 1) == 0.5
+
+
+def test_photo_augment_changes_only_the_chosen_share_and_only_garment_pixels():
+    from core.train import photo_augment
+
+    x = torch.zeros(64, 3, 16, 16)
+    x[:, :, 4:12, 4:12] = torch.rand(64, 1, 8, 8) * 0.6 + 0.3
+    out = photo_augment(x, torch.Generator().manual_seed(0), 0.5)
+    changed = (out != x).flatten(1).any(dim=1)
+    assert 16 <= int(changed.sum()) <= 48  # about half the batch
+    assert torch.equal(out[:, :, :4], x[:, :, :4]) and torch.equal(out[..., 12:], x[..., 12:])  # background kept
+    assert out.min() >= 0 and out.max() <= 1
+    assert torch.equal(photo_augment(x, torch.Generator().manual_seed(0), 0.0), x)
+    with pytest.raises(ValueError, match="photo_augment must be in"):
+        TrainConfig(photo_augment=1.5)
+
+
+def test_a_recipe_without_photo_augment_keeps_its_run_id():
+    assert "photo_augment" not in TrainConfig().identity()
+    assert TrainConfig(photo_augment=0.5).identity()["photo_augment"] == 0.5
