@@ -64,8 +64,8 @@ def sidebar_settings() -> Settings:
         default = RUN_PREFIX + base.run if base.run else next(iter(runs), base.backbone)
         if default not in models:
             default = base.backbone
-        if st.session_state.get("model") not in models:  # a new catalogue, or a run that was deleted
-            st.session_state.pop("model", None)
+        if st.session_state.get("model") not in models:  # a new catalogue, or a run that was deleted:
+            st.session_state["model"] = default  # set, not dropped, so the browser shows it too
         choice = st.selectbox("Model", models, index=models.index(default), key="model",
                               format_func=lambda v: runs[v].label() if v in runs else
                               (BACKBONES[v].label if v in BACKBONES else v),
@@ -199,10 +199,16 @@ def _category_probs(model_key: str, catalog_key: str, rows, _ws: Workspace):
     return _ws.category_probs_for(rows)
 
 
-@st.cache_resource(max_entries=8, show_spinner=False)
 def cached_map(settings: Settings, method: str, sample: int, dims: int):
     """The embedding map (disk-cached by core; kept in memory here so a revisit redraws at once)."""
-    return _open_workspace(settings).embedding_map(method, sample, dims)
+    ws = _open_workspace(settings)
+    return _map(ws.catalog.key, ws.embedder.key, method, sample, dims, ws)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _map(catalog_key: str, model_key: str, method: str, sample: int, dims: int, _ws: Workspace):
+    """Keyed by what the map is of: a catalogue prepared again under the same name gets a new map."""
+    return _ws.embedding_map(method, sample, dims)
 
 
 def query_steps(steps) -> None:

@@ -35,11 +35,14 @@ def add_catalogue() -> None:
         name = c1.text_input("Name (optional)", key="new_catalog_name", placeholder="from the file or folder name")
         layout = c2.selectbox("Layout", LAYOUTS, key="new_catalog_layout")
         with st.expander("Table columns and DeepFashion options"):
-            c1, c2, c3 = st.columns(3)
-            image_column = c1.text_input("Image column", "image", key="new_catalog_image_column")
-            category_column = c2.text_input("Category column", "category", key="new_catalog_category_column")
-            description_column = c3.text_input("Description column", "description",
-                                               key="new_catalog_description_column")
+            columns = {}
+            for i, field in enumerate(TableColumns.__dataclass_fields__):
+                if i % 4 == 0:
+                    row = st.columns(4)
+                columns[field] = row[i % 4].text_input(f"{field.capitalize()} column", field,
+                                                       key=f"new_catalog_{field}_column")
+            allowed = st.text_input("Allowed folders for absolute image paths (comma-separated)",
+                                    key="new_catalog_allowed", placeholder="/data/photos, /mnt/nas/shop")
             kinds = st.text_input("DeepFashion: categories or garment types to keep", key="new_catalog_categories",
                                   placeholder="upper, lower, full, or names: Blouse, Tee")
             per_category = st.number_input("DeepFashion: items per category (0: all)", 0, 100_000, 0, step=100,
@@ -49,8 +52,9 @@ def add_catalogue() -> None:
         st.error("Give the path of a folder or a table first.")
     elif submitted:
         spec = SourceSpec(path=str(Path(path.strip()).expanduser()), layout=layout,
-                          columns=TableColumns(image=image_column, category=category_column,
-                                               description=description_column),
+                          columns=TableColumns(**{k: v.strip() or k for k, v in columns.items()}),
+                          allowed_roots=tuple(str(Path(r.strip()).expanduser()) for r in allowed.split(",")
+                                              if r.strip()),
                           categories=tuple(k.strip() for k in kinds.split(",") if k.strip()),
                           per_category=int(per_category), seed=settings.seed)
         bar = st.empty()

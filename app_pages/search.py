@@ -106,6 +106,10 @@ with results_col:
                         st.markdown(f"**{hit['category']}**" + (f"  \n{shop}" if shop else ""))
                         if "description" in details:
                             st.caption(_short(details["description"]), help=details["description"])
+                        extras = [f"{k}: {v}" for k, v in details.items() if k not in ("brand", "price",
+                                                                                       "description")]
+                        if extras:
+                            st.caption(_short(" · ".join(extras)))
                         st.caption(f"similarity {hit['score']:.3f}  \n{hit['id']}")
                         st.button("Similar", key=f"more-{hit['row']}", on_click=use_item, args=(int(hit["row"]),),
                                   icon=":material/search:", width="stretch", help="Search with this item")

@@ -100,9 +100,6 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if args.source:
         report = _prepare_source(args, settings)
         settings, out["catalog"] = settings.replace(catalog=report.name), report.summary()
-        if args.strict and len(report.problems):
-            print(f"error: {len(report.problems)} entries had problems (--strict)", file=sys.stderr)
-            return 1
     elif settings.catalog == "fashion-mnist":
         print(f"Fashion-MNIST files: {fashion_mnist.fetch(settings.data_dir)}", file=sys.stderr)
     if not args.data_only:
@@ -126,7 +123,7 @@ def _prepare_source(args: argparse.Namespace, settings: Settings):
     from core.embed import loader_workers
 
     report = prepare_catalog(spec, settings, name=args.name or "", photo_size=args.photo_size,
-                             workers=loader_workers(settings), progress=_tqdm_progress())
+                             workers=loader_workers(settings), progress=_tqdm_progress(), strict=args.strict)
     summary = report.summary()
     if not args.json:  # the JSON summary goes to stdout with the rest
         print(f"catalogue {summary['catalog']!r}: {summary['items']:,} items in {len(summary['categories'])} "
@@ -179,11 +176,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from core.workspace import Workspace
 
+    from core.images import decode_image
+
+    photo = decode_image(Path(args.photo).read_bytes(), name=str(args.photo))  # a bad file fails before the model loads
     workspace = Workspace.open(_settings(args), _tqdm_progress())
-    result = workspace.search(Path(args.photo).read_bytes(), k=args.k, exact=args.exact, isolate=args.isolate)
+    result = workspace.search(photo, k=args.k, exact=args.exact, isolate=args.isolate)
     print(f"predicted ({result.predicted_by}): {', '.join(f'{c} {p:.0%}' for c, p in result.predicted[:3])}; "
           f"{result.latency_ms:.1f} ms ({result.method})")
-    print(result.hits[["id", "category", "split", "score"]].to_string(index=False))
+    shown = [c for c in ("id", "category", "brand", "price", "split", "score") if c in result.hits.columns]
+    print(result.hits[shown].to_string(index=False))
     return 0
 
 
@@ -268,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                    "per category (0: all)")
     p.add_argument("--photo-size", type=int, default=224, help="side of the square the photos are resized and "
                    "centre-cropped to")
-    p.add_argument("--strict", action="store_true", help="exit 1 when any entry had a problem")
+    p.add_argument("--strict", action="store_true", help="any entry with a problem is an error: nothing is "
+                   "registered (exit status 2)")
     p.add_argument("--json", action="store_true", help="SOURCE: no readable summary on stderr (the JSON on "
                    "stdout has it all)")
     p.set_defaults(func=cmd_prepare)

@@ -22,6 +22,8 @@ from core.images import ImageDecodeError
 from core.item_images import FileImages
 
 SOURCES: dict[str, Callable[[Settings], "Catalog"]] = {}
+# What the catalogue itself uses; any other column of a user's table is shown as it is (Catalog.details).
+OWN_COLUMNS = {"id", "path", "label", "category", "split", "tags", "brand", "price", "description"}
 SOURCE_LABELS: dict[str, str] = {}
 
 
@@ -83,9 +85,10 @@ class Catalog:
         return tile
 
     def details(self, row: int) -> dict[str, str]:
-        """What a shop shows beside an item, where the catalogue has it: brand, price, description."""
+        """What a shop shows beside an item, where the catalogue has it: brand, price, description, and the
+        source's own extra columns (colour, material, …) by name."""
         item = self.items.iloc[row]
-        out = {}
+        out = {name: str(item[name]) for name in self.extra_columns() if isinstance(item[name], str) and item[name]}
         if "brand" in item.index and isinstance(item["brand"], str) and item["brand"]:
             out["brand"] = item["brand"]
         if "price" in item.index and pd.notna(item["price"]):
@@ -93,6 +96,10 @@ class Catalog:
         if "description" in item.index and isinstance(item["description"], str) and item["description"]:
             out["description"] = item["description"]
         return out
+
+    def extra_columns(self) -> list[str]:
+        """Columns a source brought beyond the ones the catalogue itself uses."""
+        return [c for c in self.items.columns if c not in OWN_COLUMNS and not c.startswith("box_")]
 
     def query_rows(self) -> np.ndarray:
         """Rows to evaluate with: the test split, or every item when the catalogue has none."""

@@ -60,8 +60,9 @@ def default_name(path: str) -> str:
 
 
 def prepare_catalog(spec: SourceSpec, settings: Settings, name: str = "", photo_size: int = 224,
-                    workers: int = 0, progress: Progress = no_progress) -> PrepareReport:
-    """Validate and register a source; re-preparing the same name replaces it (its embeddings are keyed anew)."""
+                    workers: int = 0, progress: Progress = no_progress, strict: bool = False) -> PrepareReport:
+    """Validate and register a source; re-preparing the same name replaces it (its embeddings are keyed anew).
+    ``strict``: any problem is an error and nothing is registered."""
     name = name or default_name(spec.path)
     if not NAME_PATTERN.match(name) or name in _builtin_names():
         raise CatalogError(f"Catalogue name {name!r} is not usable: lower-case letters, digits, '-' and '_' "
@@ -70,8 +71,12 @@ def prepare_catalog(spec: SourceSpec, settings: Settings, name: str = "", photo_
     items, problems = source.items, list(source.problems)
     unreadable = check_images(items["path"].tolist(), workers, progress)
     for row, reason in unreadable.items():
-        problems.append(Problem(str(items.iloc[row]["id"]), items.iloc[row]["path"], reason))
-    items = items.drop(index=items.index[list(unreadable)]).reset_index(drop=True)
+        problems.append(Problem(str(items.iloc[row]["where"]), items.iloc[row]["path"], reason))
+    items = items.drop(index=items.index[list(unreadable)]).reset_index(drop=True).drop(columns="where")
+    if strict and problems:
+        listed = "; ".join(f"{p.where}: {p.problem}" for p in problems[:5])
+        raise CatalogError(f"{len(problems)} entries had problems, and strict checking is on; nothing was "
+                           f"registered. {listed}{' …' if len(problems) > 5 else ''}")
     if items.empty:
         listed = "; ".join(f"{p.where}: {p.problem}" for p in problems[:5])
         raise CatalogError(f"{spec.path} has no usable image "

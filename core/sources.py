@@ -138,9 +138,9 @@ def read_folder(spec: SourceSpec) -> SourceTable:
         if not resolved.is_relative_to(root):  # a symlink pointing outside the catalogue
             problems.append(Problem(relative, relative, f"links to {resolved}, outside the catalogue folder"))
             continue
-        rows.append({"path": str(resolved), "category": category})
+        rows.append({"path": str(resolved), "category": category, "where": relative})
         ids.append(relative.rsplit(".", 1)[0])
-    items = pd.DataFrame(rows, columns=["path", "category"])
+    items = pd.DataFrame(rows, columns=["path", "category", "where"])
     items.insert(0, "id", ids)
     items["split"] = hashed_split(items["id"])
     return SourceTable(items, problems, "folder")
@@ -158,7 +158,8 @@ def read_table(spec: SourceSpec) -> SourceTable:
     where = (lambda i: f"line {i + 2}") if path.suffix.lower() == ".csv" else (lambda i: f"row {i + 1}")
     if cols.image not in raw.columns:
         raise CatalogError(f"{path.name} has no {cols.image!r} column for the image paths (its columns: "
-                           f"{', '.join(map(str, raw.columns))}). Name it with --image-column.")
+                           f"{', '.join(map(str, raw.columns))}). Say which column holds them: --image-column, or 'Image column' "
+                           "on the Home page.")
     roots = [path.parent] + [Path(r).expanduser().resolve() for r in spec.allowed_roots]
     problems: list[Problem] = []
     rows = []
@@ -184,7 +185,7 @@ def read_table(spec: SourceSpec) -> SourceTable:
             problems.append(Problem(at, item_id, f"id {item_id!r} is already used on {seen_ids[item_id]}"))
             continue
         seen_paths[str(resolved)], seen_ids[item_id] = at, at
-        row = {"id": item_id, "path": str(resolved),
+        row = {"id": item_id, "path": str(resolved), "where": at,
                "category": _text(record.get(cols.category)) or UNCATEGORISED}
         if cols.description in raw.columns:
             row["description"] = _text(record.get(cols.description))
@@ -207,7 +208,7 @@ def read_table(spec: SourceSpec) -> SourceTable:
         rows.append(row)
     items = pd.DataFrame(rows)
     if items.empty:
-        items = pd.DataFrame(columns=["id", "path", "category", "split"])
+        items = pd.DataFrame(columns=["id", "path", "where", "category", "split"])
     split = items["split"] if "split" in items.columns else pd.Series([""] * len(items), dtype=object)
     items["split"] = np.where(split.isin(["train", "test"]), split, np.where(split == "val", "train", None))
     missing = items["split"].isna().to_numpy()
@@ -237,7 +238,9 @@ def _read_table_file(path: Path) -> pd.DataFrame:
         try:
             return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            raise CatalogError(f"{path.name} is not a readable CSV table: {exc}") from exc
+            raise CatalogError(f"{path.name} is not a readable CSV table ({exc}). Look for an unclosed quote or a "
+                               "line with more commas than the header; data row numbers there count from 0 after "
+                               "the header.") from exc
     try:
         return pd.read_parquet(path)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a damaged file
@@ -250,8 +253,10 @@ def resolve_image_path(raw: str, base: Path, roots: list[Path]) -> tuple[Path, s
     given = Path(raw).expanduser()
     resolved = (given if given.is_absolute() else base / given).resolve()
     if not any(resolved.is_relative_to(root.resolve()) for root in roots):
-        where = "an absolute path outside the allowed folders" if given.is_absolute() else "leaves the catalogue folder"
-        return resolved, f"image path {raw!r} is {where}; rejected (allow a folder with --allow-root)"
+        if given.is_absolute():
+            return resolved, (f"image path {raw!r} is outside the table's folder and the allowed folders; rejected "
+                              "(allow its folder with --allow-root, or 'Allowed folders' on the Home page)")
+        return resolved, f"image path {raw!r} leaves the catalogue folder; rejected"
     if not resolved.is_file():
         return resolved, f"image file {raw!r} does not exist"
     if resolved.suffix.lower() not in IMAGE_SUFFIXES:
@@ -316,11 +321,17 @@ def read_deepfashion(spec: SourceSpec) -> SourceTable:
     names = categories.iloc[:, 0].tolist()
     types = [DEEPFASHION_TYPES.get(t, t) for t in categories.iloc[:, 1]]
     labels = lists["labels"].set_axis(["image", "label"], axis=1)
-    boxes = lists["boxes"].set_axis(["image", *BOX], axis=1).set_index("image")
+    boxes = lists["boxes"].set_axis(["image", *BOX], axis=1)
+    boxes = boxes.assign(line=np.arange(3, len(boxes) + 3)).set_index("image")
     partition = lists["partition"].set_axis(["image", "split"], axis=1).set_index("image")["split"]
     problems: list[Problem] = []
     rows = []
     wanted = set(spec.categories)
+    unknown = wanted - set(names) - set(types)
+    if unknown:
+        raise CatalogError(f"Unknown DeepFashion {'category' if len(unknown) == 1 else 'categories'} "
+                           f"{', '.join(sorted(map(repr, unknown)))}: use garment types ({', '.join(sorted(set(types)))}) "
+                           f"or category names ({', '.join(names)}).")
     for i, (image, label) in enumerate(zip(labels["image"], labels["label"], strict=True)):
         at = f"{DEEPFASHION_FILES['labels']} line {i + 3}"
         if not label.isdigit() or not 1 <= int(label) <= len(names):
@@ -333,15 +344,17 @@ def read_deepfashion(spec: SourceSpec) -> SourceTable:
         if reason:
             problems.append(Problem(at, image, reason))
             continue
-        box = _valid_box(boxes.loc[image].tolist()) if image in boxes.index else None
+        box = _valid_box(boxes.loc[image, BOX].tolist()) if image in boxes.index else None
         if box is None:
-            problems.append(Problem(at, image, "no valid bounding box; the whole image is used", skipped=False))
+            where = (f"{DEEPFASHION_FILES['boxes']} line {boxes.loc[image, 'line']}" if image in boxes.index
+                     else f"{DEEPFASHION_FILES['boxes']} (not listed)")
+            problems.append(Problem(where, image, "no valid bounding box; the whole image is used", skipped=False))
         split = partition.get(image, "")
-        rows.append({"id": image.removeprefix("img/").rsplit(".", 1)[0], "path": str(resolved),
+        rows.append({"id": image.removeprefix("img/").rsplit(".", 1)[0], "path": str(resolved), "where": at,
                      "category": category, "garment_type": kind,
                      "split": "test" if split == "test" else "train",
                      **dict(zip(BOX, box if box is not None else [-1] * 4, strict=True))})
-    items = pd.DataFrame(rows, columns=["id", "path", "category", "garment_type", "split", *BOX])
+    items = pd.DataFrame(rows, columns=["id", "path", "where", "category", "garment_type", "split", *BOX])
     if spec.per_category > 0 and len(items):
         rng = np.random.default_rng(spec.seed)
         keep = [np.sort(rng.choice(group, size=min(spec.per_category, len(group)), replace=False))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -62,7 +64,7 @@ def test_a_bad_path_gets_a_message_and_the_app_keeps_working(fresh_app, tmp_path
     assert {m.label: m.value for m in app.metric}["Catalogue items"] == "64"
 
 
-def test_search_results_show_brand_price_and_description(fresh_app, tmp_path):
+def test_search_results_show_brand_price_description_and_extra_columns(fresh_app, tmp_path):
     from core.prepare import prepare_catalog
     from core.config import Settings
     from core.sources import SourceSpec
@@ -79,4 +81,30 @@ def test_search_results_show_brand_price_and_description(fresh_app, tmp_path):
     assert result_images(app) == 10
     shown = " ".join(m.value for m in app.markdown) + " ".join(c.value for c in app.caption)
     assert "Acme · 11.50" in shown or "Zed · 10.50" in shown
-    assert "cotton" in shown and "relaxed fit" in shown
+    assert "cotton" in shown and "relaxed fit" in shown and "colour: " in shown  # the table's own column
+
+
+def points(trace: dict) -> int:
+    """Points in a plotly trace, whose coordinates may be sent as typed binary arrays."""
+    x = trace.get("x", [])
+    if isinstance(x, dict):
+        return len(base64.b64decode(x["bdata"])) // np.dtype(x["dtype"]).itemsize
+    return len(x)
+
+
+def test_preparing_a_catalogue_again_redraws_its_map(fresh_app, tmp_path):
+    """The in-memory map of the old content must not be served for the new content (same name, fewer items)."""
+    app = fresh_app
+    app.run()
+    for root, per_category in ((tmp_path / "v1", 6), (tmp_path / "v2", 3)):
+        records = write_photo_records(root, per_category=per_category)
+        pd.DataFrame(records).to_csv(root / "products.csv", index=False)
+        app.switch_page("app_pages/home.py").run()
+        app.text_input(key="new_catalog_path").set_value(str(root / "products.csv"))
+        app.text_input(key="new_catalog_name").set_value("shop")
+        click(app, "Check and add")
+        click(app, "Search shop")
+        app.switch_page("app_pages/map.py").run()
+        assert not app.exception, app.exception
+        spec = json.loads(app.get_by_key("map_chart").proto.spec)
+        assert sum(points(trace) for trace in spec["data"]) == 3 * per_category

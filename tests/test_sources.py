@@ -133,6 +133,10 @@ def test_the_deepfashion_layout_with_boxes_types_and_partition(tmp_path):
 
     upper = read_source(SourceSpec(path=str(root), categories=("upper", "Dress"), per_category=2))
     assert upper.items.groupby("category").size().to_dict() == {"Blouse": 2, "Dress": 2}
+    assert repaired[0].where.startswith("Anno/list_bbox.txt line ")
+    with pytest.raises(CatalogError, match=r"Unknown DeepFashion category 'Bogus': use garment types \(full, "
+                                           r"lower, upper\) or category names \(Blouse, Shorts, Dress\)"):
+        read_source(SourceSpec(path=str(root), categories=("Bogus",)))
 
 
 def test_the_deepfashion_box_is_cropped_before_the_domain_conversion(tmp_path):
@@ -175,7 +179,7 @@ def test_duplicate_ids_and_duplicate_images_are_listed_and_skipped(tmp_path):
 
 @pytest.mark.parametrize("path, reason", [
     ("../../etc/passwd", "leaves the catalogue folder"),
-    ("/etc/passwd", "an absolute path outside the allowed folders"),
+    ("/etc/passwd", "is outside the table's folder and the allowed folders"),
     ("images/absent.jpg", "does not exist"),
     ("products.csv", "is not an image file name"),
     ("", "is empty"),
@@ -218,7 +222,7 @@ def test_unreadable_images_are_listed_by_prepare_and_the_rest_is_kept(tmp_path):
     report = prepare_catalog(table(tmp_path, records), tiny_settings(tmp_path), name="shop", photo_size=64)
     assert len(report.items) == 10
     listed = report.problems.set_index("where")["problem"]
-    assert "not an image" in listed["shirt-00"] and "damaged or incomplete" in listed["shirt-01"]
+    assert "not an image" in listed["line 2"] and "damaged or incomplete" in listed["line 3"]  # rows of the table
     assert (tmp_path / "artifacts/catalogs/shop/problems.csv").read_text().count("\n") == 3
 
 
@@ -250,7 +254,7 @@ def test_prepare_registers_a_catalogue_the_app_and_cli_can_open(tmp_path, capsys
     assert "shop" in catalog_choices(settings)
     catalog = open_catalog(settings.replace(catalog="shop"))
     assert catalog.on_disk and catalog.domain_batch([0, 5]).shape == (2, 64, 64, 3)
-    assert catalog.details(0) == {"brand": "Zed", "price": "10.50",
+    assert catalog.details(0) == {"colour": "red", "brand": "Zed", "price": "10.50",  # colour: the table's own
                                   "description": "Soft red cotton shirt with a relaxed fit"}
     assert catalog.thumbnail(0, 40).size == (40, 40)
 
@@ -260,8 +264,10 @@ def test_prepare_strict_fails_on_any_problem(tmp_path, capsys):
     (root / "Shirt" / "bad.jpg").write_bytes(b"nope")
     args = ["prepare", str(root), "--data-only", "--artifacts-dir", str(tmp_path / "a")]
     assert main(args) == 0
-    assert "Shirt/bad: bad.jpg is not an image file" in capsys.readouterr().err
-    assert main([*args, "--strict"]) == 1
+    assert "Shirt/bad.jpg: bad.jpg is not an image file" in capsys.readouterr().err
+    assert main([*args, "--strict", "--name", "strict"]) == 2
+    assert "1 entries had problems, and strict checking is on" in capsys.readouterr().err
+    assert not (tmp_path / "a" / "catalogs" / "strict").exists()
 
 
 def test_an_exif_rotated_photo_enters_upright(tmp_path):
