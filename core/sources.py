@@ -158,8 +158,8 @@ def read_table(spec: SourceSpec) -> SourceTable:
     where = (lambda i: f"line {i + 2}") if path.suffix.lower() == ".csv" else (lambda i: f"row {i + 1}")
     if cols.image not in raw.columns:
         raise CatalogError(f"{path.name} has no {cols.image!r} column for the image paths (its columns: "
-                           f"{', '.join(map(str, raw.columns))}). Say which column holds them: --image-column, or 'Image column' "
-                           "on the Home page.")
+                           f"{', '.join(map(str, raw.columns))}). Say which column holds them: --image-column, "
+                           "or 'Image column' on the Home page.")
     roots = [path.parent] + [Path(r).expanduser().resolve() for r in spec.allowed_roots]
     problems: list[Problem] = []
     rows = []
@@ -329,8 +329,9 @@ def read_deepfashion(spec: SourceSpec) -> SourceTable:
     wanted = set(spec.categories)
     unknown = wanted - set(names) - set(types)
     if unknown:
+        kinds = ", ".join(sorted(set(types)))
         raise CatalogError(f"Unknown DeepFashion {'category' if len(unknown) == 1 else 'categories'} "
-                           f"{', '.join(sorted(map(repr, unknown)))}: use garment types ({', '.join(sorted(set(types)))}) "
+                           f"{', '.join(sorted(map(repr, unknown)))}: use garment types ({kinds}) "
                            f"or category names ({', '.join(names)}).")
     for i, (image, label) in enumerate(zip(labels["image"], labels["label"], strict=True)):
         at = f"{DEEPFASHION_FILES['labels']} line {i + 3}"

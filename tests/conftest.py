@@ -92,6 +92,23 @@ def settings(tmp_path: Path) -> Settings:
     return tiny_settings(tmp_path)
 
 
+APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
+TIMEOUT = 120
+
+
+@pytest.fixture
+def app(tmp_path_factory, monkeypatch):
+    """The dashboard in AppTest on the synthetic catalogue (the tiny index is built once per test session)."""
+    from streamlit.testing.v1 import AppTest
+
+    root = tmp_path_factory.getbasetemp() / "app-artifacts"
+    for name, value in {"CATALOG": "synthetic", "BACKBONE": "test_efficientnet", "IMAGE_SIZE": "32",
+                        "PCA_DIM": "16", "N_TREES": "4", "SEARCH_K": "200", "ARTIFACTS_DIR": str(root),
+                        "DATA_DIR": str(root / "data")}.items():
+        monkeypatch.setenv(f"FVS_{name}", value)
+    return AppTest.from_file(APP, default_timeout=TIMEOUT)
+
+
 @pytest.fixture(scope="session")
 def shared_workspace(tmp_path_factory):
     from core.workspace import Workspace

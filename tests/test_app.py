@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import encoded, synthetic_photos
 from test_images import bomb_png
-
-APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
-TIMEOUT = 120
-
-
-@pytest.fixture
-def app(tmp_path_factory, monkeypatch) -> AppTest:
-    root = tmp_path_factory.getbasetemp() / "app-artifacts"  # shared: the tiny index is built once
-    for name, value in {"CATALOG": "synthetic", "BACKBONE": "test_efficientnet", "IMAGE_SIZE": "32",
-                        "PCA_DIM": "16", "N_TREES": "4", "SEARCH_K": "200", "ARTIFACTS_DIR": str(root),
-                        "DATA_DIR": str(root / "data")}.items():
-        monkeypatch.setenv(f"FVS_{name}", value)
-    return AppTest.from_file(APP, default_timeout=TIMEOUT)
 
 
 def search_page(app: AppTest) -> AppTest:

@@ -11,7 +11,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import encoded, garment_file_photo, write_photo_records
-from test_app import APP, TIMEOUT, result_images
+from conftest import APP, TIMEOUT
+from test_app import result_images
 
 import numpy as np
 

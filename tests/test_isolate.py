@@ -197,7 +197,7 @@ def test_search_with_an_upload_can_isolate_and_crop(shared_workspace):
 
 
 # ------------------------------------------------------------------------------------------ in the app
-from test_app import app, search_page, upload  # noqa: E402,F401 - the app fixture and helpers
+from test_app import search_page, upload  # noqa: E402 - page helpers
 
 
 def captions(app) -> list[str]:
