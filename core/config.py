@@ -48,7 +48,7 @@ class Settings:
     # Real photos: separate the garment from its surroundings (GrabCut, core/isolate.py) before the catalogue's
     # conversion: "on", "off", or "auto" = on for fine-tuned models, off for ImageNet features. Measured on our
     # real photos (BENCHMARKS.md, "Real photos"), isolation lifts a fine-tuned model from 0.33 to 0.69 of the top 10
-    # in an accepted category, but takes ImageNet features from 0.31 to 0.24.
+    # in an accepted category, but takes ImageNet features from 0.31 to 0.26.
     isolate: str = "auto"
     batch_size: int = 32  # small batches stay in cache: faster on CPU than 256 (BENCHMARKS.md)
     num_threads: int = 0  # 0 = all cores

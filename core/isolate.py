@@ -4,7 +4,8 @@ A catalogue of packshots (Fashion-MNIST: one garment, centred, on white) is sear
 a wooden floor, or of a person wearing it. Converted as they are, the floor or the person fills the query. GrabCut
 (OpenCV) separates the garment: it models the colours of foreground and background with Gaussian mixtures and cuts
 the image graph between them, starting from what we know about such photos: the border is background, the centre is
-probably garment, and skin is probably not garment. A user-drawn box, when given, replaces the border prior.
+probably garment, and skin is probably not garment. A user-drawn box, when given, replaces the border prior. A photo
+on a plain backdrop needs no graph cut: whatever differs from the backdrop is the garment.
 
 Everything runs offline on the CPU, in 0.1-0.4 s per photo on 2 cores at the working size (BENCHMARKS.md); no model
 weights are involved.
@@ -20,6 +21,10 @@ from PIL import Image
 WORKING_SIDE = 320  # GrabCut cost grows with pixels; masks are computed at this size and scaled back
 BORDER = 0.04  # share of each side taken as certain background
 MIN_AREA, MAX_AREA = 0.03, 0.97  # a plausible garment's share of the photo (or of the user's box)
+# A backdrop is plain when this share of the border is within PLAIN_TOLERANCE (RGB distance) of its median colour;
+# the tolerance is the Fashion-MNIST recipe's trim tolerance halved, so a white shirt on white still stands out.
+PLAIN_SHARE, PLAIN_TOLERANCE = 0.98, 11.0
+HOLE_SHARE = 0.05  # holes smaller than this share of the garment are filled, larger ones are part of its shape
 SKIN_SHARE = 0.5  # skin covering less of the centre than this is the wearer's; more, and it is the garment's colour
 
 
@@ -57,7 +62,7 @@ def isolate(photo: Image.Image, box: tuple[int, int, int, int] | None = None, it
                                         Image.Resampling.BILINEAR)
     rgb = np.ascontiguousarray(np.asarray(small))
     h, w = rgb.shape[:2]
-    if min(h, w) < 8:
+    if min(h, w) < 8 or rgb.std() < 2.0:  # too small, or one flat colour (GrabCut's mixtures degenerate: slow)
         return _whole(width, height, box)
     sx1, sy1, sx2, sy2 = (round(box[0] * scale), round(box[1] * scale), round(box[2] * scale), round(box[3] * scale))
     mask = np.full((h, w), cv2.GC_BGD, np.uint8)
@@ -77,12 +82,19 @@ def isolate(photo: Image.Image, box: tuple[int, int, int, int] | None = None, it
         mask[skinned & (mask == cv2.GC_PR_FGD)] = cv2.GC_PR_BGD
     if not (mask == cv2.GC_BGD).any():  # GrabCut needs some certain background to learn its colours
         mask[0, :] = mask[-1, :] = mask[:, 0] = mask[:, -1] = cv2.GC_BGD
-    try:
-        bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-        cv2.grabCut(rgb, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
-    except cv2.error:  # a degenerate photo (one colour): nothing to separate
-        return _whole(width, height, box)
-    garment = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
+    backdrop = _plain_backdrop(rgb, mask == cv2.GC_BGD)
+    if backdrop is not None:
+        # A packshot-like photo (one backdrop colour all around): what differs from the backdrop is the garment,
+        # holes included (a ring's opening, a bag's handle), which GrabCut's centre prior would fill in.
+        distance = np.linalg.norm(rgb.astype(np.float32) - backdrop, axis=2)
+        garment = (distance > PLAIN_TOLERANCE) & (mask != cv2.GC_BGD)
+    else:
+        try:
+            bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+            cv2.grabCut(rgb, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+        except cv2.error:  # a degenerate photo: nothing to separate
+            return _whole(width, height, box)
+        garment = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
     if wearer:
         garment &= ~skinned
     garment = _clean(garment)
@@ -93,6 +105,16 @@ def isolate(photo: Image.Image, box: tuple[int, int, int, int] | None = None, it
                                                                                Image.Resampling.NEAREST)) > 127
     rows, cols = np.flatnonzero(full.any(axis=1)), np.flatnonzero(full.any(axis=0))
     return Isolation(full, (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1), True)
+
+
+def _plain_backdrop(rgb: np.ndarray, certain_background: np.ndarray) -> np.ndarray | None:
+    """The backdrop colour when (nearly) all of the certain background is one colour, else None."""
+    pixels = rgb[certain_background].astype(np.float32)
+    if len(pixels) == 0:
+        return None
+    colour = np.median(pixels, axis=0)
+    close = np.linalg.norm(pixels - colour, axis=1) <= PLAIN_TOLERANCE
+    return colour if close.mean() >= PLAIN_SHARE else None
 
 
 def _clip_box(box, width: int, height: int) -> tuple[int, int, int, int]:
@@ -129,9 +151,14 @@ def _clean(garment: np.ndarray) -> np.ndarray:
     if count <= 1:
         return np.zeros_like(garment)
     largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    solid = (labels == largest).astype(np.uint8)
-    # fill holes: flood the background from the border; what it cannot reach is inside the garment
-    flood = np.pad(1 - solid, 1, constant_values=1)
-    reach = np.zeros((flood.shape[0] + 2, flood.shape[1] + 2), np.uint8)
-    cv2.floodFill(flood, reach, (0, 0), 2)
-    return (solid == 1) | (flood[1:-1, 1:-1] == 1)
+    solid = labels == largest
+    # Fill small holes (a print GrabCut took for background), keep large ones: the opening of a ring, the space
+    # between a bag's handle and its body, or between a tank top's straps are part of the shape.
+    count, holes, stats, _ = cv2.connectedComponentsWithStats((~solid).astype(np.uint8), connectivity=4)
+    limit = HOLE_SHARE * solid.sum()
+    for label in range(1, count):
+        x, y, w, h, area = stats[label]
+        touches_border = x == 0 or y == 0 or x + w == solid.shape[1] or y + h == solid.shape[0]
+        if not touches_border and area < limit:
+            solid |= holes == label
+    return solid
