@@ -28,6 +28,7 @@ from core.query import QuerySteps, prepare_query
 Box = tuple[int, int, int, int]
 
 VOTE_NEIGHBOURS = 10
+ISOLATE_MODES = ("auto", "on", "off")
 PROBS = "category_probs.npy"  # a fine-tuned run's category head on every item
 TAG_PROBS = "tag_probs.npy"  # … and its tag head, when the catalogue has tags
 
@@ -77,6 +78,9 @@ class Workspace:
     # ---------------------------------------------------------------- building / loading
     @classmethod
     def open(cls, settings: Settings, progress: Progress = no_progress) -> "Workspace":
+        if settings.isolate.lower() not in ISOLATE_MODES:
+            raise ValueError(f"isolate must be one of {', '.join(ISOLATE_MODES)}, not {settings.isolate!r} "
+                             "(FVS_ISOLATE)")
         progress("Loading catalogue", 0, 1)
         catalog = open_catalog(settings)
         settings = settings.for_catalog(catalog.domain.input_size)
@@ -121,8 +125,6 @@ class Workspace:
     def isolates(self) -> bool:
         """Whether photos are isolated by default (``settings.isolate``: on, off, or auto = fine-tuned only)."""
         mode = self.settings.isolate.lower()
-        if mode not in ("auto", "on", "off"):
-            raise ValueError(f"isolate must be auto, on or off, not {self.settings.isolate!r}")
         return mode == "on" or (mode == "auto" and bool(self.settings.run))
 
     def searcher(self, exact: bool) -> Searcher:

@@ -232,3 +232,10 @@ def test_the_model_page_measures_a_folder_of_photos(app, labelled):
     (labelled / "labels.csv").write_text("file,accepted\nsquare.jpg,Sweater\n")
     app.button(key="photo_run").click().run()
     assert any("'Sweater' is not a category" in e.value for e in app.error)
+
+
+def test_an_unknown_isolate_mode_is_a_clear_error(tmp_path):
+    from core.workspace import Workspace
+
+    with pytest.raises(ValueError, match="isolate must be one of auto, on, off, not 'sometimes'"):
+        Workspace.open(tiny_settings(tmp_path, isolate="sometimes"))
