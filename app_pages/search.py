@@ -58,7 +58,9 @@ with query_col:
         st.error(problem)
     if photo is not None:
         filters = dict(k=k, exact=exact, category=None if category == "All categories" else category)
-        isolate = st.toggle("Isolate the garment", value=ws.isolates, key="isolate",
+        if state.get("_isolate_model") != ws.embedder.key:  # another model: its own default (auto)
+            state["_isolate_model"], state["isolate"] = ws.embedder.key, ws.isolates
+        isolate = st.toggle("Isolate the garment", key="isolate",
                             help="Separate the garment from the floor, the wall or the person wearing it (GrabCut) "
                                  "before converting it like the catalogue's items. On by default for fine-tuned "
                                  "models, where it helps most (BENCHMARKS.md).")
