@@ -216,8 +216,10 @@ def query_steps(steps) -> None:
     shown = [(steps.photo, "Your photo")]
     if steps.isolation is not None and steps.isolation.found:
         shown.append((steps.cutout, "The garment found"))
-    elif steps.user_box is not None or steps.isolation is not None:
-        shown.append((steps.crop, "Cropped" if steps.isolation is None else "No garment separated: whole photo"))
+    elif steps.user_box is not None:
+        shown.append((steps.crop, "Your crop" if steps.isolation is None else "No garment separated: your crop"))
+    elif steps.isolation is not None:
+        shown.append((steps.crop, "No garment separated: whole photo"))
     shown.append((upscale(steps.query_image, 168), "As the catalogue sees it"))
     for column, (image, caption) in zip(st.columns(len(shown)), shown, strict=True):
         column.image(image, caption=caption, width="stretch")

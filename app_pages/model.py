@@ -166,25 +166,29 @@ st.header("Real photos")
 st.caption("How well photos from the real world land in this catalogue. Name a folder of photos with a "
            "`labels.csv` (`file,accepted`; `accepted` lists the categories a person would accept, separated by "
            "`|`): each photo is searched (exact), and the share of its 10 nearest items in an accepted category and "
-           "whether its predicted category is accepted are measured. The same as "
-           "`python -m core bench photos DIR --json`.")
+           "whether its predicted category is accepted are measured, with the model served here. The same as "
+           f"`python -m core bench photos DIR --json{' --run ' + settings.run if settings.run else ''}`.")
 with st.form("photo-bench"):
     left, right = st.columns([3, 1])
     folder = left.text_input("Folder of photos", key="photo_folder", placeholder="/data/test-photos")
     isolate = right.checkbox("Isolate the garment", value=ws.isolates, key="photo_isolate")
     measure = st.form_submit_button("Measure", icon=":material/photo_library:", key="photo_run")
-if measure and folder.strip():
-    try:
-        with st.spinner("Searching with every photo…"):
-            figures, sheet = run_photo_bench(ws, Path(folder.strip()).expanduser(), isolate=isolate)
-        st.session_state["photo_bench"] = {"model": ws.embedder.key, "figures": figures, "sheet": sheet}
-    except (LabelsError, OSError) as exc:
-        st.error(f"**These photos could not be measured.**\n\n{exc}")
-elif measure:
-    st.error("Name a folder first.")
+if measure:
+    st.session_state.pop("photo_bench", None)  # old figures must not stand under a new folder's error
+    if not folder.strip():
+        st.error("Name a folder first.")
+    else:
+        try:
+            with st.spinner("Searching with every photo…"):
+                figures, sheet = run_photo_bench(ws, Path(folder.strip()).expanduser(), isolate=isolate)
+            st.session_state["photo_bench"] = {"model": ws.embedder.key, "folder": folder.strip(),
+                                               "figures": figures, "sheet": sheet}
+        except (LabelsError, OSError) as exc:
+            st.error(f"**These photos could not be measured.**\n\n{exc}")
 measured = st.session_state.get("photo_bench")
 if measured and measured["model"] == ws.embedder.key:
     figures = measured["figures"]
+    st.caption(f"`{measured['folder']}`, {'isolated' if figures['isolate'] else 'not isolated'}")
     left, middle, right = st.columns(3)
     left.metric("Top 10 in an accepted category", f"{figures['top10_accepted']:.0%}")
     middle.metric("Predicted category accepted", f"{figures['vote_accuracy']:.0%}")

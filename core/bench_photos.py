@@ -35,6 +35,9 @@ class LabelledPhoto:
 
 def read_labels(folder: Path, categories: list[str]) -> list[LabelledPhoto]:
     folder = Path(folder)
+    if not folder.is_dir():
+        hint = " (it is a file: name the folder it is in)" if folder.is_file() else ""
+        raise LabelsError(f"{folder} is not a folder{hint}.")
     path = folder / LABELS
     if not path.is_file():
         raise LabelsError(f"{folder} has no {LABELS}. It needs a header `file,accepted` and one line per photo, "

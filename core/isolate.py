@@ -51,7 +51,22 @@ def skin(rgb: np.ndarray) -> np.ndarray:
 
 
 def isolate(photo: Image.Image, box: tuple[int, int, int, int] | None = None, iterations: int = 4) -> Isolation:
-    """The garment in ``photo`` (upright RGB), optionally inside a user's ``box`` (left, top, right, bottom)."""
+    """The garment in ``photo`` (upright RGB), optionally inside a user's ``box`` (left, top, right, bottom).
+
+    Inside a box is probably garment, and the result is limited to it; outside is not made certain background,
+    because a box drawn tight around a garment leaves a strap or a hem outside, which
+    would teach GrabCut the garment's own colour as background."""
+    return _isolate(photo, box, iterations)
+
+
+def propose_box(isolation: Isolation, width: int, height: int, margin: float = 0.08) -> tuple[int, int, int, int]:
+    """The crop box to offer a user: the garment's box with a margin, as GrabCut's rectangle mode expects."""
+    left, top, right, bottom = isolation.box
+    dx, dy = round((right - left) * margin), round((bottom - top) * margin)
+    return max(0, left - dx), max(0, top - dy), min(width, right + dx), min(height, bottom + dy)
+
+
+def _isolate(photo: Image.Image, box: tuple[int, int, int, int] | None, iterations: int) -> Isolation:
     import cv2
 
     width, height = photo.size
@@ -65,14 +80,16 @@ def isolate(photo: Image.Image, box: tuple[int, int, int, int] | None = None, it
     if min(h, w) < 8 or rgb.std() < 2.0:  # too small, or one flat colour (GrabCut's mixtures degenerate: slow)
         return _whole(width, height, box)
     sx1, sy1, sx2, sy2 = (round(box[0] * scale), round(box[1] * scale), round(box[2] * scale), round(box[3] * scale))
-    mask = np.full((h, w), cv2.GC_BGD, np.uint8)
-    if box == full_box:  # no box from the user: the photo's own border is background
-        by, bx = max(1, round(h * BORDER)), max(1, round(w * BORDER))
-        inner = (slice(by, h - by), slice(bx, w - bx))
-    else:
-        inner = (slice(sy1, sy2), slice(sx1, sx2))
+    mask = np.full((h, w), cv2.GC_BGD, np.uint8)  # the photo's own border is background
+    by, bx = max(1, round(h * BORDER)), max(1, round(w * BORDER))
+    inner = (slice(by, h - by), slice(bx, w - bx))
     mask[inner] = cv2.GC_PR_BGD
-    centre = _centre_ellipse(h, w, inner)
+    if box == full_box:
+        centre = _centre_ellipse(h, w, inner)
+    else:  # GrabCut's rectangle mode, with the outside only probably background (see above)
+        centre = np.zeros((h, w), bool)
+        centre[sy1:sy2, sx1:sx2] = True
+        centre &= mask == cv2.GC_PR_BGD
     mask[centre] = cv2.GC_PR_FGD
     skinned = skin(rgb)
     # Skin is a hint, not a rule: a pink or tan garment can be skin-coloured all over. Only where skin is a
@@ -97,9 +114,13 @@ def isolate(photo: Image.Image, box: tuple[int, int, int, int] | None = None, it
         garment = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
     if wearer:
         garment &= ~skinned
+    if box != full_box:
+        in_box = np.zeros_like(garment)
+        in_box[sy1:sy2, sx1:sx2] = True
+        garment &= in_box
     garment = _clean(garment)
     area = garment.sum() / max(1, (sy2 - sy1) * (sx2 - sx1))
-    if not MIN_AREA <= area <= MAX_AREA:
+    if not MIN_AREA <= area <= (MAX_AREA if box == full_box else 1.0):  # a user's box may fit the garment exactly
         return _whole(width, height, box)
     full = np.asarray(Image.fromarray(garment.astype(np.uint8) * 255).resize((width, height),
                                                                                Image.Resampling.NEAREST)) > 127

@@ -6,13 +6,16 @@ uses the last one; all three call ``prepare_query``, so what a user sees is what
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
 from core.domain import Domain
-from core.isolate import Isolation, isolate
+from core.isolate import Isolation, isolate, propose_box
 
 
 @dataclass
@@ -43,8 +46,10 @@ class QuerySteps:
 
     @property
     def box(self) -> tuple[int, int, int, int] | None:
-        """The garment's box, to propose as the crop: None when no garment was separated."""
-        return self.isolation.box if self.isolation is not None and self.isolation.found else None
+        """The crop to propose (the garment's box with a margin): None when no garment was separated."""
+        if self.isolation is None or not self.isolation.found:
+            return None
+        return propose_box(self.isolation, *self.photo.size)
 
 
 def prepare_query(photo: Image.Image, domain: Domain, isolate_garment: bool = True,
@@ -55,5 +60,25 @@ def prepare_query(photo: Image.Image, domain: Domain, isolate_garment: bool = Tr
     if not isolate_garment:
         cropped = photo.crop(box) if box is not None else photo
         return QuerySteps(photo, None, domain.convert(cropped), user_box=box)
-    found = isolate(photo, box=box)
+    found = _remembered_isolation(photo, box)
     return QuerySteps(photo, found, domain.convert_isolated(photo, found), user_box=box)
+
+
+_REMEMBERED: OrderedDict[tuple, Isolation] = OrderedDict()
+_LOCK = threading.Lock()
+
+
+def _remembered_isolation(photo: Image.Image, box: tuple[int, int, int, int] | None) -> Isolation:
+    """The last few isolations by photo content and box: the app re-runs a page (a slider moved, top K changed)
+    with the same photo, and GrabCut would otherwise cost 0.1-0.3 s every time."""
+    key = (hashlib.blake2b(photo.tobytes(), digest_size=16).digest(), photo.size, box)
+    with _LOCK:
+        if key in _REMEMBERED:
+            _REMEMBERED.move_to_end(key)
+            return _REMEMBERED[key]
+    found = isolate(photo, box=box)
+    with _LOCK:
+        _REMEMBERED[key] = found
+        while len(_REMEMBERED) > 16:
+            _REMEMBERED.popitem(last=False)
+    return found

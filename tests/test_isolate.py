@@ -185,6 +185,25 @@ def test_bad_labels_files_get_a_clear_error(labelled, content, message):
 def test_a_folder_without_labels_says_what_to_write(tmp_path):
     with pytest.raises(LabelsError, match="has no labels.csv.*file,accepted"):
         read_labels(tmp_path, SHAPES)
+    with pytest.raises(LabelsError, match="nowhere is not a folder"):
+        read_labels(tmp_path / "nowhere", SHAPES)
+    (tmp_path / "labels.csv").write_text("file,accepted\n")
+    with pytest.raises(LabelsError, match="is not a folder \\(it is a file"):
+        read_labels(tmp_path / "labels.csv", SHAPES)
+
+
+def test_a_tight_or_shifted_box_still_finds_the_garment():
+    """A box drawn tight leaves part of the garment outside: it must not become "certain background"."""
+    rng = np.random.default_rng(8)
+    size = (320, 320)
+    truth = garment_mask(size, 0.95)
+    photo = scene(wood(size, rng), truth, (30, 90, 100), rng)
+    rows, cols = np.flatnonzero(truth.any(axis=1)), np.flatnonzero(truth.any(axis=0))
+    tight = (int(cols[0]) + 12, int(rows[0]) + 12, int(cols[-1]) - 12, int(rows[-1]) - 12)
+    found = isolate(photo, box=tight)
+    inside = np.zeros_like(truth)
+    inside[tight[1] : tight[3], tight[0] : tight[2]] = True
+    assert found.found and iou(found.mask, truth & inside) >= 0.8
 
 
 def test_search_with_an_upload_can_isolate_and_crop(shared_workspace):
