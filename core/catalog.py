@@ -88,13 +88,10 @@ class Catalog:
         """What a shop shows beside an item, where the catalogue has it: brand, price, description, and the
         source's own extra columns (colour, material, …) by name."""
         item = self.items.iloc[row]
-        out = {name: str(item[name]) for name in self.extra_columns() if isinstance(item[name], str) and item[name]}
-        if "brand" in item.index and isinstance(item["brand"], str) and item["brand"]:
-            out["brand"] = item["brand"]
+        out = {name: item[name] for name in (*self.extra_columns(), "brand", "description")
+               if name in item.index and isinstance(item[name], str) and item[name]}
         if "price" in item.index and pd.notna(item["price"]):
             out["price"] = f"{float(item['price']):,.2f}"
-        if "description" in item.index and isinstance(item["description"], str) and item["description"]:
-            out["description"] = item["description"]
         return out
 
     def extra_columns(self) -> list[str]:

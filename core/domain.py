@@ -29,7 +29,8 @@ class Domain(Protocol):
     def convert(self, photo: Image.Image) -> np.ndarray: ...
 
     def convert_isolated(self, photo: Image.Image, isolation: Isolation) -> np.ndarray:
-        """The same conversion of the garment alone (``core.isolate``), without its surroundings."""
+        """The same conversion of the garment alone (``core.isolate``, ``isolation.found``), without its
+        surroundings."""
         ...
 
     def is_native(self, photo: Image.Image) -> bool:
@@ -83,10 +84,6 @@ class FashionMnistDomain:
     def convert_isolated(self, photo: Image.Image, isolation: Isolation) -> np.ndarray:
         """The recipe on the garment alone: cropped to its box, its darkness against white as intensity (what
         negating a packshot gives), light garments lifted to stay visible, everything else black."""
-        if self.is_native(photo):
-            return self.convert(photo)
-        if not isolation.found:  # no garment separated: the plain recipe, inside the user's box if any
-            return self.convert(photo.crop(isolation.box))
         crop = photo.convert("L").crop(isolation.box)
         left, top, right, bottom = isolation.box
         mask = isolation.mask[top:bottom, left:right]
@@ -137,8 +134,6 @@ class PhotoDomain:
 
     def convert_isolated(self, photo: Image.Image, isolation: Isolation) -> np.ndarray:
         """The garment cut out onto white, as a packshot would show it, then the usual transform."""
-        if not isolation.found:
-            return self.convert(photo.crop(isolation.box))
         white = Image.new("RGB", photo.size, (255, 255, 255))
         white.paste(photo.convert("RGB"), mask=isolation.mask_image())
         return self.convert(white.crop(isolation.box))

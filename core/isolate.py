@@ -50,15 +50,6 @@ def skin(rgb: np.ndarray) -> np.ndarray:
     return (y > 60) & (cr >= 135) & (cr <= 175) & (cb >= 80) & (cb <= 130)
 
 
-def isolate(photo: Image.Image, box: tuple[int, int, int, int] | None = None, iterations: int = 4) -> Isolation:
-    """The garment in ``photo`` (upright RGB), optionally inside a user's ``box`` (left, top, right, bottom).
-
-    Inside a box is probably garment, and the result is limited to it; outside is not made certain background,
-    because a box drawn tight around a garment leaves a strap or a hem outside, which
-    would teach GrabCut the garment's own colour as background."""
-    return _isolate(photo, box, iterations)
-
-
 def propose_box(isolation: Isolation, width: int, height: int, margin: float = 0.08) -> tuple[int, int, int, int]:
     """The crop box to offer a user: the garment's box with a margin, as GrabCut's rectangle mode expects."""
     left, top, right, bottom = isolation.box
@@ -66,7 +57,12 @@ def propose_box(isolation: Isolation, width: int, height: int, margin: float = 0
     return max(0, left - dx), max(0, top - dy), min(width, right + dx), min(height, bottom + dy)
 
 
-def _isolate(photo: Image.Image, box: tuple[int, int, int, int] | None, iterations: int) -> Isolation:
+def isolate(photo: Image.Image, box: tuple[int, int, int, int] | None = None, iterations: int = 4) -> Isolation:
+    """The garment in ``photo`` (upright RGB), optionally inside a user's ``box`` (left, top, right, bottom).
+
+    Inside a box is probably garment, and the result is limited to it; outside is not made certain background,
+    because a box drawn tight around a garment leaves a strap or a hem outside, which would teach GrabCut the
+    garment's own colour as background."""
     import cv2
 
     width, height = photo.size
@@ -84,12 +80,13 @@ def _isolate(photo: Image.Image, box: tuple[int, int, int, int] | None, iteratio
     by, bx = max(1, round(h * BORDER)), max(1, round(w * BORDER))
     inner = (slice(by, h - by), slice(bx, w - bx))
     mask[inner] = cv2.GC_PR_BGD
+    in_box = None
     if box == full_box:
         centre = _centre_ellipse(h, w, inner)
     else:  # GrabCut's rectangle mode, with the outside only probably background (see above)
-        centre = np.zeros((h, w), bool)
-        centre[sy1:sy2, sx1:sx2] = True
-        centre &= mask == cv2.GC_PR_BGD
+        in_box = np.zeros((h, w), bool)
+        in_box[sy1:sy2, sx1:sx2] = True
+        centre = in_box & (mask == cv2.GC_PR_BGD)
     mask[centre] = cv2.GC_PR_FGD
     skinned = skin(rgb)
     # Skin is a hint, not a rule: a pink or tan garment can be skin-coloured all over. Only where skin is a
@@ -97,8 +94,6 @@ def _isolate(photo: Image.Image, box: tuple[int, int, int, int] | None, iteratio
     wearer = skinned[centre].mean() < SKIN_SHARE
     if wearer:
         mask[skinned & (mask == cv2.GC_PR_FGD)] = cv2.GC_PR_BGD
-    if not (mask == cv2.GC_BGD).any():  # GrabCut needs some certain background to learn its colours
-        mask[0, :] = mask[-1, :] = mask[:, 0] = mask[:, -1] = cv2.GC_BGD
     backdrop = _plain_backdrop(rgb, mask == cv2.GC_BGD)
     if backdrop is not None:
         # A packshot-like photo (one backdrop colour all around): what differs from the backdrop is the garment,
@@ -114,9 +109,7 @@ def _isolate(photo: Image.Image, box: tuple[int, int, int, int] | None, iteratio
         garment = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
     if wearer:
         garment &= ~skinned
-    if box != full_box:
-        in_box = np.zeros_like(garment)
-        in_box[sy1:sy2, sx1:sx2] = True
+    if in_box is not None:
         garment &= in_box
     garment = _clean(garment)
     area = garment.sum() / max(1, (sy2 - sy1) * (sx2 - sx1))

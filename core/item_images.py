@@ -9,6 +9,7 @@ same array.
 
 from __future__ import annotations
 
+import io
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -28,11 +29,10 @@ def load_photo(path: str, box: tuple[int, int, int, int] | None = None) -> Image
     """An item's photo, upright RGB, cropped to its bounding box (given in the file's pixel coordinates)."""
     with open(path, "rb") as fh:
         data = fh.read()
-    with Image.open(path) as header:
-        stored_width = header.size[0]
     image = decode_image(data, name=path)
     if box is not None and min(box) >= 0:
-        scale = image.width / stored_width  # decode_image shrinks photos over its working size
+        with Image.open(io.BytesIO(data)) as header:  # the stored size: decode_image shrinks large photos
+            scale = image.width / header.size[0]
         x1, y1, x2, y2 = (round(v * scale) for v in box)
         x2, y2 = min(x2, image.width), min(y2, image.height)
         if x2 - x1 >= 2 and y2 - y1 >= 2:
@@ -43,12 +43,11 @@ def load_photo(path: str, box: tuple[int, int, int, int] | None = None) -> Image
 @dataclass
 class FileImages:
     """Domain arrays of files, decoded when indexed. An image that has become unreadable since ``prepare``
-    checked it gives a blank array (counted in ``failures``) rather than failing a whole catalogue pass."""
+    checked it gives a blank array rather than failing a whole catalogue pass."""
 
     paths: np.ndarray  # absolute paths (str)
     boxes: np.ndarray | None  # (N, 4) int, -1 where an item has no box
     domain: Domain
-    failures: int = 0
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -69,16 +68,14 @@ class FileImages:
         try:
             return self.domain.convert(self.photo(row))
         except (ImageDecodeError, OSError):
-            self.failures += 1
             return np.zeros(self.domain.shape, np.uint8)
 
     def __getitem__(self, index: int | slice | np.ndarray | list[int]) -> np.ndarray:
         if isinstance(index, (int, np.integer)):
             return self.item(int(index))
         rows = np.arange(len(self))[index] if isinstance(index, slice) else np.asarray(index, dtype=np.int64)
-        if len(rows) <= 1:
-            return np.stack([self.item(int(r)) for r in rows]) if len(rows) else np.zeros((0, *self.domain.shape),
-                                                                                         np.uint8)
+        if len(rows) == 0:
+            return np.zeros((0, *self.domain.shape), np.uint8)
         with ThreadPoolExecutor(min(LOAD_THREADS, len(rows))) as pool:
             return np.stack(list(pool.map(self.item, (int(r) for r in rows))))
 

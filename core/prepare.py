@@ -74,11 +74,10 @@ def prepare_catalog(spec: SourceSpec, settings: Settings, name: str = "", photo_
         problems.append(Problem(str(items.iloc[row]["where"]), items.iloc[row]["path"], reason))
     items = items.drop(index=items.index[list(unreadable)]).reset_index(drop=True).drop(columns="where")
     if strict and problems:
-        listed = "; ".join(f"{p.where}: {p.problem}" for p in problems[:5])
         raise CatalogError(f"{len(problems)} entries had problems, and strict checking is on; nothing was "
-                           f"registered. {listed}{' …' if len(problems) > 5 else ''}")
+                           f"registered. {_first(problems)}{' …' if len(problems) > 5 else ''}")
     if items.empty:
-        listed = "; ".join(f"{p.where}: {p.problem}" for p in problems[:5])
+        listed = _first(problems)
         raise CatalogError(f"{spec.path} has no usable image "
                            f"({len(problems)} problems{': ' + listed if listed else ''}).")
     vocabulary: list[str] = []
@@ -106,6 +105,10 @@ def prepare_catalog(spec: SourceSpec, settings: Settings, name: str = "", photo_
     with atomic_path(target / "catalog.json") as tmp:
         tmp.write_text(json.dumps(info, indent=2))
     return report
+
+
+def _first(problems: list[Problem], n: int = 5) -> str:
+    return "; ".join(f"{p.where}: {p.problem}" for p in problems[:n])
 
 
 def check_images(paths: list[str], workers: int, progress: Progress = no_progress) -> dict[int, str]:

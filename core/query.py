@@ -61,7 +61,9 @@ def prepare_query(photo: Image.Image, domain: Domain, isolate_garment: bool = Tr
         cropped = photo.crop(box) if box is not None else photo
         return QuerySteps(photo, None, domain.convert(cropped), user_box=box)
     found = _remembered_isolation(photo, box)
-    return QuerySteps(photo, found, domain.convert_isolated(photo, found), user_box=box)
+    # No garment separated: the plain recipe, inside the user's box if any (``found.box`` is that box).
+    query = domain.convert_isolated(photo, found) if found.found else domain.convert(photo.crop(found.box))
+    return QuerySteps(photo, found, query, user_box=box)
 
 
 _REMEMBERED: OrderedDict[tuple, Isolation] = OrderedDict()
