@@ -6,6 +6,8 @@ Only this file and ``app_pages/`` import streamlit; everything they show comes f
 from __future__ import annotations
 
 import hashlib
+import html
+import re
 import time
 
 import numpy as np
@@ -28,6 +30,25 @@ def base_settings() -> Settings:
     if "_base_settings" not in st.session_state:
         st.session_state["_base_settings"] = Settings.from_env()
     return st.session_state["_base_settings"]
+
+
+# Inline Markdown, HTML tags and entities, Streamlit's directives (:red[…]) and its LaTeX ($…$); block markers
+# (a heading, a list, a quote) only count at the start of a line, and catalogue text is made one line.
+_INLINE_SPECIAL = re.compile(r"([\\`*_\[\]<>!~$&])")
+_LEADING_BLOCK = re.compile(r"^(\d+)([.)])|^([#>+\-=])")
+
+
+def plain(text: object) -> str:
+    """Catalogue text for st.markdown / st.caption, shown as the characters it holds and never interpreted: a
+    description with ``![](https://…)`` must not make every viewer's browser fetch that address. Line breaks
+    become spaces (a catalogue cell is one paragraph)."""
+    escaped = _INLINE_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+    return _LEADING_BLOCK.sub(lambda m: f"{m[1]}\\{m[2]}" if m[1] else f"\\{m[3]}", escaped)
+
+
+def plain_html(text: object) -> str:
+    """Catalogue text for plotly labels and hover boxes, which understand a few HTML tags (``<a href>``)."""
+    return html.escape(str(text), quote=True)
 
 
 RUN_PREFIX = "run:"

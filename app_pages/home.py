@@ -8,7 +8,7 @@ import streamlit as st
 import ui
 from core.backbone import BACKBONES
 from core.embed import loader_workers
-from core.prepare import prepare_catalog
+from core.prepare import prepare_catalog, sources_under
 from core.sources import LAYOUTS, CatalogError, SourceSpec, TableColumns
 from core.gallery import category_montage
 from core.runs import RunDir
@@ -18,19 +18,35 @@ state = st.session_state
 
 
 @st.cache_data(max_entries=8, show_spinner="Drawing the catalogue…")
+def _shown(path: Path, roots: list[Path]) -> str:
+    """A source as the list shows it: relative to its catalogue folder, a folder marked with a slash."""
+    root = next(r for r in roots if path.is_relative_to(r))
+    return f"{root.name}/{path.relative_to(root).as_posix()}{'/' if path.is_dir() else ''}"
+
+
 def montage(catalog_key: str, seed: int, _catalog):
     """Cached per catalogue: a file catalogue's montage decodes hundreds of photos."""
     return category_montage(_catalog, per_category=10, seed=seed)
 
 
 def add_catalogue() -> None:
-    """Validate and register the user's own catalogue (core.prepare), then offer to switch to it."""
+    """Validate and register a catalogue from the operator's catalogue folders (core.prepare), then offer to switch
+    to it. A browser user picks from what lies there: no other path on the server can be read or probed."""
+    roots = settings.allowed_catalog_roots()
+    sources = sources_under(roots)
+    folders = ", ".join(f"`{root}`" for root in roots)
+    if not sources:
+        st.info(f"No catalogue to add yet. Put a folder of category subfolders, a CSV or Parquet table beside its "
+                f"images, or a DeepFashion folder into {folders} on the server, then open this again. "
+                "(The operator chooses these folders with `FVS_CATALOG_ROOTS`.)")
+        return
     with st.form("add_catalogue", border=False):
-        st.markdown("A folder whose subfolders are categories, a CSV or Parquet table (an `image` column with "
-                    "paths relative to the table, and optional `id`, `category`, `description`, `tags`, `brand`, "
-                    "`price` columns), or a DeepFashion folder. Images stay where they are.")
-        path = st.text_input("Folder or table on this machine", key="new_catalog_path",
-                             placeholder="/data/shop/products.csv")
+        st.markdown(f"Catalogues on the server, in {folders}: a folder whose subfolders are categories, a CSV or "
+                    "Parquet table (an `image` column with paths relative to the table, and optional `id`, "
+                    "`category`, `description`, `tags`, `brand`, `price` columns), or a DeepFashion folder. "
+                    f"Images stay where they are; up to {settings.page_max_items:,} items.")
+        source = st.selectbox("Catalogue", sources, key="new_catalog_source",
+                              format_func=lambda path: _shown(path, roots))
         c1, c2 = st.columns(2)
         name = c1.text_input("Name (optional)", key="new_catalog_name", placeholder="from the file or folder name")
         layout = c2.selectbox("Layout", LAYOUTS, key="new_catalog_layout")
@@ -41,38 +57,33 @@ def add_catalogue() -> None:
                     row = st.columns(4)
                 columns[field] = row[i % 4].text_input(f"{field.capitalize()} column", field,
                                                        key=f"new_catalog_{field}_column")
-            allowed = st.text_input("Allowed folders for absolute image paths (comma-separated)",
-                                    key="new_catalog_allowed", placeholder="/data/photos, /mnt/nas/shop")
             kinds = st.text_input("DeepFashion: categories or garment types to keep", key="new_catalog_categories",
                                   placeholder="upper, lower, full, or names: Blouse, Tee")
             per_category = st.number_input("DeepFashion: items per category (0: all)", 0, 100_000, 0, step=100,
                                            key="new_catalog_per_category")
         submitted = st.form_submit_button("Check and add", type="primary", icon=":material/add:")
-    if submitted and not path.strip():
-        st.error("Give the path of a folder or a table first.")
-    elif submitted:
-        spec = SourceSpec(path=str(Path(path.strip()).expanduser()), layout=layout,
+    if submitted:
+        spec = SourceSpec(path=str(source), layout=layout,
                           columns=TableColumns(**{k: v.strip() or k for k, v in columns.items()}),
-                          allowed_roots=tuple(str(Path(r.strip()).expanduser()) for r in allowed.split(",")
-                                              if r.strip()),
                           categories=tuple(k.strip() for k in kinds.split(",") if k.strip()),
                           per_category=int(per_category), seed=settings.seed)
         bar = st.empty()
         try:
             report = prepare_catalog(spec, settings, name=name.strip(), workers=loader_workers(settings),
-                                     progress=ui.progress_bar(bar))
+                                     progress=ui.progress_bar(bar), confine_to=roots,
+                                     max_items=settings.page_max_items, replace=False)
             state["_prepared"] = report.summary()
             ui.forget_catalogues()
         except (CatalogError, OSError) as exc:
             state.pop("_prepared", None)
-            st.error(f"**This catalogue could not be added.**\n\n{exc}")
+            st.error(f"**This catalogue could not be added.**\n\n{ui.plain(str(exc))}")
         finally:
             bar.empty()
     summary = state.get("_prepared")
     if summary:
         st.success(f"**{summary['catalog']}**: {summary['items']:,} items in {len(summary['categories'])} "
                    f"categories; {summary['skipped']} entries skipped, {summary['repaired']} repaired.")
-        st.caption("Tags: " + (", ".join(summary["tags"]) or "none (no tags or descriptions)"))
+        st.caption("Tags: " + (ui.plain(", ".join(summary["tags"])) or "none (no tags or descriptions)"))
         if summary["problems"]:
             st.dataframe(summary["problems"], hide_index=True, width="stretch", height=180)
         if st.button(f"Search {summary['catalog']}", icon=":material/arrow_forward:", key="use_new_catalog"):

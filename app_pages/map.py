@@ -42,19 +42,21 @@ with st.spinner(f"Projecting {points:,} items with {method.upper()}… (the firs
 rows = emap.rows
 frame = pd.DataFrame(emap.coords, columns=["x", "y", "z"][:dims])
 frame["row"] = rows
-frame["id"] = catalog.items["id"].to_numpy()[rows]
-frame["category"] = catalog.items["category"].to_numpy()[rows]
+# catalogue text reaches plotly, which reads a few HTML tags in labels: escaped, so it is shown, not interpreted
+categories = [ui.plain_html(c) for c in catalog.categories]
+frame["id"] = [ui.plain_html(v) for v in catalog.items["id"].to_numpy()[rows]]
+frame["category"] = [ui.plain_html(v) for v in catalog.items["category"].to_numpy()[rows]]
 needs_prediction = colour in ("predicted category", "misclassified")
 if needs_prediction:
     probs = ui.cached_category_probs(ws, rows)
-    frame["predicted category"] = np.asarray(catalog.categories)[probs.argmax(axis=1)]
+    frame["predicted category"] = np.asarray(categories)[probs.argmax(axis=1)]
     frame["misclassified"] = np.where(frame["predicted category"] != frame["category"], "misclassified", "right")
 if colour == "K-Means cluster":
     clusters = kmeans_clusters(ws.embeddings, rows, k, settings.seed)
     frame["K-Means cluster"] = clusters.astype(str)
     cluster_order = [str(c) for c in sorted(set(clusters))]
 if "tags" in catalog.items.columns:
-    frame["tags"] = [", ".join(t) for t in catalog.items["tags"].to_numpy()[rows]]
+    frame["tags"] = [ui.plain_html(", ".join(t)) for t in catalog.items["tags"].to_numpy()[rows]]
 if colour.startswith("tag: "):
     tag = colour[len("tag: "):]
     probs = np.asarray(ws.tag_probs())[rows, vocabulary.index(tag)]
@@ -63,7 +65,7 @@ hover = ["id", "category"] + [c for c in ("tags", "predicted category") if c in 
 plot = px.scatter_3d if three_d else px.scatter
 figure = plot(frame, **{axis: axis for axis in ["x", "y", "z"][:dims]}, color=colour, hover_data=hover,
               custom_data=["row"], height=640, opacity=0.75,
-              category_orders={"category": catalog.categories, "predicted category": catalog.categories,
+              category_orders={"category": categories, "predicted category": categories,
                                "K-Means cluster": cluster_order if colour == "K-Means cluster" else []},
               color_continuous_scale="Viridis" if colour.startswith("tag: ") else None,
               # errors stand out in red; clusters get a 24-colour palette so k up to 24 stays distinguishable
@@ -136,10 +138,10 @@ if settings.run and not three_d:
             left, right = st.columns(2)
             for column, name, m in ((left, "ImageNet baseline", base_map), (right, "fine-tuned", emap)):
                 side = pd.DataFrame(m.coords, columns=["x", "y"])
-                side["category"] = catalog.items["category"].to_numpy()[m.rows]
+                side["category"] = [ui.plain_html(v) for v in catalog.items["category"].to_numpy()[m.rows]]
                 score = silhouette(m.coords, side["category"].to_numpy(), seed=settings.seed)
                 chart = px.scatter(side, x="x", y="y", color="category", height=420, opacity=0.7,
-                                   category_orders={"category": catalog.categories},
+                                   category_orders={"category": categories},
                                    title=f"{name} · silhouette {score:.3f}" if score is not None else name)
                 chart.update_traces(marker=dict(size=4))
                 chart.update_layout(margin=dict(l=0, r=0, t=40, b=0), showlegend=column is right)

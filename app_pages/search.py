@@ -4,6 +4,7 @@ import numpy as np
 import streamlit as st
 
 import ui
+from core.query import QueryError
 
 UPLOAD, CAMERA, ITEM = "Upload a photo", "Take a photo", "Catalogue item"
 COLUMNS = 5
@@ -71,7 +72,10 @@ with query_col:
                           "search runs again on every change."):
             box = ui.crop_box(photo, proposed)
             if box != proposed:
-                result = ws.search(photo, isolate=isolate, box=box, **filters)
+                try:
+                    result = ws.search(photo, isolate=isolate, box=box, **filters)
+                except QueryError as exc:  # a box dragged down to nothing: say so, keep the uncropped results
+                    st.warning(str(exc))
         ui.query_steps(result.steps)
 
     if result is not None:  # the embedding map page draws the latest query and its neighbours
@@ -83,7 +87,7 @@ with query_col:
         voted = ws.category_probs is None
         st.metric("Predicted category", top, f"{share:.0%} {'of neighbour votes' if voted else 'probability'}",
                   delta_color="off", delta_arrow="off", help=f"From {result.predicted_by}")
-        st.caption(" · ".join(f"{name} {value:.0%}" for name, value in result.predicted[1:4]))
+        st.caption(" · ".join(f"{ui.plain(name)} {value:.0%}" for name, value in result.predicted[1:4]))
         st.metric("Search latency", f"{result.latency_ms:.1f} ms", result.method, delta_color="off",
                   delta_arrow="off")
         st.caption(" · ".join(f"{stage} {ms:.1f} ms" for stage, ms in result.timings_ms.items()))
@@ -105,13 +109,15 @@ with results_col:
                         st.image(catalog.thumbnail(int(hit["row"])), width="stretch")
                         details = catalog.details(int(hit["row"]))
                         shop = " · ".join(details[k] for k in ("brand", "price") if k in details)
-                        st.markdown(f"**{hit['category']}**" + (f"  \n{shop}" if shop else ""))
+                        # catalogue text is shown as text (ui.plain), never interpreted as Markdown or HTML
+                        st.markdown(f"**{ui.plain(hit['category'])}**" + (f"  \n{ui.plain(shop)}" if shop else ""))
                         if "description" in details:
-                            st.caption(_short(details["description"]), help=details["description"])
+                            st.caption(ui.plain(_short(details["description"])),
+                                       help=ui.plain(details["description"]))
                         extras = [f"{k}: {v}" for k, v in details.items() if k not in ("brand", "price",
                                                                                        "description")]
                         if extras:
-                            st.caption(_short(" · ".join(extras)))
-                        st.caption(f"similarity {hit['score']:.3f}  \n{hit['id']}")
+                            st.caption(ui.plain(_short(" · ".join(extras))))
+                        st.caption(f"similarity {hit['score']:.3f}  \n{ui.plain(hit['id'])}")
                         st.button("Similar", key=f"more-{hit['row']}", on_click=use_item, args=(int(hit["row"]),),
                                   icon=":material/search:", width="stretch", help="Search with this item")

@@ -68,7 +68,7 @@ with query_col:
         item = catalog.items.iloc[row]
         st.image(catalog.thumbnail(row), caption=f"{item['id']} · {item['category']}", width=168)
         if "description" in (details := catalog.details(row)):
-            st.caption(f"“{details['description']}”")
+            st.caption(f"“{ui.plain(details['description'])}”")
 
 with result_col:
     if prediction is None:
@@ -102,8 +102,9 @@ with result_col:
             if row is not None:
                 predicted = {t for t, p in zip(vocabulary, prediction.tags, strict=True) if p >= threshold}
                 real_tags = set(catalog.items.iloc[row]["tags"]) & set(vocabulary)
-                marks = [f":green[:material/check: {t}]" if t in real_tags and t in predicted else
-                         (f":red[:material/add: ~~{t}~~]" if t in predicted else f":orange[:material/help: {t}]")
+                marks = [f":green[:material/check: {ui.plain(t)}]" if t in real_tags and t in predicted else
+                         (f":red[:material/add: ~~{ui.plain(t)}~~]" if t in predicted else
+                          f":orange[:material/help: {ui.plain(t)}]")
                          for t in sorted(predicted | real_tags)]
                 st.markdown("**Predicted vs real:** " + (" · ".join(marks) or "no tags"))
                 st.caption("green: right · red, struck through: predicted but not real · orange: real but missed")
@@ -134,12 +135,12 @@ columns = st.columns(6)
 for i, index in enumerate(sample):
     item_row, guess = int(val_rows[index]), catalog.categories[predicted_labels[index]]
     real = catalog.items.iloc[item_row]["category"]
-    caption = f"Predicted: {guess}  \nReal: {real}"
+    caption = f"Predicted: {ui.plain(guess)}  \nReal: {ui.plain(real)}"
     if vocabulary:
         scores = np.asarray(ws.tag_probs())[item_row]
         guessed_tags = [t for t, p in zip(vocabulary, scores, strict=True) if p >= threshold]
         real_tags = ", ".join(catalog.items.iloc[item_row]["tags"])
-        caption += f"  \nTags: {', '.join(guessed_tags) or '—'}  \nReal: {real_tags}"
+        caption += f"  \nTags: {ui.plain(', '.join(guessed_tags)) or '—'}  \nReal: {ui.plain(real_tags)}"
     with columns[i % 6]:
         st.image(catalog.thumbnail(item_row, 112), width="stretch")
         st.markdown((":green[:material/check:] " if guess == real else ":red[:material/close:] ") + caption)

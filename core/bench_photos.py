@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from core.images import ImageDecodeError, decode_image
+from core.images import ImageDecodeError, decode_image, read_image_file
 from core.workspace import Workspace
 
 LABELS = "labels.csv"
@@ -84,7 +84,7 @@ def run_photo_bench(ws: Workspace, folder: Path, isolate: bool | None = None, k:
     rows, sheet_rows = [], []
     for item in photos:
         try:
-            photo = decode_image((folder / item.file).read_bytes(), name=item.file)
+            photo = decode_image(read_image_file(folder / item.file, item.file), name=item.file)
         except ImageDecodeError as exc:
             raise LabelsError(f"{item.file}: {exc}") from exc
         result = ws.search(photo, k=k, exact=True, isolate=isolate)

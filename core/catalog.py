@@ -137,7 +137,7 @@ def catalog_choices(settings: Settings) -> dict[str, str]:
     for name in prepare.prepared_names(settings):
         try:
             info = prepare.prepared_info(settings, name)
-        except FileNotFoundError:
+        except (OSError, ValueError):  # damaged: opening it says why; the list must still show the others
             continue
         choices[name] = f"{name} ({info.get('items', 0):,} items, {info.get('layout', 'your')} catalogue)"
     return choices
@@ -161,7 +161,7 @@ def load_fashion_mnist(settings: Settings) -> Catalog:
         }
     )
     store = ArtifactDir(Path(settings.artifacts_dir) / f"fashion-mnist-{key}" / "catalog")
-    if not (store.verified("pixels.npy") and store.verified("items.parquet", full_check=False)):
+    if not (store.verified("pixels.npy") and store.verified("items.parquet")):
         _build_fashion_mnist(source_dir, settings.catalog_limit, store)
     items = pd.read_parquet(store.file("items.parquet"))
     pixels = np.load(store.file("pixels.npy"), mmap_mode="r")

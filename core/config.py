@@ -28,6 +28,12 @@ class Settings:
 
     # What is searched.
     catalog: str = "fashion-mnist"
+    # Folders whose catalogues the dashboard's "Add your own catalogue" may read (comma-separated). Empty: a
+    # ``catalogs`` folder beside the data folder. A browser user reaches nothing else on the server; the CLI, run
+    # by the machine's owner, reads whatever path it is given.
+    catalog_roots: str = ""
+    # The most entries a catalogue added from the dashboard may have (the CLI has no limit).
+    page_max_items: int = 50_000
     # 0 = every item. A smaller number keeps a deterministic subset (the first N of each split, in order) for
     # quick demos and tests; it is part of the catalogue fingerprint.
     catalog_limit: int = 0
@@ -73,6 +79,11 @@ class Settings:
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
+
+    def allowed_catalog_roots(self) -> list[Path]:
+        """``catalog_roots`` as resolved folders (symlinks followed, so a link cannot widen them)."""
+        given = [Path(part.strip()).expanduser() for part in self.catalog_roots.split(",") if part.strip()]
+        return [path.resolve() for path in given or [Path(self.data_dir).parent / "catalogs"]]
 
     def for_catalog(self, input_size: int) -> "Settings":
         """Settings with ``image_size`` resolved: the catalogue domain's ``input_size`` unless one was chosen."""

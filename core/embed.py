@@ -28,6 +28,7 @@ from core.config import Settings
 from core.domain import ModelInput
 from core.index import l2_normalize
 from core.item_images import FileImages, ItemDataset
+from core.locks import die_with_parent
 
 # progress(stage, done, total): the CLI plugs tqdm in, the app a Streamlit progress bar.
 Progress = Callable[[str, int, int], None]
@@ -249,7 +250,7 @@ def read_batches(pixels, batch_size: int, start: int = 0, workers: int = 0) -> I
             yield offset, np.asarray(pixels[offset : offset + batch_size])
         return
     loader = torch.utils.data.DataLoader(ItemDataset(pixels, start), batch_size=batch_size, num_workers=workers,
-                                         collate_fn=np.stack, prefetch_factor=4)
+                                         collate_fn=np.stack, prefetch_factor=4, worker_init_fn=die_with_parent)
     offset = start
     for batch in loader:
         yield offset, batch

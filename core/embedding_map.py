@@ -85,7 +85,7 @@ def load_or_compute_map(store: ArtifactDir, embeddings: np.ndarray, rows: np.nda
     rows_hash = hashlib.blake2b(np.asarray(rows, np.int64).tobytes(), digest_size=8).hexdigest()
     key = fingerprint({"embeddings": built_from, "method": method, "dims": dims, "seed": seed, "rows": rows_hash})
     name = f"map-{method}-{dims}d-{len(rows)}-{key}.npz"
-    if store.verified(name, full_check=False):
+    if store.verified(name):
         try:
             with np.load(store.file(name)) as data:
                 return EmbeddingMap(method, data["rows"], data["coords"], data["mean"], data["components"], 0.0)

@@ -7,14 +7,27 @@ images at all. Everything downstream assumes 8-bit RGB, upright, of a sane size,
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import stat
+import threading
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# 40 megapixels covers every phone camera; beyond it decoding alone would take seconds and hundreds of MB.
+# 40 megapixels covers every phone camera. Phone photos are JPEGs, which are decoded at a reduced scale (draft), so
+# their full-size raster never exists; every other format is decoded at full size, which for a 39 MP palette PNG
+# of 5 KB cost 340 MB, hence the lower cap for those (16 MP: a 4928×3264 export).
 MAX_PIXELS = 40_000_000
+MAX_FULL_DECODE_PIXELS = 16_000_000
 MAX_BYTES = 50 * 1024 * 1024
+# Decodes of more than this many pixels take a slot: at most LARGE_DECODES at once per process, so eight sessions
+# uploading huge PNGs together cost two decodes' memory, not eight.
+LARGE_PIXELS = 4_000_000
+LARGE_DECODES = 2
+_large_slots = threading.BoundedSemaphore(LARGE_DECODES)
 # Every catalogue conversion ends far below this; capping here keeps a 40 MP phone photo from costing seconds and
 # a gigabyte of float copies per query.
 WORKING_SIZE = 1024
@@ -25,24 +38,58 @@ class ImageDecodeError(ValueError):
     """The upload cannot be used; ``str(err)`` is meant to be shown to the user as is."""
 
 
+def read_image_file(path: str | Path, name: str | None = None) -> bytes:
+    """The bytes of a file that may be an image, refusing before reading what cannot be one: anything but a
+    regular file (``/dev/zero``, a FIFO, a folder) and files over MAX_BYTES (a sparse 3 GB "photo" is rejected by
+    its size, not after reading it). Missing or unreadable files raise OSError."""
+    name = name or str(path)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # non-blocking: opening a FIFO must not hang
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageDecodeError(f"{name} is not a regular file (a device, a pipe or a folder); only image files "
+                                   "are read.")
+        if info.st_size > MAX_BYTES:
+            raise ImageDecodeError(_too_big(name, info.st_size))
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            data = fh.read(MAX_BYTES + 1)  # the file may grow after the check
+    finally:
+        os.close(fd)
+    if len(data) > MAX_BYTES:
+        raise ImageDecodeError(_too_big(name, len(data)))
+    return data
+
+
+def _too_big(name: str, size: int) -> str:
+    return f"{name} is {size / 2**20:.0f} MB; the limit is {MAX_BYTES // 2**20} MB."
+
+
 def decode_image(data: bytes, name: str = "upload") -> Image.Image:
     """Decode ``data`` to an upright 8-bit RGB image, raising ImageDecodeError with a readable reason."""
     if not data:
         raise ImageDecodeError(f"{name} is empty (0 bytes). Please choose a JPEG, PNG or WebP photo.")
     if len(data) > MAX_BYTES:
-        raise ImageDecodeError(f"{name} is {len(data) / 2**20:.0f} MB; the limit is {MAX_BYTES // 2**20} MB.")
+        raise ImageDecodeError(_too_big(name, len(data)))
     try:
         image = Image.open(io.BytesIO(data))
         width, height = image.size  # read from the header: nothing is decoded yet
-        if width * height > MAX_PIXELS:  # checked before Pillow's own (warning-only) bomb limit matters
+        reduced = image.format == "JPEG"  # draft() below decodes it at 1/2, 1/4 or 1/8 scale
+        limit = MAX_PIXELS if reduced else MAX_FULL_DECODE_PIXELS
+        if width * height > limit:  # checked before Pillow's own (warning-only) bomb limit matters
+            kind = "JPEG photos" if reduced else f"{image.format or 'such'} images"
             raise ImageDecodeError(
-                f"{name} is too large: {width}×{height} pixels ({width * height / 1e6:.0f} MP); images up to "
-                f"{MAX_PIXELS / 1e6:.0f} MP are accepted. Please downscale it first."
+                f"{name} is too large: {width}×{height} pixels ({width * height / 1e6:.0f} MP); {kind} up to "
+                f"{limit / 1e6:.0f} MP are accepted. Please downscale it first."
             )
-        image.draft("RGB", (WORKING_SIZE, WORKING_SIZE))  # JPEG: decode at a reduced scale, much faster
-        image.load()  # decode now so truncation errors surface here, not in the model
-        image = to_rgb(image)
-        image.thumbnail((WORKING_SIZE, WORKING_SIZE), Image.Resampling.LANCZOS)
+        image.draft("RGB", (WORKING_SIZE, WORKING_SIZE))
+        large = image.size[0] * image.size[1] > LARGE_PIXELS  # the size it will be decoded at
+        with _large_slots if large else contextlib.nullcontext():
+            image.load()  # decode now so truncation errors surface here, not in the model
+            if image.mode in ("P", "1") and max(image.size) > 2 * WORKING_SIZE:
+                # shrink while it is one byte a pixel: converting a 16 MP palette image first costs 4x more
+                image.thumbnail((2 * WORKING_SIZE, 2 * WORKING_SIZE), Image.Resampling.NEAREST)
+            image = to_rgb(image)
+            image.thumbnail((WORKING_SIZE, WORKING_SIZE), Image.Resampling.LANCZOS)
         return image
     except ImageDecodeError:
         raise

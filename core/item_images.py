@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from core.domain import Domain
-from core.images import ImageDecodeError, decode_image
+from core.images import ImageDecodeError, decode_image, read_image_file
 
 # Pillow releases the GIL while decoding and resizing, so a few threads load a batch in parallel without the
 # start-up cost of worker processes (those are used for whole-catalogue passes, see core.embed).
@@ -27,8 +27,7 @@ LOAD_THREADS = 4
 
 def load_photo(path: str, box: tuple[int, int, int, int] | None = None) -> Image.Image:
     """An item's photo, upright RGB, cropped to its bounding box (given in the file's pixel coordinates)."""
-    with open(path, "rb") as fh:
-        data = fh.read()
+    data = read_image_file(path)
     image = decode_image(data, name=path)
     if box is not None and min(box) >= 0:
         with Image.open(io.BytesIO(data)) as header:  # the stored size: decode_image shrinks large photos
@@ -98,9 +97,9 @@ class ItemDataset(torch.utils.data.Dataset):
 
 def check_image(path: str) -> str:
     """"" when the file decodes as an image, else the reason (what ``prepare`` lists)."""
+    name = path.rsplit("/", 1)[-1]
     try:
-        with open(path, "rb") as fh:
-            decode_image(fh.read(), name=path.rsplit("/", 1)[-1])
+        decode_image(read_image_file(path, name), name=name)
         return ""
     except ImageDecodeError as exc:
         return str(exc).split(" Please ")[0]  # the upload advice does not apply to a catalogue file

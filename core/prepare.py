@@ -9,7 +9,9 @@ prepare that is killed leaves no half catalogue behind. Images stay where they a
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -20,16 +22,20 @@ import pandas as pd
 import torch
 
 from core import tags
-from core.artifacts import atomic_path, fingerprint
-from core.catalog import Catalog, cached_checksum
+from core.artifacts import atomic_path, file_checksum, fingerprint
+from core.catalog import Catalog
 from core.config import Settings
 from core.domain import PhotoDomain
-from core.embed import Progress, no_progress
+from core.embed import Progress, loader_workers, no_progress
 from core.item_images import CheckDataset, FileImages
-from core.sources import BOX, CatalogError, Problem, SourceSpec, read_source
+from core.locks import die_with_parent
+from core.sources import BOX, TABLE_SUFFIXES, CatalogError, Problem, SourceSpec, read_source
 from core.sources import problems_frame as frame_of
 
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
+MIN_PHOTO_SIZE, MAX_PHOTO_SIZE = 16, 1024
+log = logging.getLogger(__name__)
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,47}")  # used with fullmatch: "$" would let a newline through
+SOURCES_LISTED = 500  # the most candidate sources the dashboard lists under its catalogue folders
 
 
 @dataclass
@@ -59,15 +65,64 @@ def default_name(path: str) -> str:
     return re.sub(r"[^a-z0-9_-]+", "-", stem).strip("-_")[:48] or "catalogue"
 
 
+def confine(spec: SourceSpec, roots: list[Path]) -> SourceSpec:
+    """``spec`` limited to ``roots``: its source must lie under one of them after symlinks are followed, and its
+    absolute image paths may point into them only. What a browser user may ask for. The refusal reads the same
+    whether or not the path exists, so it cannot be used to probe the server's files."""
+    roots = [Path(root).resolve() for root in roots]
+    names = ", ".join(str(root) for root in roots)
+    source = Path(spec.path).expanduser()
+    if not source.is_absolute() or not any(source.resolve().is_relative_to(root) for root in roots):
+        raise CatalogError(f"Catalogues are added from the catalogue folders only ({names}); put yours there, "
+                           "or ask the operator to allow its folder (FVS_CATALOG_ROOTS).")
+    outside = [r for r in spec.allowed_roots if not any(Path(r).resolve().is_relative_to(root) for root in roots)]
+    if outside:
+        raise CatalogError(f"Image folders must lie inside the catalogue folders ({names}).")
+    return dataclasses.replace(spec, path=str(source.resolve()), allowed_roots=tuple(str(r) for r in roots))
+
+
+def sources_under(roots: list[Path], limit: int = SOURCES_LISTED) -> list[Path]:
+    """What the dashboard offers to add: each catalogue folder's subfolders and tables, and the tables one level
+    further down (``shop/products.csv``); hidden entries and links out of the folder are left out."""
+    found: list[Path] = []
+    for root in roots:
+        root = Path(root).resolve()
+        if not root.is_dir():
+            continue
+        for pattern, folders in (("*", True), ("*/*", False)):
+            for path in sorted(root.glob(pattern)):
+                if len(found) >= limit:
+                    return found
+                hidden = any(part.startswith(".") for part in path.relative_to(root).parts)
+                if hidden or not path.resolve().is_relative_to(root):
+                    continue
+                if (folders and path.is_dir()) or (path.is_file() and path.suffix.lower() in TABLE_SUFFIXES):
+                    found.append(path)
+    return sorted(found)
+
+
 def prepare_catalog(spec: SourceSpec, settings: Settings, name: str = "", photo_size: int = 224,
-                    workers: int = 0, progress: Progress = no_progress, strict: bool = False) -> PrepareReport:
+                    workers: int = 0, progress: Progress = no_progress, strict: bool = False,
+                    confine_to: list[Path] | None = None, max_items: int = 0,
+                    replace: bool = True) -> PrepareReport:
     """Validate and register a source; re-preparing the same name replaces it (its embeddings are keyed anew).
-    ``strict``: any problem is an error and nothing is registered."""
+    ``strict``: any problem is an error and nothing is registered. What the dashboard passes for a browser user:
+    ``confine_to`` (see ``confine``), ``max_items`` (larger sources are refused early) and ``replace`` False (a
+    name already prepared from another source is refused, not overwritten)."""
+    if confine_to is not None:
+        spec = confine(spec, confine_to)
     name = name or default_name(spec.path)
-    if not NAME_PATTERN.match(name) or name in _builtin_names():
+    if not NAME_PATTERN.fullmatch(name) or name in _builtin_names():
         raise CatalogError(f"Catalogue name {name!r} is not usable: lower-case letters, digits, '-' and '_' "
                            f"(up to 48), and not a built-in name ({', '.join(_builtin_names())}).")
-    source = read_source(spec)
+    if not MIN_PHOTO_SIZE <= photo_size <= MAX_PHOTO_SIZE:
+        raise CatalogError(f"The photo size must be {MIN_PHOTO_SIZE} to {MAX_PHOTO_SIZE} pixels (got {photo_size}).")
+    if not replace and name in prepared_names(settings):
+        previous = prepared_info(settings, name).get("source", {}).get("path")
+        if previous != spec.path:
+            raise CatalogError(f"A catalogue named {name!r} already exists, prepared from another source; choose "
+                               "another name.")
+    source = read_source(spec, max_items=max_items)
     items, problems = source.items, list(source.problems)
     unreadable = check_images(items["path"].tolist(), workers, progress)
     for row, reason in unreadable.items():
@@ -101,7 +156,8 @@ def prepare_catalog(spec: SourceSpec, settings: Settings, name: str = "", photo_
     report = PrepareReport(name, items, problems_frame, vocabulary, target)
     info = {"name": name, "layout": source.layout, "source": spec.as_dict(), "photo_size": photo_size,
             "categories": categories, "items": len(items), "tags": vocabulary, "problems": len(problems),
-            "prepared": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            "prepared": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "checksums": {"items.parquet": file_checksum(target / "items.parquet")}}
     with atomic_path(target / "catalog.json") as tmp:
         tmp.write_text(json.dumps(info, indent=2))
     return report
@@ -114,7 +170,7 @@ def _first(problems: list[Problem], n: int = 5) -> str:
 def check_images(paths: list[str], workers: int, progress: Progress = no_progress) -> dict[int, str]:
     """Decode every image once, in worker processes: {row: reason} for those that cannot be used."""
     loader = torch.utils.data.DataLoader(CheckDataset(paths), batch_size=64, num_workers=workers,
-                                         collate_fn=list)
+                                         collate_fn=list, worker_init_fn=die_with_parent)
     bad: dict[int, str] = {}
     done = 0
     progress("Checking images", 0, len(paths))
@@ -131,24 +187,74 @@ def prepared_names(settings: Settings) -> list[str]:
 
 
 def prepared_info(settings: Settings, name: str) -> dict:
+    """A prepared catalogue's catalog.json, checked: a hand-edited or damaged one is a message naming the file,
+    not a KeyError from deep inside the app."""
     path = catalogs_dir(settings) / name / "catalog.json"
     try:
-        return json.loads(path.read_text())
+        info = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise FileNotFoundError(f"Catalogue {name!r} is not prepared (no readable {path}). Prepare it with "
                                 f"`python -m core prepare PATH --name {name}`.") from exc
+    problems = _info_problems(info)
+    if problems:
+        source = info.get("source", {}).get("path", "PATH") if isinstance(info, dict) else "PATH"
+        raise CatalogError(f"{path} is damaged: {'; '.join(problems)}. Prepare the catalogue again: "
+                           f"python -m core prepare {source} --name {name}")
+    return info
+
+
+def _info_problems(info: object) -> list[str]:
+    if not isinstance(info, dict):
+        return ["it is not a JSON object"]
+    problems = []
+    categories = info.get("categories")
+    if not isinstance(categories, list) or not categories or not all(isinstance(c, str) for c in categories):
+        problems.append("'categories' is missing or not a list of names")
+    size = info.get("photo_size", 224)
+    if not isinstance(size, int) or isinstance(size, bool) or not MIN_PHOTO_SIZE <= size <= MAX_PHOTO_SIZE:
+        problems.append(f"'photo_size' must be a whole number of pixels, {MIN_PHOTO_SIZE} to {MAX_PHOTO_SIZE}")
+    if not isinstance(info.get("source", {}), dict) or not isinstance(info.get("checksums", {}), dict):
+        problems.append("'source' and 'checksums' must be objects")
+    return problems
 
 
 def load_prepared(settings: Settings, name: str) -> Catalog:
+    """The catalogue, after its items table is checked against the checksum catalog.json recorded: a flipped bit
+    there would silently relabel items. A damaged table is rebuilt from the source when the source is still
+    readable; otherwise the error names the file."""
     info = prepared_info(settings, name)
     folder = catalogs_dir(settings) / name
-    items = pd.read_parquet(folder / "items.parquet")
+    table = folder / "items.parquet"
+    try:
+        actual = file_checksum(table)
+    except OSError as exc:
+        actual = f"unreadable: {exc}"
+    recorded = info.get("checksums", {}).get("items.parquet")
+    if recorded is None and not actual.startswith("unreadable"):  # prepared before checksums: vouch for it now
+        info = {**info, "checksums": {**info.get("checksums", {}), "items.parquet": actual}}
+        with atomic_path(folder / "catalog.json") as tmp:
+            tmp.write_text(json.dumps(info, indent=2))
+    elif actual != recorded:
+        info = _rebuild(settings, name, info, table)
+        actual = info["checksums"]["items.parquet"]
+    items = pd.read_parquet(table)
     domain = PhotoDomain(size=int(info.get("photo_size", 224)))
     boxes = items[BOX].to_numpy(np.int64) if set(BOX) <= set(items.columns) else None
-    key = fingerprint({"items": cached_checksum(folder / "items.parquet", settings.artifacts_dir),
-                       "domain": [domain.name, domain.size, domain.crop_pct]})
+    key = fingerprint({"items": actual, "domain": [domain.name, domain.size, domain.crop_pct]})
     return Catalog(name=name, key=f"{name}-{key}", items=items, categories=list(info["categories"]), domain=domain,
                    pixels=FileImages(items["path"].to_numpy(), boxes, domain))
+
+
+def _rebuild(settings: Settings, name: str, info: dict, table: Path) -> dict:
+    spec = SourceSpec.from_dict(info.get("source", {}))
+    log.warning("%s does not match its checksum in catalog.json; preparing %r again from %s", table, name, spec.path)
+    try:
+        prepare_catalog(spec, settings, name=name, photo_size=int(info.get("photo_size", 224)),
+                        workers=loader_workers(settings))
+    except (CatalogError, OSError, TypeError) as exc:
+        raise CatalogError(f"{table} is damaged (it does not match the checksum in catalog.json) and could not be "
+                           f"rebuilt from its source {spec.path}: {exc}") from exc
+    return prepared_info(settings, name)
 
 
 def _builtin_names() -> list[str]:

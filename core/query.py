@@ -7,6 +7,7 @@ uses the last one; all three call ``prepare_query``, so what a user sees is what
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -16,6 +17,32 @@ from PIL import Image
 
 from core.domain import Domain
 from core.isolate import Isolation, isolate, propose_box
+
+
+Box = tuple[int, int, int, int]
+MIN_BOX = 8  # pixels a side: less than this of a photo holds no garment to search with
+
+
+class QueryError(ValueError):
+    """The query cannot be made as asked (a crop box that holds nothing); ``str(err)`` is shown as is."""
+
+
+def checked_box(box: object, width: int, height: int) -> Box:
+    """A user's crop (left, top, right, bottom) as whole pixels inside the photo: clipped to it when it overhangs;
+    an empty, inverted or outside box is an error that says so, whichever way the query then goes."""
+    try:
+        left, top, right, bottom = (float(v) for v in box)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise QueryError(f"A crop box is four numbers (left, top, right, bottom), not {box!r}.") from None
+    if not all(math.isfinite(v) for v in (left, top, right, bottom)):
+        raise QueryError(f"The crop box {box!r} holds a number that is not finite.")
+    if right <= left or bottom <= top:
+        raise QueryError(f"The crop box {box!r} is empty or inverted: right must be past left, bottom below top.")
+    clipped = (max(0, round(left)), max(0, round(top)), min(width, round(right)), min(height, round(bottom)))
+    if clipped[2] - clipped[0] < MIN_BOX or clipped[3] - clipped[1] < MIN_BOX:
+        raise QueryError(f"The crop box {box!r} keeps less than {MIN_BOX}×{MIN_BOX} pixels of the {width}×{height} "
+                         "photo; draw it around the garment.")
+    return clipped
 
 
 @dataclass
@@ -55,6 +82,7 @@ class QuerySteps:
 def prepare_query(photo: Image.Image, domain: Domain, isolate_garment: bool = True,
                   box: tuple[int, int, int, int] | None = None) -> QuerySteps:
     """``box`` (left, top, right, bottom) is a user's crop: the garment is looked for inside it only."""
+    box = checked_box(box, *photo.size) if box is not None else None
     if domain.is_native(photo):
         return QuerySteps(photo, None, domain.convert(photo))
     if not isolate_garment:

@@ -17,7 +17,7 @@ them: a checkpoint is never trusted to run code.
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -32,6 +32,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from core import locks
 from core.artifacts import atomic_path, fingerprint
 from core.backbone import BACKBONES
 from core.config import Settings, TrainConfig
@@ -108,28 +109,15 @@ class RunDir:
     @contextlib.contextmanager
     def training_lock(self) -> Iterator[None]:
         """Exclusive while a trainer works on this run; a second one fails at once instead of waiting."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / "train.lock", "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise RuntimeError(f"Run {self.id} is already training in another process; follow it on the Model "
-                                   "page, or stop it first.") from None
-            try:
+        try:
+            with locks.exclusive(self.path / "train.lock", wait=False):
                 yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        except locks.LockBusy:
+            raise RuntimeError(f"Run {self.id} is already training in another process; follow it on the Model "
+                               "page, or stop it first.") from None
 
     def _lock_held(self) -> bool:
-        try:
-            with open(self.path / "train.lock", "a") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                fcntl.flock(handle, fcntl.LOCK_UN)
-                return False
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
+        return locks.is_locked(self.path / "train.lock")
 
     def clear(self) -> None:
         """Forget this run's training (``--fresh``): checkpoints, status and test figures."""
@@ -149,8 +137,11 @@ class RunDir:
         self.write_json("status.json", status)
 
     def save_checkpoint(self, path: Path, payload: dict[str, Any]) -> None:
+        """Written atomically, with a checksum of its contents inside it: torch.load reads a checkpoint with a
+        flipped bit in a tensor without complaint, and the app would serve nonsense from it."""
+        state = {"format": CHECKPOINT_FORMAT, **payload}
         with atomic_path(path) as tmp:
-            torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp)
+            torch.save({**state, "checksum": content_checksum(state)}, tmp)
 
     def label(self) -> str:
         """What the sidebar shows: backbone, recipe and the test figure when there is one."""
@@ -184,12 +175,45 @@ def load_checkpoint(path: Path, backbone: str | None = None, categories: list[st
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a fine-tuning checkpoint of this project (no {CHECKPOINT_FORMAT!r} "
                               "marker).")
+    recorded = state.pop("checksum", None)  # checkpoints written before checksums existed have none
+    if recorded is not None and recorded != content_checksum(state):
+        raise CheckpointError(f"Checkpoint {path} is damaged: its contents no longer match the checksum written "
+                              "with it. It cannot be rebuilt from anything else: train the run again "
+                              "(python -m core train … --fresh, or the Model page).")
     if backbone is not None and state.get("backbone") != backbone:
         raise CheckpointError(f"Checkpoint {path} is for backbone {state.get('backbone')!r}, not {backbone!r}.")
     if categories is not None and list(state.get("categories", [])) != list(categories):
         raise CheckpointError(f"Checkpoint {path} was trained on categories {state.get('categories')}, not on this "
                               f"catalogue's {categories}.")
     return state
+
+
+def content_checksum(value: Any) -> str:
+    """A hash of a checkpoint's contents (tensors by dtype, shape and bytes; everything else by its repr), in a
+    fixed order, so the same state always hashes alike whatever zip layout torch.save chose."""
+    digest = hashlib.blake2b(digest_size=16)
+
+    def feed(item: Any) -> None:
+        if isinstance(item, torch.Tensor):
+            tensor = item.detach().cpu().contiguous()
+            digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        elif isinstance(item, dict):
+            digest.update(b"{")
+            for key in sorted(item, key=repr):
+                digest.update(repr(key).encode())
+                feed(item[key])
+            digest.update(b"}")
+        elif isinstance(item, (list, tuple)):
+            digest.update(b"[")
+            for part in item:
+                feed(part)
+            digest.update(b"]")
+        else:
+            digest.update(repr(item).encode())
+
+    feed(value)
+    return digest.hexdigest()
 
 
 def load_weights(net: torch.nn.Module, state: dict[str, Any], source: Path) -> None:
@@ -225,6 +249,7 @@ def job_running(run: RunDir) -> bool:
                 run.update_status(state="failed", error=f"the training process ended with exit status "
                                                         f"{os.waitstatus_to_exitcode(code)}; see train.log")
             return False
+        return True  # our own child, still running (perhaps not yet exec'd, so /proc would not show "train")
     except ChildProcessError:
         pass  # not our child (started by another server process): fall through to the /proc check
     cmdline = Path(f"/proc/{pid}/cmdline")

@@ -11,9 +11,11 @@ column, because no item could be trusted.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import re
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -105,7 +107,9 @@ def problems_frame(problems: list[Problem]) -> pd.DataFrame:
     return pd.DataFrame([asdict(p) for p in problems], columns=["where", "entry", "problem", "skipped"])
 
 
-def read_source(spec: SourceSpec) -> SourceTable:
+def read_source(spec: SourceSpec, max_items: int = 0) -> SourceTable:
+    """``max_items`` > 0: a source with more entries is refused as soon as that is known (before its images are
+    listed in full or checked), so a folder like ``/`` cannot keep a server busy."""
     path = Path(spec.path).expanduser()
     if not path.exists():
         raise CatalogError(f"{path} does not exist. Give a folder of images, a .csv/.parquet table or a "
@@ -114,11 +118,20 @@ def read_source(spec: SourceSpec) -> SourceTable:
     readers = {"folder": read_folder, "table": read_table, "deepfashion": read_deepfashion}
     if layout not in readers:
         raise CatalogError(f"Unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}.")
-    return readers[layout](spec)
+    table = readers[layout](spec, max_items)
+    _check_count(len(table.items), max_items, path)
+    return table
+
+
+def _check_count(count: int, max_items: int, path: Path) -> None:
+    if max_items > 0 and count > max_items:
+        raise CatalogError(f"{path.name} holds more than {max_items:,} entries, the most a catalogue added here may "
+                           "have. Prepare it from a terminal (python -m core prepare SOURCE), which has no limit, "
+                           "or split it.")
 
 
 # -------------------------------------------------------------------------------------------------- folder
-def read_folder(spec: SourceSpec) -> SourceTable:
+def read_folder(spec: SourceSpec, max_items: int = 0) -> SourceTable:
     """``root/<category>/**/<image>``; a folder with no subfolders is one category named after it."""
     root = Path(spec.path).expanduser().resolve()
     subfolders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -130,7 +143,12 @@ def read_folder(spec: SourceSpec) -> SourceTable:
     else:
         problems += [Problem(p.name, p.name, "not inside a category folder") for p in loose]
         for folder in subfolders:
-            records += [(p, folder.name) for p in sorted(folder.rglob("*")) if _is_image_name(p)]
+            found = []
+            for p in folder.rglob("*"):
+                if _is_image_name(p):
+                    found.append((p, folder.name))
+                    _check_count(len(records) + len(found), max_items, root)
+            records += sorted(found)
     rows, ids = [], []
     for file, category in records:
         relative = file.relative_to(root).as_posix()
@@ -151,11 +169,14 @@ def _is_image_name(path: Path) -> bool:
 
 
 # -------------------------------------------------------------------------------------------------- table
-def read_table(spec: SourceSpec) -> SourceTable:
+def read_table(spec: SourceSpec, max_items: int = 0) -> SourceTable:
+    """Messages about an entry quote its image path (the column a person fixes) and name its line, never the
+    other cells: a table may hold text that is nobody else's business."""
     path = Path(spec.path).expanduser().resolve()
     cols = spec.columns
-    raw = _read_table_file(path)
-    where = (lambda i: f"line {i + 2}") if path.suffix.lower() == ".csv" else (lambda i: f"row {i + 1}")
+    raw, lines = _read_table_file(path)
+    _check_count(len(raw), max_items, path)
+    where = (lambda i: f"line {lines[i]}") if lines is not None else (lambda i: f"row {i + 1}")
     if cols.image not in raw.columns:
         raise CatalogError(f"{path.name} has no {cols.image!r} column for the image paths (its columns: "
                            f"{', '.join(map(str, raw.columns))}). Say which column holds them: --image-column, "
@@ -171,7 +192,7 @@ def read_table(spec: SourceSpec) -> SourceTable:
         at = where(i)
         image = record[cols.image]
         if not isinstance(image, str) or not image.strip():
-            problems.append(Problem(at, str(image), f"{cols.image!r} is empty or not text"))
+            problems.append(Problem(at, "", f"{cols.image!r} is empty or not text"))
             continue
         resolved, reason = resolve_image_path(image.strip(), path.parent, roots)
         if reason:
@@ -182,7 +203,7 @@ def read_table(spec: SourceSpec) -> SourceTable:
             continue
         item_id = _text(record.get(cols.id)) or Path(image).with_suffix("").as_posix()
         if item_id in seen_ids:
-            problems.append(Problem(at, item_id, f"id {item_id!r} is already used on {seen_ids[item_id]}"))
+            problems.append(Problem(at, image, f"its id is already used on {seen_ids[item_id]}"))
             continue
         seen_paths[str(resolved)], seen_ids[item_id] = at, at
         row = {"id": item_id, "path": str(resolved), "where": at,
@@ -194,13 +215,13 @@ def read_table(spec: SourceSpec) -> SourceTable:
         if cols.price in raw.columns:
             row["price"], reason = parse_price(record.get(cols.price))
             if reason:
-                problems.append(Problem(at, item_id, reason, skipped=False))
+                problems.append(Problem(at, image, reason, skipped=False))
         if cols.tags in raw.columns:
             row["tags"] = parse_tags(record.get(cols.tags))
         if cols.split in raw.columns:
             split = _text(record.get(cols.split)).lower()
             if split not in ("", "train", "test", "val"):
-                problems.append(Problem(at, item_id, f"split {split!r} is not train, val or test; chosen for it",
+                problems.append(Problem(at, image, f"{cols.split!r} is not train, val or test; chosen for it",
                                         skipped=False))
                 split = ""
             row["split"] = split
@@ -225,26 +246,65 @@ def _extra_name(name: str, reserved: set[str]) -> str:
     return f"{name} (source)" if name in reserved else name
 
 
-def _read_table_file(path: Path) -> pd.DataFrame:
-    """The whole table as text cells (CSV) or typed cells (Parquet); file-level problems become CatalogError."""
+MAX_TABLE_BYTES = 1 << 30  # 1 GiB of CSV is several million rows; past it a table is refused before it is read
+
+
+def _read_table_file(path: Path) -> tuple[pd.DataFrame, list[int] | None]:
+    """The whole table as text cells (CSV) or typed cells (Parquet), and for a CSV the line each row starts on;
+    file-level problems become CatalogError."""
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise CatalogError(f"{path.name} is not a regular file.")
+    if info.st_size > MAX_TABLE_BYTES:
+        raise CatalogError(f"{path.name} is {info.st_size / 2**30:.1f} GB; tables up to "
+                           f"{MAX_TABLE_BYTES / 2**30:.0f} GB are read. Split it, or use Parquet.")
     if path.suffix.lower() == ".csv":
-        data = path.read_bytes()
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            line = data[: exc.start].count(b"\n") + 1
-            raise CatalogError(f"{path.name}, line {line}: the text is not UTF-8 (byte 0x{data[exc.start]:02x}). "
-                               "Save the table as UTF-8 (in a spreadsheet: CSV UTF-8) and prepare it again.") from exc
-        try:
-            return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            raise CatalogError(f"{path.name} is not a readable CSV table ({exc}). Look for an unclosed quote or a "
-                               "line with more commas than the header; data row numbers there count from 0 after "
-                               "the header.") from exc
+        return _read_csv(path)
     try:
-        return pd.read_parquet(path)
+        return pd.read_parquet(path), None
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a damaged file
         raise CatalogError(f"{path.name} is not a readable Parquet file: {exc}") from exc
+
+
+def _read_csv(path: Path) -> tuple[pd.DataFrame, list[int]]:
+    """Parsed with the csv module, not pandas, to know the line each row starts on: a quoted description over
+    three lines must not make every later problem point two lines too early. Blank lines are skipped, short rows
+    padded, and a row with more fields than the header is an error naming its line."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise CatalogError(f"{path.name}, line {line}: the text is not UTF-8 (byte 0x{data[exc.start]:02x}). "
+                           "Save the table as UTF-8 (in a spreadsheet: CSV UTF-8) and prepare it again.") from exc
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header: list[str] = []
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    previous = 0
+    try:
+        for record in reader:
+            start, previous = previous + 1, reader.line_num
+            if not any(cell.strip() for cell in record):
+                continue
+            if not header:
+                header = [cell.strip() for cell in record]
+                repeated = sorted({c for c in header if header.count(c) > 1})
+                if repeated:
+                    raise CatalogError(f"{path.name}, line {start}: the header names column "
+                                       f"{', '.join(map(repr, repeated))} more than once.")
+                continue
+            if len(record) > len(header):
+                raise CatalogError(f"{path.name}, line {start}: {len(record)} fields, but the header has "
+                                   f"{len(header)}. Look for an unquoted comma, or a quote that is not closed.")
+            rows.append(record + [""] * (len(header) - len(record)))
+            lines.append(start)
+    except csv.Error as exc:
+        raise CatalogError(f"{path.name}, line {reader.line_num}: not a readable CSV table ({exc}). Look for a "
+                           "quote that is not closed.") from exc
+    if not header:
+        raise CatalogError(f"{path.name} is empty: it needs a header line and one line per item.")
+    return pd.DataFrame(rows, columns=header, dtype=str), lines
 
 
 def resolve_image_path(raw: str, base: Path, roots: list[Path]) -> tuple[Path, str]:
@@ -257,15 +317,17 @@ def resolve_image_path(raw: str, base: Path, roots: list[Path]) -> tuple[Path, s
             return resolved, (f"image path {raw!r} is outside the table's folder and the allowed folders; rejected "
                               "(allow its folder with --allow-root, or 'Allowed folders' on the Home page)")
         return resolved, f"image path {raw!r} leaves the catalogue folder; rejected"
-    if not resolved.is_file():
+    if not resolved.exists():
         return resolved, f"image file {raw!r} does not exist"
+    if not resolved.is_file():
+        return resolved, f"{raw!r} is not a regular file"
     if resolved.suffix.lower() not in IMAGE_SUFFIXES:
         return resolved, f"{raw!r} is not an image file name ({', '.join(IMAGE_SUFFIXES)})"
     return resolved, ""
 
 
 def _text(value: object) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
         return ""
     return str(value).strip()
 
@@ -279,15 +341,17 @@ def parse_price(value: object) -> tuple[float, str]:
     try:
         price = float(cleaned)
     except ValueError:
-        return float("nan"), f"price {text!r} is not a number; left empty"
-    return (price, "") if price >= 0 else (float("nan"), f"price {text!r} is negative; left empty")
+        return float("nan"), "the price is not a number; left empty"
+    if not np.isfinite(price):
+        return float("nan"), "the price is not a finite number; left empty"
+    return (price, "") if price >= 0 else (float("nan"), "the price is negative; left empty")
 
 
 def parse_tags(value: object) -> list[str]:
     """A tags cell: a list (Parquet) or text separated by ``|``, ``;`` or ``,``. Used as given (only blanks and
     repeats dropped): the catalogue's own vocabulary is the one its users know."""
     if isinstance(value, (list, tuple, np.ndarray)):
-        parts = [str(v) for v in value]
+        parts = [_text(v) for v in value]  # a missing element (None, NaN) is no tag, not the tag "None"
     else:
         parts = re.split(r"[|;,]", _text(value))
     return list(dict.fromkeys(p.strip() for p in parts if p.strip()))
@@ -310,21 +374,22 @@ DEEPFASHION_FILES = {
 }
 
 
-def read_deepfashion(spec: SourceSpec) -> SourceTable:
+def read_deepfashion(spec: SourceSpec, max_items: int = 0) -> SourceTable:
     """The Category and Attribute Prediction benchmark: category names and types, one label, box and split per
     image. Its "val" partition joins train (a run carves its own validation from train)."""
     root = Path(spec.path).expanduser().resolve()
     lists = {name: _read_list(root, relative) for name, relative in DEEPFASHION_FILES.items()}
     categories = lists["categories"]
-    if categories.shape[1] < 2:
+    if categories.shape[1] < 3:
         raise CatalogError(f"{DEEPFASHION_FILES['categories']}: expected 'category_name category_type' columns.")
     names = categories.iloc[:, 0].tolist()
     types = [DEEPFASHION_TYPES.get(t, t) for t in categories.iloc[:, 1]]
-    labels = lists["labels"].set_axis(["image", "label"], axis=1)
-    boxes = lists["boxes"].set_axis(["image", *BOX], axis=1)
-    boxes = boxes.assign(line=np.arange(3, len(boxes) + 3)).set_index("image")
-    partition = lists["partition"].set_axis(["image", "split"], axis=1).set_index("image")["split"]
     problems: list[Problem] = []
+    labels = _first_of_each(lists["labels"].set_axis(["image", "label", "line"], axis=1), "labels", problems)
+    boxes = _first_of_each(lists["boxes"].set_axis(["image", *BOX, "line"], axis=1), "boxes", problems)
+    boxes = boxes.set_index("image")
+    partition = _first_of_each(lists["partition"].set_axis(["image", "split", "line"], axis=1), "partition",
+                               problems).set_index("image")["split"]
     rows = []
     wanted = set(spec.categories)
     unknown = wanted - set(names) - set(types)
@@ -333,8 +398,8 @@ def read_deepfashion(spec: SourceSpec) -> SourceTable:
         raise CatalogError(f"Unknown DeepFashion {'category' if len(unknown) == 1 else 'categories'} "
                            f"{', '.join(sorted(map(repr, unknown)))}: use garment types ({kinds}) "
                            f"or category names ({', '.join(names)}).")
-    for i, (image, label) in enumerate(zip(labels["image"], labels["label"], strict=True)):
-        at = f"{DEEPFASHION_FILES['labels']} line {i + 3}"
+    for image, label, line in zip(labels["image"], labels["label"], labels["line"], strict=True):
+        at = f"{DEEPFASHION_FILES['labels']} line {line}"
         if not label.isdigit() or not 1 <= int(label) <= len(names):
             problems.append(Problem(at, image, f"category label {label!r} is not 1..{len(names)}"))
             continue
@@ -364,13 +429,29 @@ def read_deepfashion(spec: SourceSpec) -> SourceTable:
     return SourceTable(items, problems, "deepfashion")
 
 
+def _first_of_each(rows: pd.DataFrame, name: str, problems: list[Problem]) -> pd.DataFrame:
+    """An image listed twice in one list file is a problem with the later line, which is ignored: the first
+    line wins, as a person reading the file top-down would expect."""
+    repeated = rows["image"].duplicated(keep="first")
+    if repeated.any():
+        first = rows.drop_duplicates("image").set_index("image")["line"]
+        for image, line in zip(rows.loc[repeated, "image"], rows.loc[repeated, "line"], strict=True):
+            problems.append(Problem(f"{DEEPFASHION_FILES[name]} line {line}", image,
+                                    f"listed again (first on line {first[image]}); this line is ignored",
+                                    skipped=False))
+    return rows.loc[~repeated].reset_index(drop=True)
+
+
 def _read_list(root: Path, relative: str) -> pd.DataFrame:
-    """A DeepFashion list file: a count line, a header line, then whitespace-separated rows."""
+    """A DeepFashion list file: a count line, a header line, then whitespace-separated rows; a last ``line``
+    column holds each row's line number in the file (blank lines are skipped, not miscounted)."""
     path = root / relative
     if not path.is_file():
         raise CatalogError(f"The DeepFashion folder {root} has no {relative}. The Category and Attribute "
                            "Prediction benchmark needs Anno/list_category_cloth.txt, Anno/list_category_img.txt, "
                            "Anno/list_bbox.txt and Eval/list_eval_partition.txt.")
+    if path.stat().st_size > MAX_TABLE_BYTES:
+        raise CatalogError(f"{relative} is larger than {MAX_TABLE_BYTES / 2**30:.0f} GB; it is not a DeepFashion list.")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as exc:
@@ -380,12 +461,16 @@ def _read_list(root: Path, relative: str) -> pd.DataFrame:
     header = lines[1].split()
     # Category names contain spaces in the released file ("Button-Down", but also multi-word ones): the
     # last field is the type, everything before it the name.
-    rows = [line.rsplit(None, len(header) - 1) for line in lines[2:] if line.strip()]
-    for n, row in enumerate(rows):
+    rows = []
+    for number, line in enumerate(lines[2:], start=3):
+        if not line.strip():
+            continue
+        row = line.rsplit(None, len(header) - 1)
         if len(row) != len(header):
-            raise CatalogError(f"{relative}, line {n + 3}: expected {len(header)} fields ({' '.join(header)}), "
+            raise CatalogError(f"{relative}, line {number}: expected {len(header)} fields ({' '.join(header)}), "
                                f"found {len(row)}.")
-    return pd.DataFrame(rows, columns=header, dtype=str)
+        rows.append([*row, number])
+    return pd.DataFrame(rows, columns=[*header, "line"]).astype({name: str for name in header})
 
 
 def _valid_box(values: list) -> list[int] | None:

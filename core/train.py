@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from timm.optim import param_groups_weight_decay
 
-from core.artifacts import save_npy
+from core.artifacts import ArtifactDir, save_npy
 from core.backbone import backbone_spec, create_backbone, weights_fingerprint
 from core.catalog import Catalog, open_catalog
 from core.config import Settings, TrainConfig
@@ -182,8 +182,9 @@ class Trainer:
     @torch.no_grad()
     def _cached_features(self) -> torch.Tensor:
         """The "heads" policy: backbone features of every item, computed once (on disk beside the run)."""
-        path = self.run.path / f"features-{self.config.image_size}px.npy"
-        if path.is_file():
+        store, name = ArtifactDir(self.run.path), f"features-{self.config.image_size}px.npy"
+        path = store.file(name)
+        if store.verified(name):  # size and checksum recorded when written: a damaged cache is computed again
             features = np.load(path)
             if features.shape[0] == len(self.catalog):
                 return torch.from_numpy(features).to(self.device)
@@ -196,6 +197,7 @@ class Trainer:
             self.progress("Caching backbone features", rows[-1] + 1, len(self.catalog))
         features = torch.cat(out).numpy()
         save_npy(path, features)
+        store.record(name, shape=list(features.shape))
         return torch.from_numpy(features).to(self.device)
 
     def _forward(self, rows: torch.Tensor, generator: torch.Generator | None = None):

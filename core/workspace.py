@@ -93,7 +93,7 @@ class Workspace:
         progress("Loading model", 1, 1)
         store = Workspace.store_for(settings, catalog)
         # One builder at a time per store (sessions, threads, CLI runs): the others wait, then load its result.
-        with store.lock():
+        with store.lock(notify=lambda message: progress(message, 0, 1)):
             embeddings = load_or_build_embeddings(store, catalog, embedder, settings, progress)
             annoy = load_or_build_annoy(store, embeddings, settings, progress)
         single_threaded_blas()

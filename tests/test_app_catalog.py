@@ -40,12 +40,19 @@ def click(app: AppTest, label: str) -> AppTest:
     return app
 
 
+def add_from_page(app: AppTest, source: str, name: str) -> AppTest:
+    """Pick ``source`` (as the page lists it, relative to the catalogue folder) and add it under ``name``."""
+    app.selectbox(key="new_catalog_source").select(next(o for o in app.selectbox(key="new_catalog_source").options
+                                                        if o == source))
+    app.text_input(key="new_catalog_name").set_value(name)
+    return click(app, "Check and add")
+
+
 def test_adding_a_catalogue_lists_its_problems_and_switches_to_it(fresh_app, tmp_path):
+    shop_table(tmp_path / "catalogs" / "shop")
     app = fresh_app
     app.run()
-    app.text_input(key="new_catalog_path").set_value(str(shop_table(tmp_path / "shop")))
-    app.text_input(key="new_catalog_name").set_value("shop")
-    click(app, "Check and add")
+    add_from_page(app, "catalogs/shop/products.csv", "shop")
     assert any("**shop**: 11 items in 3 categories; 1 entries skipped" in s.value for s in app.success)
     problems = app.dataframe[0].value
     assert list(problems["where"]) == ["line 6"] and "leaves the catalogue folder" in problems["problem"][0]
@@ -55,14 +62,36 @@ def test_adding_a_catalogue_lists_its_problems_and_switches_to_it(fresh_app, tmp
     assert metrics["Catalogue items"] == "11" and metrics["Categories"] == "3"
 
 
-def test_a_bad_path_gets_a_message_and_the_app_keeps_working(fresh_app, tmp_path):
+def test_the_page_reaches_only_the_catalogue_folders(fresh_app, tmp_path):
+    """A server file outside the catalogue folder cannot be listed, read or quoted, not even through a link."""
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "users.csv").write_text("user,password,image\nalice,s3cr3t-Alice!,x.jpg\n")
+    garment_file_photo("Shirt", "navy", np.random.default_rng(0)).save(secret / "x.jpg")
+    catalogs = tmp_path / "catalogs"
+    shop_table(catalogs / "shop")
+    (catalogs / "leak.csv").symlink_to(secret / "users.csv")
+    (catalogs / "leak").symlink_to(secret)
     app = fresh_app
     app.run()
-    app.text_input(key="new_catalog_path").set_value(str(tmp_path / "nowhere"))
-    click(app, "Check and add")
-    assert any("could not be added" in e.value and "does not exist" in e.value for e in app.error)
+    options = app.selectbox(key="new_catalog_source").options
+    assert options == ["catalogs/shop/", "catalogs/shop/products.csv"]
+    # the table's image column may name files outside only to be refused, without quoting the other cells
+    (catalogs / "shop" / "evil.csv").write_text(f"image,note\n{secret / 'x.jpg'},s3cr3t-Bob\n../../secret/x.jpg,"
+                                                f"s3cr3t-Eve\n")
+    app.run()
+    add_from_page(app, "catalogs/shop/evil.csv", "evil")
+    shown = " ".join(e.value for e in app.error)
+    assert "could not be added" in shown and "s3cr3t" not in shown
     assert app.selectbox(key="catalog").value == "synthetic"
     assert {m.label: m.value for m in app.metric}["Catalogue items"] == "64"
+
+
+def test_an_empty_catalogue_folder_says_where_to_put_one(fresh_app):
+    app = fresh_app
+    app.run()
+    assert not app.exception, app.exception
+    assert any("No catalogue to add yet" in i.value and "catalogs" in i.value for i in app.info)
 
 
 def test_search_results_show_brand_price_description_and_extra_columns(fresh_app, tmp_path):
@@ -97,13 +126,12 @@ def test_preparing_a_catalogue_again_redraws_its_map(fresh_app, tmp_path):
     """The in-memory map of the old content must not be served for the new content (same name, fewer items)."""
     app = fresh_app
     app.run()
-    for root, per_category in ((tmp_path / "v1", 6), (tmp_path / "v2", 3)):
+    root = tmp_path / "catalogs" / "shop"
+    for per_category in (6, 3):  # the same table, edited between the two adds
         records = write_photo_records(root, per_category=per_category)
         pd.DataFrame(records).to_csv(root / "products.csv", index=False)
         app.switch_page("app_pages/home.py").run()
-        app.text_input(key="new_catalog_path").set_value(str(root / "products.csv"))
-        app.text_input(key="new_catalog_name").set_value("shop")
-        click(app, "Check and add")
+        add_from_page(app, "catalogs/shop/products.csv", "shop")
         click(app, "Search shop")
         app.switch_page("app_pages/map.py").run()
         assert not app.exception, app.exception

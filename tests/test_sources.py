@@ -72,7 +72,7 @@ def test_a_csv_with_descriptions_brands_and_prices(tmp_path):
     items = source.items.set_index("id")
     assert len(items) == 12 and items.loc["shirt-00", "price"] == 1299.0
     assert np.isnan(items.loc["shirt-01", "price"])  # kept, with the price left empty and the reason listed
-    assert problems_of(source) == {"line 3": "price 'twelve' is not a number; left empty"}
+    assert problems_of(source) == {"line 3": "the price is not a number; left empty"}
     assert not source.problems[0].skipped
     assert items.loc["skirt-02", "brand"] == "Zed" and items.loc["skirt-02", "colour"] == "green"  # extras kept
     assert items.loc["scarf-03", "description"].startswith("Soft red cotton scarf")
@@ -172,7 +172,7 @@ def test_duplicate_ids_and_duplicate_images_are_listed_and_skipped(tmp_path):
     records[3]["id"] = records[1]["id"]
     records.append(dict(records[5], id="another"))
     source = read_source(table(tmp_path, records))
-    assert problems_of(source) == {"line 5": "id 'shirt-01' is already used on line 3",
+    assert problems_of(source) == {"line 5": "its id is already used on line 3",
                                    "line 14": "the same image as line 7"}
     assert len(source.items) == 11
 

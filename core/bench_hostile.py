@@ -1,0 +1,90 @@
+"""``python -m core bench hostile``: peak memory and time of the CLI and the app's search path under the inputs that
+used to exhaust memory (issue 13), each in a process of its own so its peak is its own.
+
+- ``search /dev/zero`` with the CLI (it grew to 23.5 GB before sizes were checked first);
+- a table catalogue with a sparse 3 GB ``big.jpg`` prepared with the CLI (3.6 GB before its rejection);
+- a 5 KB palette PNG of 39 MP, and eight concurrent searches with a 15.6 MP one through ``Workspace.search``, the
+  call each app session makes (340 MB a decode, 2.8 GB for eight, before).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+from PIL import Image
+
+from core.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def palette_png(path: Path, width: int, height: int) -> Path:
+    image = Image.new("P", (width, height), 0)
+    image.putpalette([255, 255, 255, 20, 30, 120] + [0, 0, 0] * 254)
+    image.paste(1, (width // 4, height // 4, 3 * width // 4, 3 * height // 4))
+    image.save(path, optimize=True)
+    return path
+
+
+def measured(argv: list[str], env: dict[str, str] | None = None) -> dict:
+    """Exit status, seconds, peak resident memory (MB) of one process, and the last line it printed."""
+    started = time.perf_counter()
+    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, **(env or {})})
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    return {"exit": process.returncode, "seconds": round(time.perf_counter() - started, 2),
+            "peak_mb": round(usage.ru_maxrss / 1024, 1), "said": lines[-1][:200] if lines else ""}
+
+
+BASELINE = "import core.workspace, core.images; print('imported')"
+CONCURRENT_SEARCHES = """
+import sys
+from concurrent.futures import ThreadPoolExecutor
+import resource
+from core.config import Settings
+from core.workspace import Workspace
+ws = Workspace.open(Settings.from_env())
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+data = open(sys.argv[1], "rb").read()
+with ThreadPoolExecutor(8) as pool:
+    results = list(pool.map(lambda _: ws.search(data, isolate=False), range(8)))
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(f"8 searches: {len(results[0].hits)} hits each; peak {before:.0f} MB after opening, {after:.0f} MB after")
+"""
+
+
+def run_hostile_bench(settings: Settings) -> dict:
+    python = sys.executable
+    env = {"FVS_CATALOG": settings.catalog, "FVS_ARTIFACTS_DIR": str(settings.artifacts_dir),
+           "FVS_DATA_DIR": str(settings.data_dir), "FVS_CATALOG_LIMIT": str(settings.catalog_limit)}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "shop" / "images").mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (96, 96), (30 * i, 40, 120)).save(folder / "shop" / "images" / f"ok-{i}.jpg")
+        with (folder / "shop" / "images" / "big.jpg").open("wb") as fh:
+            fh.truncate(3 << 30)
+        (folder / "shop" / "products.csv").write_text(
+            "image,category\n" + "".join(f"images/ok-{i}.jpg,Shirt\n" for i in range(3)) + "images/big.jpg,Shirt\n")
+        huge, large = palette_png(folder / "huge.png", 7900, 4950), palette_png(folder / "large.png", 4000, 3900)
+        results = {
+            "python_and_core_imported": measured([python, "-c", BASELINE]),
+            "cli_search_dev_zero": measured([python, "-m", "core", "search", "/dev/zero"], env),
+            "cli_prepare_sparse_3gb_jpg": measured([python, "-m", "core", "prepare",
+                                                    str(folder / "shop" / "products.csv"), "--name", "hostile",
+                                                    "--data-only", "--artifacts-dir", str(folder / "artifacts")]),
+            "cli_search_39mp_palette_png": measured([python, "-m", "core", "search", str(huge)], env),
+            "app_8_concurrent_searches_15mp_png": measured([python, "-c", CONCURRENT_SEARCHES, str(large)], env),
+        }
+        results["files"] = {"huge.png_bytes": huge.stat().st_size, "large.png_bytes": large.stat().st_size}
+    return results
+

@@ -1,0 +1,458 @@
+"""Hostile input, one test per way it got through before (issue 13): a server path from the browser, a lock kept by
+an orphan, silent corruption, text that turns into HTML, repeated DeepFashion lines, memory before size checks,
+messages that misled, a hub asked for weights, and crop boxes that broke the search."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from conftest import encoded, garment_file_photo, tiny_settings, write_folder_catalogue, write_photo_records
+from core import locks
+from core.__main__ import main
+from core.images import ImageDecodeError, decode_image, read_image_file
+from core.prepare import confine, load_prepared, prepare_catalog, prepared_info
+from core.query import QueryError
+from core.runs import CheckpointError, RunDir, load_checkpoint
+from core.sources import CatalogError, SourceSpec, parse_tags, read_source
+from test_sources import problems_of, write_deepfashion
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def shop(root: Path, **changes) -> Path:
+    records = write_photo_records(root)
+    for i, change in changes.items():
+        records[int(i)].update(change)
+    pd.DataFrame(records).to_csv(root / "products.csv", index=False)
+    return root / "products.csv"
+
+
+# ------------------------------------------------------------------------------- 1. the browser reaches one folder
+def test_a_path_outside_the_catalogue_folders_is_refused_alike_whether_or_not_it_exists(tmp_path):
+    roots = [tmp_path / "catalogs"]
+    (tmp_path / "catalogs").mkdir()
+    messages = set()
+    for path in ("/etc/passwd", "/etc/no-such-file", "/usr/share/pixmaps", str(tmp_path / "catalogs" / ".." / "x")):
+        with pytest.raises(CatalogError) as refused:
+            confine(SourceSpec(path=path), roots)
+        messages.add(str(refused.value))
+    assert len(messages) == 1 and "catalogue folders only" in messages.pop()
+    (tmp_path / "catalogs" / "link").symlink_to("/usr/share")
+    with pytest.raises(CatalogError, match="catalogue folders only"):
+        confine(SourceSpec(path=str(tmp_path / "catalogs" / "link")), roots)
+    with pytest.raises(CatalogError, match="Image folders must lie inside"):
+        confine(SourceSpec(path=str(tmp_path / "catalogs"), allowed_roots=("/",)), roots)
+
+
+def test_the_page_limits_how_large_a_source_may_be(tmp_path):
+    source = write_folder_catalogue(tmp_path / "catalogs" / "shop", per_category=4)  # 12 images
+    settings = tiny_settings(tmp_path)
+    with pytest.raises(CatalogError, match="more than 5 entries"):
+        prepare_catalog(SourceSpec(path=str(source)), settings, confine_to=[tmp_path / "catalogs"], max_items=5)
+    with pytest.raises(CatalogError, match="more than 5 entries"):
+        prepare_catalog(SourceSpec(path=str(shop(tmp_path / "catalogs" / "table"))), settings, max_items=5)
+
+
+def test_the_page_does_not_overwrite_a_catalogue_from_another_source(tmp_path):
+    settings = tiny_settings(tmp_path)
+    first = write_folder_catalogue(tmp_path / "catalogs" / "a", per_category=1)
+    second = write_folder_catalogue(tmp_path / "catalogs" / "b", per_category=1)
+    prepare_catalog(SourceSpec(path=str(first)), settings, name="shop", photo_size=64)
+    with pytest.raises(CatalogError, match="already exists"):
+        prepare_catalog(SourceSpec(path=str(second)), settings, name="shop", replace=False)
+    prepare_catalog(SourceSpec(path=str(first)), settings, name="shop", photo_size=64, replace=False)  # same: fine
+
+
+def test_problems_quote_the_image_path_and_no_other_cell(tmp_path):
+    path = shop(tmp_path / "shop", **{"1": {"price": "s3cr3t-price"}, "2": {"split": "s3cr3t-split"},
+                                      "3": {"id": "shirt-00"}, "4": {"image": ""}})
+    source = read_source(SourceSpec(path=str(path)))
+    text = json.dumps([p.__dict__ for p in source.problems])
+    assert len(source.problems) == 4 and "s3cr3t" not in text and "shirt-00" not in text
+    assert "images/shirt-01.jpg" in text  # the path column is the one a person fixes
+
+
+# ------------------------------------------------------------------------------- 2. locks end with their holder
+HOLD_AND_FORK = """
+import os, sys, time
+from core import locks
+with locks.exclusive(sys.argv[1]):
+    child = os.fork()
+    if child == 0:
+        time.sleep(30)
+        os._exit(0)
+    print(child, flush=True)
+    os.kill(os.getpid(), 9)  # as kill -9 would, with the lock held
+"""
+
+
+def test_a_forked_child_does_not_keep_a_lock_its_killed_parent_held(tmp_path):
+    path = tmp_path / "store" / ".lock"
+    out = subprocess.run([sys.executable, "-c", HOLD_AND_FORK, str(path)], cwd=ROOT, capture_output=True, text=True)
+    child = int(out.stdout.split()[0])
+    try:
+        assert Path(f"/proc/{child}").exists()  # the orphan lives on…
+        with locks.exclusive(path, timeout_s=2):  # …and the lock is free all the same
+            pass
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
+EMBED_THEN_WAIT = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from core.domain import PhotoDomain
+from core.embed import read_batches
+from core.item_images import FileImages
+paths = np.array(sorted(str(p) for p in Path(sys.argv[1]).rglob("*.jpg")) * 20)
+for offset, batch in read_batches(FileImages(paths, None, PhotoDomain(size=32)), 4, workers=2):
+    children = Path(f"/proc/{__import__('os').getpid()}/task").glob("*/children")
+    print(" ".join(" ".join(c.read_text().split()) for c in children), flush=True)
+    time.sleep(60)
+"""
+
+
+def test_dataloader_workers_die_with_their_parent(tmp_path):
+    folder = write_folder_catalogue(tmp_path / "photos", per_category=2)
+    process = subprocess.Popen([sys.executable, "-c", EMBED_THEN_WAIT, str(folder)], cwd=ROOT,
+                               stdout=subprocess.PIPE, text=True)
+    workers = [int(pid) for pid in process.stdout.readline().split()]
+    assert len(workers) == 2
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+HOLD = """
+import sys, time
+from core import locks
+with locks.exclusive(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_lock_still_held_names_its_holder_after_a_few_seconds(tmp_path, monkeypatch):
+    path = tmp_path / "store" / ".lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(locks, "NOTIFY_AFTER_S", 0.3)
+        heard: list[str] = []
+        with pytest.raises(locks.LockBusy, match=f"process {holder.pid}"):
+            with locks.exclusive(path, timeout_s=1.5, notify=heard.append):
+                pass
+        assert heard and f"process {holder.pid}" in heard[0] and "-c" in heard[0]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# ------------------------------------------------------------------------------- 3. corruption is noticed
+def flip_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_bit_in_a_prepared_items_table_is_rebuilt_from_the_source(tmp_path, caplog):
+    settings = tiny_settings(tmp_path)
+    source = shop(tmp_path / "shop")
+    prepare_catalog(SourceSpec(path=str(source)), settings, name="shop", photo_size=64)
+    table = settings.artifacts_dir / "catalogs" / "shop" / "items.parquet"
+    good = pd.read_parquet(table)
+    flip_byte(table, table.stat().st_size // 2)
+    catalog = load_prepared(settings, "shop")
+    assert "does not match its checksum" in caplog.text
+    pd.testing.assert_frame_equal(catalog.items, good)
+    flip_byte(table, table.stat().st_size // 2)
+    source.unlink()
+    with pytest.raises(CatalogError, match=r"items.parquet is damaged .* could not be rebuilt"):
+        load_prepared(settings, "shop")
+
+
+def test_a_flipped_byte_inside_a_checkpoint_tensor_is_refused(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    weights = {"layer.weight": torch.linspace(-1, 1, 4096).reshape(64, 64), "layer.bias": torch.zeros(64)}
+    run.save_checkpoint(run.best, {"model": weights, "backbone": "x", "categories": ["a", "b"]})
+    assert torch.equal(load_checkpoint(run.best)["model"]["layer.weight"], weights["layer.weight"])
+    with zipfile.ZipFile(run.best) as archive:  # torch.save stores tensors uncompressed: find one's bytes
+        entry = max(archive.infolist(), key=lambda e: e.file_size)
+        start = entry.header_offset + 30 + len(entry.filename.encode()) + len(entry.extra)
+    flip_byte(run.best, start + entry.file_size // 2)
+    torch.load(run.best, weights_only=True)  # torch itself does not notice
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_checkpoint(run.best)
+
+
+# ------------------------------------------------------------------------------- 4. text stays text
+HOSTILE_TEXT = ("Soft ![pixel](http://tracker.example/p.png) <img src='http://tracker.example/q.png'> "
+                "[click](javascript:alert(1)) :red[loud] $x^2$ **bold** &lt;b&gt; https://tracker.example/r.png\n"
+                "# heading")
+
+
+def test_catalogue_text_renders_as_the_text_it_is():
+    from markdown_it import MarkdownIt
+
+    import ui
+
+    renderer = MarkdownIt("commonmark", {"linkify": False}).enable("strikethrough")
+    for text in (HOSTILE_TEXT, "1. first", "- item", "> quoted", "a_b_c *x*", "=== under"):
+        html = renderer.render(ui.plain(text))
+        assert html.startswith("<p>") and html.count("<") == 2, html  # one paragraph, no other element
+        inner = html[3:-5]
+        import html as html_lib
+
+        assert html_lib.unescape(inner) == " ".join(text.split())
+    assert "&lt;img" in ui.plain_html("<img src=x>")
+
+
+def test_search_results_show_hostile_descriptions_as_text(tmp_path, monkeypatch):
+    from markdown_it import MarkdownIt
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import APP, TIMEOUT
+
+    source = shop(tmp_path / "shop", **{str(i): {"description": HOSTILE_TEXT, "brand": "<b>Acme</b>"}
+                                        for i in range(12)})
+    settings = tiny_settings(tmp_path, catalog="shop")
+    prepare_catalog(SourceSpec(path=str(source)), settings, name="shop", photo_size=64)
+    for name, value in {"CATALOG": "shop", "BACKBONE": "test_efficientnet", "IMAGE_SIZE": "32", "PCA_DIM": "16",
+                        "N_TREES": "4", "WORKERS": "0", "ARTIFACTS_DIR": str(settings.artifacts_dir),
+                        "DATA_DIR": str(settings.data_dir)}.items():
+        monkeypatch.setenv(f"FVS_{name}", value)
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    app.run()
+    app.switch_page("app_pages/search.py").run()
+    photo = garment_file_photo("Skirt", "navy", np.random.default_rng(3))
+    app.file_uploader(key="upload").set_value(("skirt.png", encoded(photo), "image/png")).run()
+    assert not app.exception, app.exception
+    renderer = MarkdownIt("commonmark").enable("strikethrough")
+    shown = [m.value for m in app.markdown] + [c.value for c in app.caption]
+    assert any("tracker" in text for text in shown)
+    for text in shown:
+        html = renderer.render(text)
+        assert "<img" not in html and "<a " not in html and "<b>" not in html, text
+
+
+# ------------------------------------------------------------------------------- 5. DeepFashion repeats
+@pytest.mark.parametrize("relative", ["Anno/list_bbox.txt", "Eval/list_eval_partition.txt",
+                                      "Anno/list_category_img.txt"])
+def test_an_image_listed_twice_is_a_problem_with_its_file_and_line(tmp_path, relative):
+    root = write_deepfashion(tmp_path / "df")
+    lines = (root / relative).read_text().splitlines()
+    (root / relative).write_text("\n".join([*lines, lines[3]]) + "\n")  # the second image, again at the end
+    source = read_source(SourceSpec(path=str(root)))
+    assert len(source.items) == 12 and source.items["id"].is_unique
+    repeat = [p for p in source.problems if "listed again" in p.problem]
+    assert [(p.where, p.problem) for p in repeat] == [(f"{relative} line {len(lines) + 1}",
+                                                      "listed again (first on line 4); this line is ignored")]
+
+
+def test_blank_lines_do_not_shift_deepfashion_line_numbers(tmp_path):
+    root = write_deepfashion(tmp_path / "df")
+    path = root / "Anno" / "list_category_img.txt"
+    lines = path.read_text().splitlines()
+    lines[5] = lines[5].rsplit(" ", 1)[0] + " 99"  # line 6: a label that does not exist
+    path.write_text("\n".join([*lines[:4], "", *lines[4:]]) + "\n")  # a blank line before it: now line 7
+    source = read_source(SourceSpec(path=str(root)))
+    assert problems_of(source)["Anno/list_category_img.txt line 7"] == "category label '99' is not 1..3"
+
+
+# ------------------------------------------------------------------------------- 6. sizes before memory
+def test_what_cannot_be_an_image_is_refused_before_it_is_read(tmp_path):
+    with pytest.raises(ImageDecodeError, match="not a regular file"):
+        read_image_file("/dev/zero")
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageDecodeError, match="not a regular file"):
+        read_image_file(fifo)  # opening must not wait for a writer
+    sparse = tmp_path / "big.jpg"
+    with sparse.open("wb") as fh:
+        fh.truncate(3 << 30)  # 3 GB that take no disk: refused by its size, nothing read
+    with pytest.raises(ImageDecodeError, match="3072 MB; the limit is 50 MB"):
+        read_image_file(sparse)
+
+
+def test_the_cli_refuses_dev_zero_at_once(capsys):
+    started = time.monotonic()
+    assert main(["search", "/dev/zero"]) == 2
+    assert "not a regular file" in capsys.readouterr().err and time.monotonic() - started < 5
+
+
+def test_a_sparse_photo_in_a_table_is_listed_not_read(tmp_path):
+    source = shop(tmp_path / "shop", **{"0": {"image": "images/big.jpg"}})
+    with (tmp_path / "shop" / "images" / "big.jpg").open("wb") as fh:
+        fh.truncate(3 << 30)
+    report = prepare_catalog(SourceSpec(path=str(source)), tiny_settings(tmp_path), name="shop", photo_size=64)
+    assert report.problems["problem"].tolist() == ["big.jpg is 3072 MB; the limit is 50 MB."]
+
+
+def palette_png(width: int, height: int) -> bytes:
+    image = Image.new("P", (width, height), 0)
+    image.putpalette([255, 255, 255, 20, 30, 120] + [0, 0, 0] * 254)
+    image.paste(1, (width // 4, height // 4, 3 * width // 4, 3 * height // 4))
+    return encoded(image)
+
+
+def test_huge_images_are_refused_or_decoded_within_bounds(monkeypatch):
+    with pytest.raises(ImageDecodeError, match=r"\(39 MP\); PNG images up to 16 MP"):
+        decode_image(palette_png(7900, 4950))  # 5 KB on disk, 340 MB a decode before
+    from core import images
+
+    inside, most = [0], [0]
+    real = images._large_slots
+
+    class Counting:
+        def __enter__(self):
+            real.acquire()
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+            time.sleep(0.05)
+
+        def __exit__(self, *exc):
+            inside[0] -= 1
+            real.release()
+
+    monkeypatch.setattr(images, "_large_slots", Counting())
+    data = palette_png(4000, 3900)  # 15.6 MP: accepted
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        decoded = list(pool.map(lambda _: decode_image(data), range(8)))
+    assert all(d.size == (1024, 999) for d in decoded) and most[0] == images.LARGE_DECODES
+
+
+def test_a_large_palette_decode_costs_tens_of_megabytes_not_hundreds(tmp_path):
+    path = tmp_path / "big.png"
+    path.write_bytes(palette_png(4000, 3900))
+    script = textwrap.dedent(f"""
+        import resource
+        from core.images import decode_image, read_image_file
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        decode_image(read_image_file({str(path)!r}))
+        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+    """)
+    grown = float(subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                                 check=True).stdout)
+    assert grown < 100, f"{grown:.0f} MB"
+
+
+# ------------------------------------------------------------------------------- 7. messages that say what is true
+def test_rows_after_a_multi_line_field_keep_their_line_numbers(tmp_path):
+    path = tmp_path / "shop"
+    records = write_photo_records(path)
+    records[1]["description"] = "Line one\nline two\nline three"
+    records[3]["image"] = "images/missing.jpg"
+    pd.DataFrame(records).to_csv(path / "products.csv", index=False)
+    text = (path / "products.csv").read_text()
+    (path / "products.csv").write_text(text.replace("\n", "\n\n", 1))  # and a blank line after the header
+    source = read_source(SourceSpec(path=str(path / "products.csv")))
+    line = next(i for i, row in enumerate((path / "products.csv").read_text().splitlines(), 1)
+                if "missing.jpg" in row)
+    assert problems_of(source) == {f"line {line}": "image file 'images/missing.jpg' does not exist"}
+    assert line == 8  # header, blank, row 1, three lines of row 2, row 3, then this one
+
+
+def test_a_damaged_catalog_json_is_named_not_a_traceback(tmp_path):
+    settings = tiny_settings(tmp_path)
+    prepare_catalog(SourceSpec(path=str(write_folder_catalogue(tmp_path / "shop", 1))), settings, name="shop",
+                    photo_size=64)
+    path = settings.artifacts_dir / "catalogs" / "shop" / "catalog.json"
+    good = json.loads(path.read_text())
+    for change, expected in (({"categories": None}, "'categories' is missing"),
+                             ({"photo_size": "abc"}, "'photo_size' must be a whole number")):
+        path.write_text(json.dumps({k: v for k, v in {**good, **change}.items() if v is not None}))
+        with pytest.raises(CatalogError, match=f"catalog.json is damaged: {expected}.*python -m core prepare"):
+            prepared_info(settings, "shop")
+        assert main(["search", str(tmp_path / "shop" / "Shirt" / "00.jpg"), "--catalog", "shop",
+                     "--artifacts-dir", str(settings.artifacts_dir)]) == 2
+
+
+@pytest.mark.parametrize("name", ["nl\n", "x\n", "ok\nrm"])
+def test_a_name_with_a_newline_is_refused(tmp_path, name):
+    spec = SourceSpec(path=str(write_folder_catalogue(tmp_path / "shop", 1)))
+    with pytest.raises(CatalogError, match="not usable"):
+        prepare_catalog(spec, tiny_settings(tmp_path), name=name)
+    assert not (tmp_path / "artifacts" / "catalogs").exists()
+
+
+def test_missing_tags_in_a_parquet_list_are_no_tags():
+    assert parse_tags(np.array(["a", None, "x", float("nan")], dtype=object)) == ["a", "x"]
+    assert parse_tags([None]) == []
+
+
+# ------------------------------------------------------------------------------- 8. no hub, whatever the flag says
+def test_no_hub_is_asked_for_weights_even_with_the_offline_flag_off(monkeypatch, tmp_path):
+    import socket
+
+    import huggingface_hub.constants as hub
+
+    from core.backbone import WeightsError, create_backbone
+
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"network use: {args[:2]}")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(WeightsError, match="No offline weights.*timm/resnet18"):
+        create_backbone("resnet18")
+    # the same weights, once a file in the local cache: loaded from it, still without a connection
+    import timm
+    from safetensors.torch import save_file
+
+    reference = timm.create_model("resnet18", pretrained=False)
+    snapshot = tmp_path / "hub" / "models--timm--resnet18.a1_in1k" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, snapshot / "model.safetensors")
+    (tmp_path / "hub" / "models--timm--resnet18.a1_in1k" / "refs").mkdir()
+    (tmp_path / "hub" / "models--timm--resnet18.a1_in1k" / "refs" / "main").write_text("abc123")
+    loaded = create_backbone("resnet18", num_classes=1000)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), reference.state_dict().values(),
+                                                 strict=True))
+
+
+# ------------------------------------------------------------------------------- 9. crop boxes
+@pytest.mark.parametrize("isolate", [False, True])
+def test_bad_crop_boxes_are_clear_errors_and_big_ones_are_clipped(settings, isolate):
+    from core.workspace import Workspace
+
+    ws = Workspace.open(settings)
+    photo = encoded(garment_file_photo("Shirt", "navy", np.random.default_rng(0), size=120))
+    for box, message in (((0, 0, 0, 0), "empty or inverted"), ((50, 50, 10, 10), "empty or inverted"),
+                         ((500, 500, 900, 900), "less than 8×8"), ((0, 0, 3, 120), "less than 8×8"),
+                         ((0, 0, float("nan"), 5), "not finite"), (("a", 1, 2, 3), "four numbers")):
+        with pytest.raises(QueryError, match=message):
+            ws.search(photo, box=box, isolate=isolate)
+    result = ws.search(photo, box=(0, 0, 10**9, 10**9), isolate=isolate)
+    assert len(result.hits) == 10 and result.steps.user_box == (0, 0, 120, 120)
