@@ -36,13 +36,18 @@ def base_settings() -> Settings:
 # (a heading, a list, a quote) only count at the start of a line, and catalogue text is made one line.
 _INLINE_SPECIAL = re.compile(r"([\\`*_\[\]<>!~$&])")
 _LEADING_BLOCK = re.compile(r"^(\d+)([.)])|^([#>+\-=])")
+# GitHub-flavoured autolinks, which Streamlit renders from plain text after escapes are gone: "https://…", "www.…"
+# and e-mail addresses. An invisible word joiner before the ":", the "." or the "@" keeps them text.
+_AUTOLINK = re.compile(r"(?i)(?<=[a-z0-9])(?=://)|\b(?<=www)(?=\.)|(?<=[\w.+-])(?=@)")
+WORD_JOINER = "\u2060"
 
 
 def plain(text: object) -> str:
     """Catalogue text for st.markdown / st.caption, shown as the characters it holds and never interpreted: a
-    description with ``![](https://…)`` must not make every viewer's browser fetch that address. Line breaks
-    become spaces (a catalogue cell is one paragraph)."""
+    description with ``![](https://…)`` must not make every viewer's browser fetch that address, nor show a link.
+    Line breaks become spaces (a catalogue cell is one paragraph)."""
     escaped = _INLINE_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+    escaped = _AUTOLINK.sub(WORD_JOINER, escaped)
     return _LEADING_BLOCK.sub(lambda m: f"{m[1]}\\{m[2]}" if m[1] else f"\\{m[3]}", escaped)
 
 
