@@ -38,7 +38,9 @@ _INLINE_SPECIAL = re.compile(r"([\\`*_\[\]<>!~$&])")
 _LEADING_BLOCK = re.compile(r"^(\d+)([.)])|^([#>+\-=])")
 # GitHub-flavoured autolinks, which Streamlit renders from plain text after escapes are gone: "https://…", "www.…"
 # and e-mail addresses. An invisible word joiner before the ":", the "." or the "@" keeps them text.
-_AUTOLINK = re.compile(r"(?i)(?<=[a-z0-9])(?=://)|\b(?<=www)(?=\.)|(?<=[\w.+-])(?=@)")
+_AUTOLINK = re.compile(r"(?i)(?<=[a-z0-9])(?=://)|\b(?<=www)(?=\.)|(?<=[\w.+-])(?=@)"
+                       # … and its icon and emoji codes, ":material/home:" or ":smile:"
+                       r"|(?<=:)(?=[\w/+-]+:)")
 WORD_JOINER = "\u2060"
 
 

@@ -74,7 +74,7 @@ def add_catalogue() -> None:
                                      max_items=settings.page_max_items, replace=False)
             state["_prepared"] = report.summary()
             ui.forget_catalogues()
-        except (CatalogError, OSError) as exc:
+        except (CatalogError, OSError, ValueError, RuntimeError) as exc:  # whatever the files hold: a message
             state.pop("_prepared", None)
             st.error(f"**This catalogue could not be added.**\n\n{ui.plain(str(exc))}")
         finally:

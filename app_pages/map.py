@@ -84,7 +84,7 @@ if query is not None and query.get("model") == ws.embedder.key and query.get("ve
     scatter = figure.add_scatter3d if three_d else figure.add_scatter
     scatter(x=near[:, 0], y=near[:, 1], mode="markers", name="its nearest items", **extra[1],
             marker=dict(size=8 if three_d else 13, color="rgba(0,0,0,0)", line=dict(color="black", width=2)))
-    scatter(x=[placed[0]], y=[placed[1]], mode="markers", name=f"query: {query['label']}", **extra[0],
+    scatter(x=[placed[0]], y=[placed[1]], mode="markers", name=f"query: {ui.plain_html(query['label'])}", **extra[0],
             marker=dict(size=10 if three_d else 22, symbol="diamond" if three_d else "star", color="black"))
 figure.update_layout(margin=dict(l=0, r=0, t=40, b=0), legend_title_text=colour,
                      dragmode="turntable" if three_d else "select")  # dragging on the 2-D map selects

@@ -51,8 +51,8 @@ with query_col:
     else:
         row = state["query_row"]
         st.button("Random catalogue item", icon=":material/casino:", on_click=random_item, width="stretch")
-        st.image(catalog.thumbnail(row), caption=f"{catalog.items.iloc[row]['id']} · "
-                                                 f"{catalog.items.iloc[row]['category']}", width=168)
+        st.image(catalog.thumbnail(row), caption=f"{ui.plain(catalog.items.iloc[row]['id'])} · "
+                                                 f"{ui.plain(catalog.items.iloc[row]['category'])}", width=168)
         result = ws.search_item(row, k=k, exact=exact, category=None if category == "All categories" else category)
 
     if problem:

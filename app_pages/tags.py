@@ -66,7 +66,7 @@ with query_col:
         ui.query_steps(prediction.steps)
     elif row is not None:
         item = catalog.items.iloc[row]
-        st.image(catalog.thumbnail(row), caption=f"{item['id']} · {item['category']}", width=168)
+        st.image(catalog.thumbnail(row), caption=f"{ui.plain(item['id'])} · {ui.plain(item['category'])}", width=168)
         if "description" in (details := catalog.details(row)):
             st.caption(f"“{ui.plain(details['description'])}”")
 
@@ -78,7 +78,7 @@ with result_col:
         st.subheader("Category")
         cols = st.columns(3)
         for col, index in zip(cols, order, strict=True):
-            col.metric(catalog.categories[index], f"{prediction.categories[index]:.0%}")
+            col.metric(ui.plain(catalog.categories[index]), f"{prediction.categories[index]:.0%}")
         if row is not None:
             real = catalog.items.iloc[row]["category"]
             right_first = catalog.categories[order[0]] == real

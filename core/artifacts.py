@@ -71,10 +71,16 @@ class ArtifactDir:
         return self.path / "meta.json"
 
     def meta(self) -> dict[str, Any]:
+        """The record, or {} when it is unreadable or not of the shape written here (every file then rebuilds)."""
         try:
-            return json.loads(self.meta_path.read_text())
+            meta = json.loads(self.meta_path.read_text())
         except (OSError, ValueError):
             return {}
+        if not isinstance(meta, dict):
+            return {}
+        files = meta.get("files", {})
+        meta["files"] = {k: v for k, v in files.items() if isinstance(v, dict)} if isinstance(files, dict) else {}
+        return meta
 
     def file(self, name: str) -> Path:
         return self.path / name

@@ -4,7 +4,9 @@ used to exhaust memory (issue 13), each in a process of its own so its peak is i
 - ``search /dev/zero`` with the CLI (it grew to 23.5 GB before sizes were checked first);
 - a table catalogue with a sparse 3 GB ``big.jpg`` prepared with the CLI (3.6 GB before its rejection);
 - a 5 KB palette PNG of 39 MP, and eight concurrent searches with a 15.6 MP one through ``Workspace.search``, the
-  call each app session makes (340 MB a decode, 2.8 GB for eight, before).
+  call each app session makes (340 MB a decode, 2.8 GB for eight, before);
+- a Parquet table of 30 million rows in 400 KB added the way the Home page adds it (2.3 GB before its refusal);
+- a 15.6 MP 32-bit TIFF with an EXIF rotation (550 MB a decode before).
 """
 
 from __future__ import annotations
@@ -32,6 +34,25 @@ def palette_png(path: Path, width: int, height: int) -> Path:
     return path
 
 
+def parquet_bomb(path: Path, rows: int) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"image": pa.array(["a.jpg"] * rows)}), path, compression="zstd")
+    return path
+
+
+def deep_tiff(path: Path, width: int, height: int) -> Path:
+    import numpy as np
+
+    pixels = np.random.default_rng(0).integers(0, 2**20, (height, width), dtype=np.int32)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways
+    Image.fromarray(pixels, mode="I").save(path, compression="tiff_deflate", exif=exif)
+    return path
+
+
 def measured(argv: list[str], env: dict[str, str] | None = None) -> dict:
     """Exit status, seconds, peak resident memory (MB) of one process, and the last line it printed."""
     started = time.perf_counter()
@@ -46,6 +67,24 @@ def measured(argv: list[str], env: dict[str, str] | None = None) -> dict:
 
 
 BASELINE = "import core.workspace, core.images; print('imported')"
+PAGE_PREPARE = """
+import sys
+from pathlib import Path
+from core.config import Settings
+from core.prepare import prepare_catalog
+from core.sources import CatalogError, SourceSpec
+settings = Settings.from_env(artifacts_dir=Path(sys.argv[2]))
+try:
+    prepare_catalog(SourceSpec(path=sys.argv[1]), settings, confine_to=[Path(sys.argv[1]).parent],
+                    max_items=settings.page_max_items, replace=False)
+except CatalogError as exc:
+    print(f"refused: {exc}")
+"""
+DECODE = """
+import sys
+from core.images import decode_image, read_image_file
+print(decode_image(read_image_file(sys.argv[1])).size)
+"""
 CONCURRENT_SEARCHES = """
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -76,6 +115,8 @@ def run_hostile_bench(settings: Settings) -> dict:
         (folder / "shop" / "products.csv").write_text(
             "image,category\n" + "".join(f"images/ok-{i}.jpg,Shirt\n" for i in range(3)) + "images/big.jpg,Shirt\n")
         huge, large = palette_png(folder / "huge.png", 7900, 4950), palette_png(folder / "large.png", 4000, 3900)
+        bomb = parquet_bomb(folder / "rows" / "bomb.parquet", 30_000_000)
+        deep = deep_tiff(folder / "deep.tif", 4000, 3900)
         results = {
             "python_and_core_imported": measured([python, "-c", BASELINE]),
             "cli_search_dev_zero": measured([python, "-m", "core", "search", "/dev/zero"], env),
@@ -84,7 +125,10 @@ def run_hostile_bench(settings: Settings) -> dict:
                                                     "--data-only", "--artifacts-dir", str(folder / "artifacts")]),
             "cli_search_39mp_palette_png": measured([python, "-m", "core", "search", str(huge)], env),
             "app_8_concurrent_searches_15mp_png": measured([python, "-c", CONCURRENT_SEARCHES, str(large)], env),
+            "page_prepare_parquet_30m_rows": measured([python, "-c", PAGE_PREPARE, str(bomb),
+                                                       str(folder / "artifacts")]),
+            "decode_15mp_32bit_tiff_rotated": measured([python, "-c", DECODE, str(deep)]),
         }
-        results["files"] = {"huge.png_bytes": huge.stat().st_size, "large.png_bytes": large.stat().st_size}
+        results["files"] = {path.name + "_bytes": path.stat().st_size for path in (huge, large, bomb, deep)}
     return results
 

@@ -32,6 +32,9 @@ _large_slots = threading.BoundedSemaphore(LARGE_DECODES)
 # a gigabyte of float copies per query.
 WORKING_SIZE = 1024
 ACCEPTED_TYPES = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
+# The formats Pillow may even try: an ICO whose header says 16×16 can hold a 13000×13000 PNG that Image.open decodes
+# at once, before any size check. (Pillow reads cameras' multi-picture JPEGs, MPO, as JPEG.)
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 class ImageDecodeError(ValueError):
@@ -71,9 +74,9 @@ def decode_image(data: bytes, name: str = "upload") -> Image.Image:
     if len(data) > MAX_BYTES:
         raise ImageDecodeError(_too_big(name, len(data)))
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
         width, height = image.size  # read from the header: nothing is decoded yet
-        reduced = image.format == "JPEG"  # draft() below decodes it at 1/2, 1/4 or 1/8 scale
+        reduced = image.format in ("JPEG", "MPO")  # draft() below decodes it at 1/2, 1/4 or 1/8 scale
         limit = MAX_PIXELS if reduced else MAX_FULL_DECODE_PIXELS
         if width * height > limit:  # checked before Pillow's own (warning-only) bomb limit matters
             kind = "JPEG photos" if reduced else f"{image.format or 'such'} images"
@@ -109,11 +112,21 @@ def decode_image(data: bytes, name: str = "upload") -> Image.Image:
         raise ImageDecodeError(f"{name} could not be read ({type(exc).__name__}: {exc}).") from exc
 
 
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}
+DEEP_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Upright 8-bit RGB: EXIF rotation applied, transparency flattened on white, deep images rescaled."""
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    if image.mode in DEEP_MODES:
+        # made 8-bit first and rotated after: rotating a 32-bit image first copies four bytes a pixel
+        orientation = image.getexif().get(0x0112, 1)
         image = _deep_to_l(image)
+        image = image.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else image
+    else:
+        image = ImageOps.exif_transpose(image)
     if image.mode == "P":
         image = image.convert("RGBA") if "transparency" in image.info else image.convert("RGB")
     if image.mode in ("LA", "PA", "RGBa"):
@@ -126,8 +139,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _deep_to_l(image: Image.Image) -> Image.Image:
-    """16-bit / 32-bit grayscale to 8-bit by its real range: Pillow's convert('L') clips instead of scaling."""
-    array = np.asarray(image, dtype=np.float64)
-    top = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
-    return Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+def _deep_to_l(image: Image.Image, band: int = 256) -> Image.Image:
+    """16-bit / 32-bit grayscale to 8-bit by its real range: Pillow's convert('L') clips instead of scaling. A band
+    of rows at a time, so a 16 MP 32-bit image costs its 8-bit copy and a few MB, not several float copies."""
+    top = 65535.0 if image.mode.startswith("I;16") else max(float(image.getextrema()[1]), 1.0)
+    width, height = image.size
+    out = Image.new("L", image.size)
+    for y in range(0, height, band):
+        rows = np.asarray(image.crop((0, y, width, min(height, y + band))), dtype=np.float32)
+        rows = np.clip(np.nan_to_num(rows) * (255.0 / top) + 0.5, 0, 255).astype(np.uint8)
+        out.paste(Image.fromarray(rows, mode="L"), (0, y))
+    return out

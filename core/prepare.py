@@ -29,13 +29,14 @@ from core.domain import PhotoDomain
 from core.embed import Progress, loader_workers, no_progress
 from core.item_images import CheckDataset, FileImages
 from core.locks import die_with_parent
-from core.sources import BOX, TABLE_SUFFIXES, CatalogError, Problem, SourceSpec, read_source
+from core.sources import BOX, TABLE_SUFFIXES, CatalogError, Problem, SourceSpec, read_source, resolved_path
 from core.sources import problems_frame as frame_of
 
 MIN_PHOTO_SIZE, MAX_PHOTO_SIZE = 16, 1024
 log = logging.getLogger(__name__)
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,47}")  # used with fullmatch: "$" would let a newline through
 SOURCES_LISTED = 500  # the most candidate sources the dashboard lists under its catalogue folders
+SOURCES_SCANNED = 5000  # … and the most folder entries it looks at to find them
 
 
 @dataclass
@@ -71,34 +72,56 @@ def confine(spec: SourceSpec, roots: list[Path]) -> SourceSpec:
     whether or not the path exists, so it cannot be used to probe the server's files."""
     roots = [Path(root).resolve() for root in roots]
     names = ", ".join(str(root) for root in roots)
-    source = Path(spec.path).expanduser()
-    if not source.is_absolute() or not any(source.resolve().is_relative_to(root) for root in roots):
+    source = Path(spec.path)
+    resolved = resolved_path(source) if source.is_absolute() else None
+    if resolved is None or not any(resolved.is_relative_to(root) for root in roots):
         raise CatalogError(f"Catalogues are added from the catalogue folders only ({names}); put yours there, "
                            "or ask the operator to allow its folder (FVS_CATALOG_ROOTS).")
-    outside = [r for r in spec.allowed_roots if not any(Path(r).resolve().is_relative_to(root) for root in roots)]
-    if outside:
+    inside = [resolved_path(Path(r)) for r in spec.allowed_roots]
+    if not all(r is not None and any(r.is_relative_to(root) for root in roots) for r in inside):
         raise CatalogError(f"Image folders must lie inside the catalogue folders ({names}).")
-    return dataclasses.replace(spec, path=str(source.resolve()), allowed_roots=tuple(str(r) for r in roots))
+    return dataclasses.replace(spec, path=str(resolved), allowed_roots=tuple(str(r) for r in roots))
 
 
-def sources_under(roots: list[Path], limit: int = SOURCES_LISTED) -> list[Path]:
+def sources_under(roots: list[Path], limit: int = SOURCES_LISTED, scanned: int = SOURCES_SCANNED) -> list[Path]:
     """What the dashboard offers to add: each catalogue folder's subfolders and tables, and the tables one level
-    further down (``shop/products.csv``); hidden entries and links out of the folder are left out."""
+    further down (``shop/products.csv``); hidden entries and links out of the folder are left out. At most
+    ``scanned`` entries are looked at in all (a folder of 100,000 photos must not slow every page view)."""
     found: list[Path] = []
+    budget = [scanned]
+
+    def entries(folder: Path) -> list[Path]:
+        out = []
+        try:
+            for entry in folder.iterdir():
+                if budget[0] <= 0:
+                    break
+                budget[0] -= 1
+                if not entry.name.startswith("."):
+                    out.append(entry)
+        except OSError:
+            pass
+        return sorted(out)
+
     for root in roots:
         root = Path(root).resolve()
         if not root.is_dir():
             continue
-        for pattern, folders in (("*", True), ("*/*", False)):
-            for path in sorted(root.glob(pattern)):
-                if len(found) >= limit:
-                    return found
-                hidden = any(part.startswith(".") for part in path.relative_to(root).parts)
-                if hidden or not path.resolve().is_relative_to(root):
-                    continue
-                if (folders and path.is_dir()) or (path.is_file() and path.suffix.lower() in TABLE_SUFFIXES):
-                    found.append(path)
-    return sorted(found)
+        for entry in entries(root):
+            target = resolved_path(entry)
+            if target is None or not target.is_relative_to(root):
+                continue
+            if _is_table(target):
+                found.append(entry)
+            elif target.is_dir():
+                found.append(entry)
+                found += [inner for inner in entries(entry) if _is_table(inner)
+                          and (inner_target := resolved_path(inner)) is not None and inner_target.is_relative_to(root)]
+    return sorted(found)[:limit]
+
+
+def _is_table(path: Path) -> bool:
+    return path.suffix.lower() in TABLE_SUFFIXES and path.is_file()
 
 
 def prepare_catalog(spec: SourceSpec, settings: Settings, name: str = "", photo_size: int = 224,
@@ -197,9 +220,11 @@ def prepared_info(settings: Settings, name: str) -> dict:
                                 f"`python -m core prepare PATH --name {name}`.") from exc
     problems = _info_problems(info)
     if problems:
-        source = info.get("source", {}).get("path", "PATH") if isinstance(info, dict) else "PATH"
+        source = info.get("source") if isinstance(info, dict) else None
+        path_given = source.get("path") if isinstance(source, dict) else None
         raise CatalogError(f"{path} is damaged: {'; '.join(problems)}. Prepare the catalogue again: "
-                           f"python -m core prepare {source} --name {name}")
+                           f"python -m core prepare {path_given if isinstance(path_given, str) else 'SOURCE'} "
+                           f"--name {name}")
     return info
 
 
@@ -213,8 +238,14 @@ def _info_problems(info: object) -> list[str]:
     size = info.get("photo_size", 224)
     if not isinstance(size, int) or isinstance(size, bool) or not MIN_PHOTO_SIZE <= size <= MAX_PHOTO_SIZE:
         problems.append(f"'photo_size' must be a whole number of pixels, {MIN_PHOTO_SIZE} to {MAX_PHOTO_SIZE}")
-    if not isinstance(info.get("source", {}), dict) or not isinstance(info.get("checksums", {}), dict):
-        problems.append("'source' and 'checksums' must be objects")
+    items = info.get("items", 0)
+    if not isinstance(items, int) or isinstance(items, bool) or items < 0:
+        problems.append("'items' must be a count")
+    source = info.get("source", {})
+    if not isinstance(source, dict) or not isinstance(source.get("path", ""), str):
+        problems.append("'source' must be an object with the source's path")
+    if not isinstance(info.get("checksums", {}), dict):
+        problems.append("'checksums' must be an object")
     return problems
 
 
@@ -238,6 +269,7 @@ def load_prepared(settings: Settings, name: str) -> Catalog:
         info = _rebuild(settings, name, info, table)
         actual = info["checksums"]["items.parquet"]
     items = pd.read_parquet(table)
+    _check_labels(items, list(info["categories"]), folder)
     domain = PhotoDomain(size=int(info.get("photo_size", 224)))
     boxes = items[BOX].to_numpy(np.int64) if set(BOX) <= set(items.columns) else None
     key = fingerprint({"items": actual, "domain": [domain.name, domain.size, domain.crop_pct]})
@@ -245,15 +277,29 @@ def load_prepared(settings: Settings, name: str) -> Catalog:
                    pixels=FileImages(items["path"].to_numpy(), boxes, domain))
 
 
+def _check_labels(items: pd.DataFrame, categories: list[str], folder: Path) -> None:
+    """catalog.json's category names and the items' labels must agree: they are two files, and either can be
+    edited or damaged without the other (a flipped letter there would rename a category on every result)."""
+    labels = items["label"].to_numpy() if "label" in items.columns else np.array([], dtype=int)
+    known = np.asarray(categories, dtype=object)
+    inside = (labels >= 0) & (labels < len(categories)) if len(labels) else np.array([], dtype=bool)
+    if "label" not in items.columns or not inside.all() or (known[labels] != items["category"].to_numpy()).any():
+        raise CatalogError(f"{folder / 'catalog.json'} and {folder / 'items.parquet'} disagree on the category "
+                           "names; one of them was edited or damaged. Prepare the catalogue again: python -m core "
+                           f"prepare SOURCE --name {folder.name}")
+
+
 def _rebuild(settings: Settings, name: str, info: dict, table: Path) -> dict:
-    spec = SourceSpec.from_dict(info.get("source", {}))
-    log.warning("%s does not match its checksum in catalog.json; preparing %r again from %s", table, name, spec.path)
+    source = info.get("source", {})
+    log.warning("%s does not match its checksum in catalog.json; preparing %r again from %s", table, name,
+                source.get("path"))
     try:
+        spec = SourceSpec.from_dict(source)
         prepare_catalog(spec, settings, name=name, photo_size=int(info.get("photo_size", 224)),
                         workers=loader_workers(settings))
-    except (CatalogError, OSError, TypeError) as exc:
+    except (CatalogError, OSError, TypeError, ValueError) as exc:
         raise CatalogError(f"{table} is damaged (it does not match the checksum in catalog.json) and could not be "
-                           f"rebuilt from its source {spec.path}: {exc}") from exc
+                           f"rebuilt from its source {source.get('path')}: {exc}") from exc
     return prepared_info(settings, name)
 
 

@@ -30,10 +30,14 @@ class QueryError(ValueError):
 def checked_box(box: object, width: int, height: int) -> Box:
     """A user's crop (left, top, right, bottom) as whole pixels inside the photo: clipped to it when it overhangs;
     an empty, inverted or outside box is an error that says so, whichever way the query then goes."""
+    numbers = isinstance(box, (tuple, list, np.ndarray)) and len(box) == 4 and all(
+        isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in box)
+    if not numbers:  # a string of four digits is not a box
+        raise QueryError(f"A crop box is four numbers (left, top, right, bottom), not {box!r}.")
     try:
-        left, top, right, bottom = (float(v) for v in box)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        raise QueryError(f"A crop box is four numbers (left, top, right, bottom), not {box!r}.") from None
+        left, top, right, bottom = (float(v) for v in box)
+    except OverflowError:
+        raise QueryError(f"The crop box {box!r} holds a number too large to be a pixel position.") from None
     if not all(math.isfinite(v) for v in (left, top, right, bottom)):
         raise QueryError(f"The crop box {box!r} holds a number that is not finite.")
     if right <= left or bottom <= top:

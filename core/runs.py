@@ -37,7 +37,8 @@ from core.artifacts import atomic_path, fingerprint
 from core.backbone import BACKBONES
 from core.config import Settings, TrainConfig
 
-CHECKPOINT_FORMAT = "fvs-checkpoint-v1"
+CHECKPOINT_FORMAT = "fvs-checkpoint-v2"  # v2: a checksum of the contents inside, required
+LEGACY_FORMATS = ("fvs-checkpoint-v1",)  # written before checksums: read without one
 ACTIVE_STATES = ("starting", "running", "indexing")
 
 
@@ -172,11 +173,11 @@ def load_checkpoint(path: Path, backbone: str | None = None, categories: list[st
     except Exception as exc:  # noqa: BLE001 - truncated zips, pickles with code, random bytes: all "unreadable"
         raise CheckpointError(f"Checkpoint {path} is unreadable (truncated, damaged or not a checkpoint written by "
                               f"this project): {type(exc).__name__}: {exc}") from exc
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(state, dict) or state.get("format") not in (CHECKPOINT_FORMAT, *LEGACY_FORMATS):
         raise CheckpointError(f"{path} is not a fine-tuning checkpoint of this project (no {CHECKPOINT_FORMAT!r} "
                               "marker).")
-    recorded = state.pop("checksum", None)  # checkpoints written before checksums existed have none
-    if recorded is not None and recorded != content_checksum(state):
+    recorded = state.pop("checksum", None)
+    if state["format"] == CHECKPOINT_FORMAT and recorded != content_checksum(state):
         raise CheckpointError(f"Checkpoint {path} is damaged: its contents no longer match the checksum written "
                               "with it. It cannot be rebuilt from anything else: train the run again "
                               "(python -m core train … --fresh, or the Model page).")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
+import posixpath
 import re
 import stat
 from dataclasses import asdict, dataclass, field
@@ -132,17 +132,30 @@ def _check_count(count: int, max_items: int, path: Path) -> None:
 
 # -------------------------------------------------------------------------------------------------- folder
 def read_folder(spec: SourceSpec, max_items: int = 0) -> SourceTable:
-    """``root/<category>/**/<image>``; a folder with no subfolders is one category named after it."""
+    """``root/<category>/**/<image>``; a folder with no subfolders is one category named after it. Links are
+    followed only inside the folder: one that points out of it is a problem that does not say where it points,
+    and reads the same whether its target exists or not."""
     root = Path(spec.path).expanduser().resolve()
-    subfolders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     problems: list[Problem] = []
+    subfolders, loose = [], []
+    for entry in root.iterdir():
+        if entry.name.startswith("."):
+            continue
+        if _is_image_name(entry):
+            loose.append(entry)
+        elif entry.is_dir():
+            subfolders.append(entry)
+        _check_count(len(loose) + len(subfolders), max_items, root)
     records = []
-    loose = sorted(p for p in root.iterdir() if _is_image_name(p))
     if not subfolders:
-        records = [(p, root.name) for p in loose]
+        records = [(p, root.name) for p in sorted(loose)]
     else:
-        problems += [Problem(p.name, p.name, "not inside a category folder") for p in loose]
-        for folder in subfolders:
+        problems += [Problem(p.name, p.name, "not inside a category folder") for p in sorted(loose)]
+        for folder in sorted(subfolders):
+            inside = resolved_path(folder)
+            if inside is None or not inside.is_relative_to(root):
+                problems.append(Problem(folder.name, folder.name, _OUTSIDE))
+                continue
             found = []
             for p in folder.rglob("*"):
                 if _is_image_name(p):
@@ -152,9 +165,12 @@ def read_folder(spec: SourceSpec, max_items: int = 0) -> SourceTable:
     rows, ids = [], []
     for file, category in records:
         relative = file.relative_to(root).as_posix()
-        resolved = file.resolve()
-        if not resolved.is_relative_to(root):  # a symlink pointing outside the catalogue
-            problems.append(Problem(relative, relative, f"links to {resolved}, outside the catalogue folder"))
+        resolved = resolved_path(file)
+        if resolved is None or not resolved.is_relative_to(root):
+            problems.append(Problem(relative, relative, _OUTSIDE))
+            continue
+        if not resolved.is_file():
+            problems.append(Problem(relative, relative, "is not a regular file (or a link to nothing)"))
             continue
         rows.append({"path": str(resolved), "category": category, "where": relative})
         ids.append(relative.rsplit(".", 1)[0])
@@ -164,8 +180,21 @@ def read_folder(spec: SourceSpec, max_items: int = 0) -> SourceTable:
     return SourceTable(items, problems, "folder")
 
 
+_OUTSIDE = "links outside the catalogue folder; skipped"
+
+
 def _is_image_name(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()
+    """By name only (no stat): links and special files are judged where they are resolved."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def resolved_path(path: Path) -> Path | None:
+    """``path`` with every link followed, or None when that cannot be done: a link loop, a name the system
+    refuses (too long, a NUL byte)."""
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return None
 
 
 # -------------------------------------------------------------------------------------------------- table
@@ -174,8 +203,7 @@ def read_table(spec: SourceSpec, max_items: int = 0) -> SourceTable:
     other cells: a table may hold text that is nobody else's business."""
     path = Path(spec.path).expanduser().resolve()
     cols = spec.columns
-    raw, lines = _read_table_file(path)
-    _check_count(len(raw), max_items, path)
+    raw, lines = _read_table_file(path, max_items)
     where = (lambda i: f"line {lines[i]}") if lines is not None else (lambda i: f"row {i + 1}")
     if cols.image not in raw.columns:
         raise CatalogError(f"{path.name} has no {cols.image!r} column for the image paths (its columns: "
@@ -249,9 +277,10 @@ def _extra_name(name: str, reserved: set[str]) -> str:
 MAX_TABLE_BYTES = 1 << 30  # 1 GiB of CSV is several million rows; past it a table is refused before it is read
 
 
-def _read_table_file(path: Path) -> tuple[pd.DataFrame, list[int] | None]:
+def _read_table_file(path: Path, max_items: int = 0) -> tuple[pd.DataFrame, list[int] | None]:
     """The whole table as text cells (CSV) or typed cells (Parquet), and for a CSV the line each row starts on;
-    file-level problems become CatalogError."""
+    file-level problems become CatalogError. With ``max_items``, a longer table is refused before it is read
+    whole: a 400 KB Parquet file can hold 30 million rows."""
     info = path.stat()
     if not stat.S_ISREG(info.st_mode):
         raise CatalogError(f"{path.name} is not a regular file.")
@@ -259,68 +288,92 @@ def _read_table_file(path: Path) -> tuple[pd.DataFrame, list[int] | None]:
         raise CatalogError(f"{path.name} is {info.st_size / 2**30:.1f} GB; tables up to "
                            f"{MAX_TABLE_BYTES / 2**30:.0f} GB are read. Split it, or use Parquet.")
     if path.suffix.lower() == ".csv":
-        return _read_csv(path)
+        return _read_csv(path, max_items)
     try:
+        import pyarrow.parquet as pq
+
+        _check_count(pq.ParquetFile(path).metadata.num_rows, max_items, path)  # from the footer: nothing decoded
         return pd.read_parquet(path), None
+    except CatalogError:
+        raise
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a damaged file
         raise CatalogError(f"{path.name} is not a readable Parquet file: {exc}") from exc
 
 
-def _read_csv(path: Path) -> tuple[pd.DataFrame, list[int]]:
+def _read_csv(path: Path, max_items: int = 0) -> tuple[pd.DataFrame, list[int]]:
     """Parsed with the csv module, not pandas, to know the line each row starts on: a quoted description over
-    three lines must not make every later problem point two lines too early. Blank lines are skipped, short rows
-    padded, and a row with more fields than the header is an error naming its line."""
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise CatalogError(f"{path.name}, line {line}: the text is not UTF-8 (byte 0x{data[exc.start]:02x}). "
-                           "Save the table as UTF-8 (in a spreadsheet: CSV UTF-8) and prepare it again.") from exc
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    three lines must not make every later problem point two lines too early. Lines end at "\\n" only (as an editor
+    and grep count them; a lone "\\r" inside a field is data). Read as a stream, so a table longer than
+    ``max_items`` is refused after that many rows. Blank lines are skipped, short rows padded, and a row with more
+    fields than the header is an error naming its line."""
     header: list[str] = []
     rows: list[list[str]] = []
     lines: list[int] = []
     previous = 0
-    try:
-        for record in reader:
-            start, previous = previous + 1, reader.line_num
-            if not any(cell.strip() for cell in record):
-                continue
-            if not header:
-                header = [cell.strip() for cell in record]
-                repeated = sorted({c for c in header if header.count(c) > 1})
-                if repeated:
-                    raise CatalogError(f"{path.name}, line {start}: the header names column "
-                                       f"{', '.join(map(repr, repeated))} more than once.")
-                continue
-            if len(record) > len(header):
-                raise CatalogError(f"{path.name}, line {start}: {len(record)} fields, but the header has "
-                                   f"{len(header)}. Look for an unquoted comma, or a quote that is not closed.")
-            rows.append(record + [""] * (len(header) - len(record)))
-            lines.append(start)
-    except csv.Error as exc:
-        raise CatalogError(f"{path.name}, line {reader.line_num}: not a readable CSV table ({exc}). Look for a "
-                           "quote that is not closed.") from exc
+    with path.open(encoding="utf-8-sig", newline="\n") as text:
+        reader = csv.reader(text, strict=True)
+        try:
+            for record in reader:
+                start, previous = previous + 1, reader.line_num
+                if not any(cell.strip() for cell in record):
+                    continue
+                if not header:
+                    header = [cell.strip() for cell in record]
+                    repeated = sorted({c for c in header if header.count(c) > 1})
+                    if repeated:
+                        raise CatalogError(f"{path.name}, line {start}: the header names column "
+                                           f"{', '.join(map(repr, repeated))} more than once.")
+                    continue
+                if len(record) > len(header):
+                    raise CatalogError(f"{path.name}, line {start}: {len(record)} fields, but the header has "
+                                       f"{len(header)}. Look for an unquoted comma, or a quote that is not closed.")
+                rows.append(record + [""] * (len(header) - len(record)))
+                lines.append(start)
+                _check_count(len(rows), max_items, path)
+        except csv.Error as exc:
+            raise CatalogError(f"{path.name}, line {previous + 1}: not a readable CSV table ({exc}). Look for a "
+                               "quote on that line that is not closed.") from exc
+        except UnicodeDecodeError as exc:
+            line, byte = _first_non_utf8_line(path)  # the decoder reads ahead: find the line itself
+            raise CatalogError(f"{path.name}, line {line}: the text is not UTF-8 (byte 0x{byte:02x}). Save the "
+                               "table as UTF-8 (in a spreadsheet: CSV UTF-8) and prepare it again.") from exc
     if not header:
         raise CatalogError(f"{path.name} is empty: it needs a header line and one line per item.")
     return pd.DataFrame(rows, columns=header, dtype=str), lines
 
 
+def _first_non_utf8_line(path: Path) -> tuple[int, int]:
+    """(line, offending byte) of the first line that is not UTF-8, reading one line at a time."""
+    with path.open("rb") as data:
+        for number, line in enumerate(data, start=1):
+            try:
+                line.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                return number, line[exc.start]
+    return 0, 0
+
+
 def resolve_image_path(raw: str, base: Path, roots: list[Path]) -> tuple[Path, str]:
     """(absolute path, "") or (…, reason). Relative paths resolve against ``base``; every path, after following
-    symlinks, must stay under one of ``roots``: a table naming ``../../etc/passwd`` must not be read."""
-    given = Path(raw).expanduser()
-    resolved = (given if given.is_absolute() else base / given).resolve()
+    symlinks, must stay under one of ``roots``: a table naming ``../../etc/passwd`` must not be read. Whether a path
+    outside exists is never said, and ``~user`` is not expanded (it would tell which accounts exist)."""
+    given = Path(raw)
+    resolved = resolved_path(given if given.is_absolute() else base / given)
+    if resolved is None:
+        return base, f"image path {raw!r} is not a usable path (a link loop, a name too long or a NUL byte)"
     if not any(resolved.is_relative_to(root.resolve()) for root in roots):
         if given.is_absolute():
             return resolved, (f"image path {raw!r} is outside the table's folder and the allowed folders; rejected "
-                              "(allow its folder with --allow-root, or 'Allowed folders' on the Home page)")
+                              "(allow its folder with --allow-root; on the dashboard, keep images inside the "
+                              "catalogue folders)")
         return resolved, f"image path {raw!r} leaves the catalogue folder; rejected"
-    if not resolved.exists():
-        return resolved, f"image file {raw!r} does not exist"
-    if not resolved.is_file():
-        return resolved, f"{raw!r} is not a regular file"
+    try:
+        if not resolved.exists():
+            return resolved, f"image file {raw!r} does not exist"
+        if not resolved.is_file():
+            return resolved, f"{raw!r} is not a regular file"
+    except OSError as exc:
+        return resolved, f"image file {raw!r} cannot be looked at ({exc.strerror or exc})"
     if resolved.suffix.lower() not in IMAGE_SUFFIXES:
         return resolved, f"{raw!r} is not an image file name ({', '.join(IMAGE_SUFFIXES)})"
     return resolved, ""
@@ -372,6 +425,10 @@ DEEPFASHION_FILES = {
     "boxes": "Anno/list_bbox.txt",
     "partition": "Eval/list_eval_partition.txt",
 }
+
+
+DEEPFASHION_FIELDS = {"Anno/list_category_cloth.txt": 2, "Anno/list_category_img.txt": 2, "Anno/list_bbox.txt": 5,
+                      "Eval/list_eval_partition.txt": 2}
 
 
 def read_deepfashion(spec: SourceSpec, max_items: int = 0) -> SourceTable:
@@ -432,6 +489,8 @@ def read_deepfashion(spec: SourceSpec, max_items: int = 0) -> SourceTable:
 def _first_of_each(rows: pd.DataFrame, name: str, problems: list[Problem]) -> pd.DataFrame:
     """An image listed twice in one list file is a problem with the later line, which is ignored: the first
     line wins, as a person reading the file top-down would expect."""
+    # one image, however it is spelled ("./img/a.jpg", "img//a.jpg", "img/x/../a.jpg")
+    rows = rows.assign(image=[posixpath.normpath(image) for image in rows["image"]])
     repeated = rows["image"].duplicated(keep="first")
     if repeated.any():
         first = rows.drop_duplicates("image").set_index("image")["line"]
@@ -453,12 +512,16 @@ def _read_list(root: Path, relative: str) -> pd.DataFrame:
     if path.stat().st_size > MAX_TABLE_BYTES:
         raise CatalogError(f"{relative} is larger than {MAX_TABLE_BYTES / 2**30:.0f} GB; it is not a DeepFashion list.")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # split at "\n" only, as an editor counts lines: str.splitlines would also split at \f, \x1c or \u2028
+        lines = [line.rstrip("\r") for line in path.read_text(encoding="utf-8").split("\n")]
     except UnicodeDecodeError as exc:
         raise CatalogError(f"{relative} is not UTF-8 text.") from exc
     if len(lines) < 2 or not lines[0].strip().isdigit():
         raise CatalogError(f"{relative}, line 1: expected the number of entries, found {lines[:1]!r}.")
     header = lines[1].split()
+    if len(header) != DEEPFASHION_FIELDS[relative]:
+        raise CatalogError(f"{relative}, line 2: expected a header of {DEEPFASHION_FIELDS[relative]} column names, "
+                           f"found {len(header)}.")
     # Category names contain spaces in the released file ("Button-Down", but also multi-word ones): the
     # last field is the type, everything before it the name.
     rows = []

@@ -460,3 +460,179 @@ def test_bad_crop_boxes_are_clear_errors_and_big_ones_are_clipped(settings, isol
             ws.search(photo, box=box, isolate=isolate)
     result = ws.search(photo, box=(0, 0, 10**9, 10**9), isolate=isolate)
     assert len(result.hits) == 10 and result.steps.user_box == (0, 0, 120, 120)
+
+
+# ------------------------------------------------------------------------------- found by an adversarial pass
+def test_a_long_table_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    bomb = tmp_path / "bomb.parquet"  # 3 million rows in a few KB
+    pq.write_table(pa.table({"image": pa.array(["a.jpg"] * 3_000_000)}), bomb, compression="zstd")
+    monkeypatch.setattr(pd, "read_parquet", lambda *a, **k: pytest.fail("read the whole table"))
+    with pytest.raises(CatalogError, match="more than 50,000 entries"):
+        read_source(SourceSpec(path=str(bomb)), max_items=50_000)
+    csv_path = tmp_path / "long.csv"  # line 12 is malformed: refused for its length first, so never reached
+    csv_path.write_text("image,category\n" + "x.jpg,a\n" * 10 + "x.jpg,a,b,c\n")
+    with pytest.raises(CatalogError, match="more than 5 entries"):
+        read_source(SourceSpec(path=str(csv_path)), max_items=5)
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for i in range(6):
+        (loose / f"{i}.jpg").write_bytes(b"")
+    with pytest.raises(CatalogError, match="more than 5 entries"):
+        read_source(SourceSpec(path=str(loose)), max_items=5)
+
+
+def test_the_page_lists_sources_without_walking_a_huge_folder(tmp_path):
+    from core.prepare import sources_under
+
+    root = tmp_path / "catalogs"
+    (root / "photos").mkdir(parents=True)
+    for i in range(50):
+        (root / "photos" / f"{i}.csv").write_text("image\n")
+    (root / "loop-a").symlink_to(root / "loop-b")
+    (root / "loop-b").symlink_to(root / "loop-a")
+    assert len(sources_under([root], scanned=20)) < 20  # the budget, not the folder, sets the work
+    assert root / "photos" / "0.csv" in sources_under([root])
+    with pytest.raises(CatalogError, match="catalogue folders only"):
+        confine(SourceSpec(path=str(root / "loop-a")), [root])
+
+
+def test_links_out_of_a_folder_catalogue_are_not_followed_nor_described(tmp_path):
+    root = write_folder_catalogue(tmp_path / "shop", per_category=1)
+    outside = tmp_path / "outside"
+    (outside / "big").mkdir(parents=True)
+    (outside / "exists.jpg").write_bytes(b"x")
+    (root / "Walk").symlink_to(outside / "big")
+    (root / "Shirt" / "probe1.jpg").symlink_to(outside / "exists.jpg")
+    (root / "Shirt" / "probe2.jpg").symlink_to(outside / "missing.jpg")
+    source = read_source(SourceSpec(path=str(root)))
+    problems = problems_of(source)
+    assert problems["Walk"] == problems["Shirt/probe1.jpg"] == problems["Shirt/probe2.jpg"]
+    assert "outside" in problems["Walk"] and str(outside) not in json.dumps(problems)
+    assert len(source.items) == 3
+
+
+@pytest.mark.parametrize("cell", ["b\x00.jpg", "~nosuchuser/a.jpg", "x" * 300 + ".jpg"])
+def test_an_unusable_image_cell_is_one_problem_not_a_crash(tmp_path, cell):
+    path = shop(tmp_path / "shop", **{"2": {"image": cell}})
+    source = read_source(SourceSpec(path=str(path)))
+    assert len(source.items) == 11 and list(problems_of(source)) == ["line 4"]
+
+
+def test_deepfashion_headers_spellings_and_odd_line_breaks(tmp_path):
+    root = write_deepfashion(tmp_path / "df")
+    labels = root / "Anno" / "list_category_img.txt"
+    lines = labels.read_text().split("\n")
+    labels.write_text("\n".join([lines[0], "image_name", *lines[2:]]))
+    with pytest.raises(CatalogError, match="list_category_img.txt, line 2: expected a header of 2"):
+        read_source(SourceSpec(path=str(root)))
+    lines[2] = lines[2] + "\x0c"  # a form feed: no line break for an editor, nor here
+    lines.append("./" + lines[3].split()[0] + " 1")  # the second image again, spelled another way: line 16
+    labels.write_text("\n".join(lines))
+    source = read_source(SourceSpec(path=str(root)))
+    repeat = [(p.where, p.problem) for p in source.problems if "listed again" in p.problem]
+    assert repeat == [("Anno/list_category_img.txt line 16", "listed again (first on line 4); this line is ignored")]
+    assert len(source.items) == 12
+
+
+def test_csv_lines_for_an_unclosed_quote_and_a_lone_carriage_return(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text('image,description\na.jpg,"never closed\n' + "b.jpg,x\n" * 50)
+    with pytest.raises(CatalogError, match="t.csv, line 2: not a readable CSV"):
+        read_source(SourceSpec(path=str(path)))
+    path.write_bytes(b'image,description\na.jpg,"one\rtwo"\nmissing.jpg,x\n')
+    assert list(problems_of(read_source(SourceSpec(path=str(path))))) == ["line 2", "line 3"]
+
+
+@pytest.mark.parametrize("change, expected", [({"source": "str"}, "'source' must be an object"),
+                                              ({"items": "x"}, "'items' must be a count")])
+def test_catalog_json_of_the_wrong_shape_is_named(tmp_path, change, expected):
+    from core.catalog import catalog_choices
+
+    settings = tiny_settings(tmp_path)
+    prepare_catalog(SourceSpec(path=str(write_folder_catalogue(tmp_path / "shop", 1))), settings, name="shop",
+                    photo_size=64)
+    path = settings.artifacts_dir / "catalogs" / "shop" / "catalog.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    with pytest.raises(CatalogError, match=expected):
+        prepared_info(settings, "shop")
+    assert "shop" not in catalog_choices(settings)  # the sidebar lists the others
+
+
+@pytest.mark.parametrize("categories", [["Scarf"], ["Scarf", "Shirt", "Skrit"]])
+def test_catalog_json_and_the_items_must_agree_on_the_categories(tmp_path, categories):
+    settings = tiny_settings(tmp_path)
+    prepare_catalog(SourceSpec(path=str(write_folder_catalogue(tmp_path / "shop", 1))), settings, name="shop",
+                    photo_size=64)
+    path = settings.artifacts_dir / "catalogs" / "shop" / "catalog.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "categories": categories}))
+    with pytest.raises(CatalogError, match="disagree on the category names"):
+        load_prepared(settings, "shop")
+
+
+@pytest.mark.parametrize("meta", ["[]", '{"files": []}', '{"files": {"embeddings.npy": "x"}}'])
+def test_a_meta_json_of_the_wrong_shape_means_rebuild(settings, meta):
+    from core.workspace import Workspace
+
+    store = Workspace.open(settings).store
+    store.meta_path.write_text(meta)
+    assert len(Workspace.open(settings).embeddings) == 64
+
+
+def test_crop_boxes_that_only_look_like_numbers(settings):
+    from core.query import checked_box
+
+    for box in ("0099", b"\x00\x0022", (0, 0, 10**400, 50), (True, 0, 50, 50), [0, 0, 50]):
+        with pytest.raises(QueryError):
+            checked_box(box, 100, 100)
+    assert checked_box(np.array([0, 0, 50, 50]), 100, 100) == (0, 0, 50, 50)
+
+
+def test_checking_a_lock_does_not_take_it(tmp_path, monkeypatch):
+    import fcntl
+
+    path = tmp_path / "train.lock"
+    path.write_text("")
+    taken = []
+    real = fcntl.flock
+    monkeypatch.setattr(fcntl, "flock", lambda fd, op: taken.append(op) or real(fd, op))
+    assert not locks.is_locked(path) and taken == []
+    with locks.exclusive(path):
+        assert locks.is_locked(path)
+
+
+def test_a_checkpoint_without_its_checksum_is_refused(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.save_checkpoint(run.best, {"model": {"w": torch.ones(3)}, "backbone": "x"})
+    state = torch.load(run.best, weights_only=True)
+    state.pop("checksum")
+    torch.save(state, run.best)
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_checkpoint(run.best)
+
+
+def test_formats_outside_the_list_are_not_opened():
+    icon = Image.new("RGBA", (16, 16), (255, 0, 0, 255))
+    with pytest.raises(ImageDecodeError, match="not an image file"):
+        decode_image(encoded(icon, "ICO"))
+
+
+def test_a_deep_rotated_tiff_costs_tens_of_megabytes(tmp_path):
+    path = tmp_path / "deep.tif"
+    deep = Image.fromarray(np.random.default_rng(0).integers(0, 2**20, (3900, 4000), dtype=np.int32), mode="I")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    deep.save(path, compression="tiff_deflate", exif=exif)
+    script = textwrap.dedent(f"""
+        import resource
+        from core.images import decode_image, read_image_file
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        image = decode_image(read_image_file({str(path)!r}))
+        print(image.size, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    size, grown = out.rsplit(" ", 1)
+    assert size == "(998, 1024)" and float(grown) < 150, out  # upright (EXIF 6: 4000 wide becomes 1024 tall)
