@@ -264,8 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-only", action="store_true", help="only get (or validate and register) the catalogue")
     p.add_argument("--name", help="name of your catalogue (default: from the source's file or folder name)")
     p.add_argument("--layout", default="auto", choices=["auto", "folder", "table", "deepfashion"])
-    for name in ("image", "id", "category", "description", "tags", "brand", "price", "split"):
-        p.add_argument(f"--{name}-column", help=f"table: the column holding the {name} (default: {name})")
+    for name in ("image", "id", "category", "description", "tags", "brand", "price", "split", "group"):
+        p.add_argument(f"--{name}-column", help=f"table: the column holding the {name} (default: {name})"
+                       + ("; items of one group share a split (e.g. parent_sku, sender_id)" if name == "group" else ""))
     p.add_argument("--allow-root", action="append", default=[], help="table: a folder that absolute image paths "
                    "may point into (repeatable; the table's own folder is always allowed)")
     p.add_argument("--categories", default="", help="DeepFashion: comma-separated category names or garment "

@@ -1,5 +1,5 @@
 """``python -m core bench hostile``: peak memory and time of the CLI and the app's search path under the inputs that
-used to exhaust memory (issue 13), each in a process of its own so its peak is its own.
+used to exhaust memory (issue 13), each in a process of its own so its peak is its own (measured by a small launcher: see ``LAUNCHER``).
 
 - ``search /dev/zero`` with the CLI (it grew to 23.5 GB before sizes were checked first);
 - a table catalogue with a sparse 3 GB ``big.jpg`` prepared with the CLI (3.6 GB before its rejection);
@@ -11,6 +11,7 @@ used to exhaust memory (issue 13), each in a process of its own so its peak is i
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -53,17 +54,25 @@ def deep_tiff(path: Path, width: int, height: int) -> Path:
     return path
 
 
+# A forked child's peak RSS starts at its parent's RSS (Linux keeps the high-water mark across exec), and this
+# process holds the fixtures: each command runs under a small launcher, and the launcher reports its child's peak.
+LAUNCHER = """
+import json, resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+print(json.dumps({"exit": done.returncode, "peak_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+                  "output": done.stdout}))
+"""
+
+
 def measured(argv: list[str], env: dict[str, str] | None = None) -> dict:
     """Exit status, seconds, peak resident memory (MB) of one process, and the last line it printed."""
     started = time.perf_counter()
-    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, **(env or {})})
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    lines = [line for line in output.strip().splitlines() if line.strip()]
-    return {"exit": process.returncode, "seconds": round(time.perf_counter() - started, 2),
-            "peak_mb": round(usage.ru_maxrss / 1024, 1), "said": lines[-1][:200] if lines else ""}
+    done = subprocess.run([sys.executable, "-c", LAUNCHER, *argv], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, check=True)
+    report = json.loads(done.stdout)
+    lines = [line for line in report["output"].strip().splitlines() if line.strip()]
+    return {"exit": report["exit"], "seconds": round(time.perf_counter() - started, 2),
+            "peak_mb": round(report["peak_kb"] / 1024, 1), "said": lines[-1][:200] if lines else ""}
 
 
 BASELINE = "import core.workspace, core.images; print('imported')"

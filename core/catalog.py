@@ -23,7 +23,7 @@ from core.item_images import FileImages
 
 SOURCES: dict[str, Callable[[Settings], "Catalog"]] = {}
 # What the catalogue itself uses; any other column of a user's table is shown as it is (Catalog.details).
-OWN_COLUMNS = {"id", "path", "label", "category", "split", "tags", "brand", "price", "description"}
+OWN_COLUMNS = {"id", "path", "label", "category", "split", "group", "tags", "brand", "price", "description"}
 SOURCE_LABELS: dict[str, str] = {}
 
 

@@ -55,6 +55,9 @@ class TableColumns:
     brand: str = "brand"
     price: str = "price"
     split: str = "split"
+    # Items that must share a split: colour variants of one product (``parent_sku``), photos by one sender
+    # (``sender_id``). Without it, near-duplicates land on both sides and test figures flatter the model.
+    group: str = "group"
 
 
 @dataclass(frozen=True)
@@ -214,7 +217,8 @@ def read_table(spec: SourceSpec, max_items: int = 0) -> SourceTable:
     rows = []
     seen_paths: dict[str, str] = {}
     seen_ids: dict[str, str] = {}
-    known = {cols.image, cols.id, cols.category, cols.description, cols.tags, cols.brand, cols.price, cols.split}
+    known = {cols.image, cols.id, cols.category, cols.description, cols.tags, cols.brand, cols.price, cols.split,
+             cols.group}
     extras = [c for c in raw.columns if c not in known]
     for i, record in enumerate(raw.to_dict("records")):
         at = where(i)
@@ -253,6 +257,8 @@ def read_table(spec: SourceSpec, max_items: int = 0) -> SourceTable:
                                         skipped=False))
                 split = ""
             row["split"] = split
+        if cols.group in raw.columns:
+            row["group"] = _text(record.get(cols.group)) or item_id  # an item without a group is its own
         row.update({f"extra:{c}": _text(record.get(c)) for c in extras})
         rows.append(row)
     items = pd.DataFrame(rows)
@@ -260,13 +266,31 @@ def read_table(spec: SourceSpec, max_items: int = 0) -> SourceTable:
         items = pd.DataFrame(columns=["id", "path", "where", "category", "split"])
     split = items["split"] if "split" in items.columns else pd.Series([""] * len(items), dtype=object)
     items["split"] = np.where(split.isin(["train", "test"]), split, np.where(split == "val", "train", None))
+    if "group" in items.columns:
+        problems += _one_split_per_group(items)
     missing = items["split"].isna().to_numpy()
     if missing.any():
-        items.loc[missing, "split"] = hashed_split(items.loc[missing, "id"])
+        by = items["group"] if "group" in items.columns else items["id"]
+        items.loc[missing, "split"] = hashed_split(by[missing])
     reserved = set(items.columns) | {"label", *BOX}
     items = items.rename(columns={c: _extra_name(c.removeprefix("extra:"), reserved)
                                   for c in items.columns if c.startswith("extra:")})
     return SourceTable(items, problems, "table")
+
+
+def _one_split_per_group(items: pd.DataFrame) -> list[Problem]:
+    """A group whose items were given different splits follows its first item's (the table's own split wins over
+    the hash, but never splits a group): every item moved is listed."""
+    problems = []
+    given = items["split"].notna()
+    first = items[given].drop_duplicates("group").set_index("group")["split"]
+    wanted = items["group"].map(first)
+    moved = given & (wanted != items["split"])
+    for at, path in zip(items.loc[moved, "where"], items.loc[moved, "path"], strict=True):
+        problems.append(Problem(at, path, "its group was given another split on an earlier line; it follows "
+                                "that one", skipped=False))
+    items["split"] = wanted.where(wanted.notna(), items["split"])
+    return problems
 
 
 def _extra_name(name: str, reserved: set[str]) -> str:
@@ -411,7 +435,8 @@ def parse_tags(value: object) -> list[str]:
 
 
 def hashed_split(ids: pd.Series) -> np.ndarray:
-    """"test" for about TEST_SHARE of the ids, chosen by hash: the same item keeps its split across prepares."""
+    """"test" for about TEST_SHARE of the ids (or group names), chosen by hash: the same item keeps its split across
+    prepares, and equal names get equal splits."""
     def bucket(item_id: str) -> float:
         return int.from_bytes(hashlib.blake2b(str(item_id).encode(), digest_size=4).digest(), "big") / 2**32
 

@@ -52,9 +52,20 @@ class Splits:
         train = np.flatnonzero(split == "train")
         if len(train) < 4:
             raise ValueError(f"The catalogue has {len(train)} train items; fine-tuning needs at least 4.")
-        shuffled = np.random.default_rng(config.seed).permutation(train)
+        rng = np.random.default_rng(config.seed)
         n_val = max(1, round(len(train) * config.val_fraction))
-        return cls(np.sort(shuffled[n_val:]), np.sort(shuffled[:n_val]), np.flatnonzero(split == "test"))
+        if "group" not in catalog.items.columns:
+            shuffled = rng.permutation(train)
+            return cls(np.sort(shuffled[n_val:]), np.sort(shuffled[:n_val]), np.flatnonzero(split == "test"))
+        # whole groups go to validation (colour variants of one product never straddle it), until it is full
+        groups = catalog.items["group"].astype(str).to_numpy()[train]
+        names, counts = np.unique(groups, return_counts=True)
+        order = rng.permutation(len(names))
+        taken = order[: int(np.searchsorted(np.cumsum(counts[order]), n_val)) + 1]
+        in_val = np.isin(groups, names[taken])
+        if in_val.all():
+            raise ValueError("Every train item is in one group; fine-tuning needs at least two groups.")
+        return cls(train[~in_val], train[in_val], np.flatnonzero(split == "test"))
 
 
 def pick_device() -> torch.device:

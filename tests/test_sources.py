@@ -279,3 +279,35 @@ def test_an_exif_rotated_photo_enters_upright(tmp_path):
     loaded = load_photo(str(tmp_path / "phone.jpg"))
     assert loaded.size == (60, 90)
     assert np.abs(np.asarray(loaded, float) - np.asarray(upright, float)).mean() < 6
+
+
+# ------------------------------------------------------------------------------------------ groups
+def test_a_group_never_spans_two_splits(tmp_path):
+    records = write_photo_records(tmp_path, per_category=12)  # 36 items in 9 products of 4 colours
+    for i, record in enumerate(records):
+        record["parent_sku"] = f"P{i // 4}"
+    records[1]["split"] = "test"  # the table says test for one variant of P0, train for another
+    records[2]["split"] = "train"
+    source = read_source(table(tmp_path, records, columns=TableColumns(group="parent_sku")))
+    items = source.items
+    assert (items.groupby("group")["split"].nunique() == 1).all()
+    assert items.loc[items["group"] == "P0", "split"].unique().tolist() == ["test"]
+    assert problems_of(source) == {"line 4": "its group was given another split on an earlier line; it follows "
+                                             "that one"}
+    assert set(items["split"]) == {"train", "test"}  # the hash still sends some groups to test
+
+
+def test_validation_takes_whole_groups(tmp_path):
+    from core.config import TrainConfig
+    from core.train import Splits
+
+    records = write_photo_records(tmp_path, per_category=12)
+    for i, record in enumerate(records):
+        record["parent_sku"] = f"P{i // 3}"
+        record["split"] = "train"
+    spec = table(tmp_path, records, columns=TableColumns(group="parent_sku"))
+    prepare_catalog(spec, tiny_settings(tmp_path), name="shop", photo_size=64)
+    catalog = open_catalog(tiny_settings(tmp_path).replace(catalog="shop"))
+    splits = Splits.of(catalog, TrainConfig(val_fraction=0.25))
+    groups = catalog.items["group"].to_numpy()
+    assert not set(groups[splits.train]) & set(groups[splits.val]) and len(splits.val) >= 9
