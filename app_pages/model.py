@@ -11,6 +11,7 @@ import ui
 from core.bench_photos import LabelsError, run_photo_bench
 from core.bench_retrieval import load_result, methods_table, run_retrieval_bench, save_result
 from core.config import FREEZE_POLICIES, TrainConfig
+from core.prepare import confined
 from core.runs import ACTIVE_STATES, list_runs, runs_table, stop_job
 from core.train import start_training
 
@@ -180,11 +181,13 @@ if measure:
     else:
         try:
             with st.spinner("Searching with every photo…"):
-                figures, sheet = run_photo_bench(ws, Path(folder.strip()).expanduser(), isolate=isolate)
+                # a browser user reaches the catalogue folders only (core.prepare.confined), as on the Home page
+                photos = confined(Path(folder.strip()), settings.allowed_catalog_roots(), "Photos are measured")
+                figures, sheet = run_photo_bench(ws, photos, isolate=isolate)
             st.session_state["photo_bench"] = {"model": ws.embedder.key, "folder": folder.strip(),
                                                "figures": figures, "sheet": sheet}
-        except (LabelsError, OSError) as exc:
-            st.error(f"**These photos could not be measured.**\n\n{exc}")
+        except (LabelsError, OSError, ValueError, RuntimeError) as exc:
+            st.error(f"**These photos could not be measured.**\n\n{ui.plain(str(exc))}")
 measured = st.session_state.get("photo_bench")
 if measured and measured["model"] == ws.embedder.key:
     figures = measured["figures"]

@@ -24,7 +24,8 @@ from core.config import FREEZE_POLICIES, SCHEDULES, Settings, TrainConfig
 
 
 def _source_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--catalog", help="catalogue name: fashion-mnist (default) or one you prepared")
+    parser.add_argument("--catalog", help="catalogue name: garment-photos (default), luma-shop, fashion-mnist, or "
+                        "one you prepared")
     parser.add_argument("--catalog-limit", type=int, help="use only the first N items (0 = all)")
     parser.add_argument("--backbone", help="efficientnet_lite0 (default), efficientnet_lite1, efficientnet_lite2, …")
     parser.add_argument("--weights", type=Path, dest="weights_path", help="local state dict for the backbone")

@@ -206,3 +206,6 @@ def cached_checksum(path: Path, artifacts_dir: Path) -> str:
     with atomic_path(memo) as tmp:
         tmp.write_text(value)
     return value
+
+
+from core import builtin  # noqa: E402, F401 - registers the built-in colour catalogues (it imports this module)

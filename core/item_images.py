@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -47,6 +48,9 @@ class FileImages:
     paths: np.ndarray  # absolute paths (str)
     boxes: np.ndarray | None  # (N, 4) int, -1 where an item has no box
     domain: Domain
+    # Folders the files must still lie in when read (links followed): a file swapped for a link out of the
+    # catalogue after prepare checked it is not read. None: not checked (generated catalogues in tests).
+    roots: tuple[Path, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -61,7 +65,15 @@ class FileImages:
 
     def photo(self, row: int) -> Image.Image:
         box = tuple(int(v) for v in self.boxes[row]) if self.boxes is not None else None
-        return load_photo(str(self.paths[row]), box)
+        path = str(self.paths[row])
+        if self.roots is not None:
+            try:
+                where = Path(path).resolve()
+            except (OSError, RuntimeError, ValueError) as exc:
+                raise ImageDecodeError(f"{path} cannot be resolved ({exc}).") from exc
+            if not any(where.is_relative_to(root) for root in self.roots):
+                raise ImageDecodeError(f"{path} now links outside its catalogue's folders; it is not read.")
+        return load_photo(path, box)
 
     def item(self, row: int) -> np.ndarray:
         try:

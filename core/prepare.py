@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core import tags
+from core import locks, tags
 from core.artifacts import atomic_path, file_checksum, fingerprint
 from core.catalog import Catalog
 from core.config import Settings
@@ -33,6 +33,7 @@ from core.sources import BOX, TABLE_SUFFIXES, CatalogError, Problem, SourceSpec,
 from core.sources import problems_frame as frame_of
 
 MIN_PHOTO_SIZE, MAX_PHOTO_SIZE = 16, 1024
+MAX_CATEGORIES = np.iinfo(np.int16).max  # labels are stored as int16
 log = logging.getLogger(__name__)
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,47}")  # used with fullmatch: "$" would let a newline through
 SOURCES_LISTED = 500  # the most candidate sources the dashboard lists under its catalogue folders
@@ -72,15 +73,22 @@ def confine(spec: SourceSpec, roots: list[Path]) -> SourceSpec:
     whether or not the path exists, so it cannot be used to probe the server's files."""
     roots = [Path(root).resolve() for root in roots]
     names = ", ".join(str(root) for root in roots)
-    source = Path(spec.path)
-    resolved = resolved_path(source) if source.is_absolute() else None
-    if resolved is None or not any(resolved.is_relative_to(root) for root in roots):
-        raise CatalogError(f"Catalogues are added from the catalogue folders only ({names}); put yours there, "
-                           "or ask the operator to allow its folder (FVS_CATALOG_ROOTS).")
+    resolved = confined(Path(spec.path), roots)
     inside = [resolved_path(Path(r)) for r in spec.allowed_roots]
     if not all(r is not None and any(r.is_relative_to(root) for root in roots) for r in inside):
         raise CatalogError(f"Image folders must lie inside the catalogue folders ({names}).")
     return dataclasses.replace(spec, path=str(resolved), allowed_roots=tuple(str(r) for r in roots))
+
+
+def confined(path: Path, roots: list[Path], what: str = "Catalogues are added") -> Path:
+    """``path`` with links followed, if it lies under one of ``roots``; else CatalogError, worded the same
+    whether or not the path exists. The door for every server path a browser user names."""
+    roots = [Path(root).resolve() for root in roots]
+    resolved = resolved_path(path) if Path(path).is_absolute() else None
+    if resolved is None or not any(resolved.is_relative_to(root) for root in roots):
+        raise CatalogError(f"{what} from the catalogue folders only ({', '.join(str(r) for r in roots)}); put "
+                           "yours there, or ask the operator to allow its folder (FVS_CATALOG_ROOTS).")
+    return resolved
 
 
 def sources_under(roots: list[Path], limit: int = SOURCES_LISTED, scanned: int = SOURCES_SCANNED) -> list[Path]:
@@ -127,24 +135,33 @@ def _is_table(path: Path) -> bool:
 def prepare_catalog(spec: SourceSpec, settings: Settings, name: str = "", photo_size: int = 224,
                     workers: int = 0, progress: Progress = no_progress, strict: bool = False,
                     confine_to: list[Path] | None = None, max_items: int = 0,
-                    replace: bool = True) -> PrepareReport:
+                    replace: bool = True, builtin: bool = False, extra_info: dict | None = None) -> PrepareReport:
     """Validate and register a source; re-preparing the same name replaces it (its embeddings are keyed anew).
     ``strict``: any problem is an error and nothing is registered. What the dashboard passes for a browser user:
     ``confine_to`` (see ``confine``), ``max_items`` (larger sources are refused early) and ``replace`` False (a
-    name already prepared from another source is refused, not overwritten)."""
+    name already prepared from another source is refused, not overwritten). ``builtin``: a catalogue that ships
+    with the project (core.builtin) is being prepared under its own name; ``extra_info`` goes into catalog.json."""
     if confine_to is not None:
         spec = confine(spec, confine_to)
     name = name or default_name(spec.path)
-    if not NAME_PATTERN.fullmatch(name) or name in _builtin_names():
+    if not NAME_PATTERN.fullmatch(name) or (name in _builtin_names() and not builtin):
         raise CatalogError(f"Catalogue name {name!r} is not usable: lower-case letters, digits, '-' and '_' "
                            f"(up to 48), and not a built-in name ({', '.join(_builtin_names())}).")
     if not MIN_PHOTO_SIZE <= photo_size <= MAX_PHOTO_SIZE:
         raise CatalogError(f"The photo size must be {MIN_PHOTO_SIZE} to {MAX_PHOTO_SIZE} pixels (got {photo_size}).")
-    if not replace and name in prepared_names(settings):
-        previous = prepared_info(settings, name).get("source", {}).get("path")
-        if previous != spec.path:
-            raise CatalogError(f"A catalogue named {name!r} already exists, prepared from another source; choose "
-                               "another name.")
+    # One prepare of a name at a time, from the check that the name is free to the last file written: two
+    # sessions adding the same name must not both succeed with one's catalogue silently gone.
+    with locks.exclusive(catalogs_dir(settings) / f".{name}.lock", notify=lambda message: progress(message, 0, 1)):
+        if not replace and name in prepared_names(settings):
+            previous = prepared_info(settings, name).get("source", {}).get("path")
+            if previous != spec.path:
+                raise CatalogError(f"A catalogue named {name!r} already exists, prepared from another source; "
+                                   "choose another name.")
+        return _prepare(spec, settings, name, photo_size, workers, progress, strict, max_items, extra_info)
+
+
+def _prepare(spec: SourceSpec, settings: Settings, name: str, photo_size: int, workers: int, progress: Progress,
+             strict: bool, max_items: int, extra_info: dict | None) -> PrepareReport:
     source = read_source(spec, max_items=max_items)
     items, problems = source.items, list(source.problems)
     unreadable = check_images(items["path"].tolist(), workers, progress)
@@ -167,6 +184,9 @@ def prepare_catalog(spec: SourceSpec, settings: Settings, name: str = "", photo_
         items["tags"], vocabulary = mined.item_tags, mined.vocabulary
         progress("Mining tags from descriptions", 1, 1)
     categories = sorted(items["category"].unique())
+    if len(categories) > MAX_CATEGORIES:
+        raise CatalogError(f"{spec.path} has {len(categories):,} categories; a catalogue may have up to "
+                           f"{MAX_CATEGORIES:,}. Is the category column the right one?")
     items.insert(2, "label", items["category"].map({c: i for i, c in enumerate(categories)}).astype(np.int16))
     target = catalogs_dir(settings) / name
     target.mkdir(parents=True, exist_ok=True)
@@ -180,7 +200,7 @@ def prepare_catalog(spec: SourceSpec, settings: Settings, name: str = "", photo_
     info = {"name": name, "layout": source.layout, "source": spec.as_dict(), "photo_size": photo_size,
             "categories": categories, "items": len(items), "tags": vocabulary, "problems": len(problems),
             "prepared": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "checksums": {"items.parquet": file_checksum(target / "items.parquet")}}
+            "checksums": {"items.parquet": file_checksum(target / "items.parquet")}, **(extra_info or {})}
     with atomic_path(target / "catalog.json") as tmp:
         tmp.write_text(json.dumps(info, indent=2))
     return report
@@ -205,8 +225,10 @@ def check_images(paths: list[str], workers: int, progress: Progress = no_progres
 
 
 def prepared_names(settings: Settings) -> list[str]:
+    """The user's prepared catalogues (the built-in ones, prepared in the same folder, are listed as built-in)."""
     root = catalogs_dir(settings)
-    return sorted(p.parent.name for p in root.glob("*/catalog.json")) if root.is_dir() else []
+    names = sorted(p.parent.name for p in root.glob("*/catalog.json")) if root.is_dir() else []
+    return [n for n in names if n not in _builtin_names()]
 
 
 def prepared_info(settings: Settings, name: str) -> dict:
@@ -274,7 +296,16 @@ def load_prepared(settings: Settings, name: str) -> Catalog:
     boxes = items[BOX].to_numpy(np.int64) if set(BOX) <= set(items.columns) else None
     key = fingerprint({"items": actual, "domain": [domain.name, domain.size, domain.crop_pct]})
     return Catalog(name=name, key=f"{name}-{key}", items=items, categories=list(info["categories"]), domain=domain,
-                   pixels=FileImages(items["path"].to_numpy(), boxes, domain))
+                   pixels=FileImages(items["path"].to_numpy(), boxes, domain, roots=source_roots(info)))
+
+
+def source_roots(info: dict) -> tuple[Path, ...]:
+    """Where a prepared catalogue's images may be read from: the source folder (a table's own folder) and the
+    folders it allowed, links followed."""
+    source = info.get("source", {})
+    path = Path(source.get("path", "/"))
+    base = path.parent if info.get("layout") == "table" else path
+    return tuple(p.resolve() for p in (base, *map(Path, source.get("allowed_roots", ()))))
 
 
 def _check_labels(items: pd.DataFrame, categories: list[str], folder: Path) -> None:

@@ -123,9 +123,10 @@ class Workspace:
     # ---------------------------------------------------------------- querying
     @property
     def isolates(self) -> bool:
-        """Whether photos are isolated by default (``settings.isolate``: on, off, or auto = fine-tuned only)."""
+        """Whether photos are isolated by default (``settings.isolate``: on, off, or auto = a fine-tuned model on a
+        catalogue of cut-outs, the one case where it was measured to help)."""
         mode = self.settings.isolate.lower()
-        return mode == "on" or (mode == "auto" and bool(self.settings.run))
+        return mode == "on" or (mode == "auto" and bool(self.settings.run) and self.catalog.domain.cutout)
 
     def searcher(self, exact: bool) -> Searcher:
         return self.exact if exact else self.annoy

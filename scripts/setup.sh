@@ -50,7 +50,7 @@ say "Installing Python packages from $REQS (torch is large: the first run takes 
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   say "Getting the built-in catalogue (Debian package dataset-fashion-mnist)"
   # System-wide when we are root; otherwise unpacked into data/ with apt-get download + dpkg -x (no root).
-  apt_install dataset-fashion-mnist || .venv/bin/python -m core prepare --data-only
+  apt_install dataset-fashion-mnist || .venv/bin/python -m core prepare --data-only --catalog fashion-mnist
 fi
 
 if [ "$DEV" = 1 ] && ! { command -v chromium >/dev/null && command -v chromedriver >/dev/null; }; then

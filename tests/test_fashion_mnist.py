@@ -23,7 +23,7 @@ def real_dir():
 
 
 def test_all_70000_items_with_split_and_category(real_dir, tmp_path):
-    catalog = open_catalog(Settings(artifacts_dir=tmp_path))
+    catalog = open_catalog(Settings(artifacts_dir=tmp_path, catalog="fashion-mnist"))
     assert len(catalog) == 70_000
     assert catalog.items["split"].value_counts().to_dict() == {"train": 60_000, "test": 10_000}
     assert catalog.categories[0] == "T-shirt/top" and catalog.categories[9] == "Ankle boot"
@@ -33,7 +33,7 @@ def test_all_70000_items_with_split_and_category(real_dir, tmp_path):
 
 
 def test_a_limit_keeps_both_splits(real_dir, tmp_path):
-    catalog = open_catalog(Settings(artifacts_dir=tmp_path, catalog_limit=700))
+    catalog = open_catalog(Settings(artifacts_dir=tmp_path, catalog="fashion-mnist", catalog_limit=700))
     assert len(catalog) == 700
     assert catalog.items["split"].value_counts().to_dict() == {"train": 600, "test": 100}
 

@@ -636,3 +636,72 @@ def test_a_deep_rotated_tiff_costs_tens_of_megabytes(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     size, grown = out.rsplit(" ", 1)
     assert size == "(998, 1024)" and float(grown) < 150, out  # upright (EXIF 6: 4000 wide becomes 1024 tall)
+
+
+# ------------------------------------------------------------------------------- found by a second pass
+def test_a_wide_header_is_refused_at_once(tmp_path):
+    path = tmp_path / "wide.csv"
+    path.write_text("image," + ",".join(f"c{i}" for i in range(40_000)) + "\na.jpg\n")
+    started = time.monotonic()
+    with pytest.raises(CatalogError, match="40,001 columns; tables of up to 1,000"):
+        read_source(SourceSpec(path=str(path)))
+    assert time.monotonic() - started < 2
+
+
+def test_a_long_deepfashion_list_is_refused_while_it_is_read(tmp_path):
+    root = write_deepfashion(tmp_path / "df")
+    with pytest.raises(CatalogError, match="more than 5 entries"):
+        read_source(SourceSpec(path=str(root)), max_items=5)
+
+
+def test_two_prepares_of_one_name_do_not_both_succeed(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = tiny_settings(tmp_path)
+    sources = [write_folder_catalogue(tmp_path / "catalogs" / name, per_category=2) for name in ("a", "b")]
+
+    def add(source):
+        try:
+            return prepare_catalog(SourceSpec(path=str(source)), settings, name="dup", photo_size=64, replace=False)
+        except CatalogError as exc:
+            return exc
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(add, sources))
+    assert sum(isinstance(o, CatalogError) and "already exists" in str(o) for o in outcomes) == 1
+    kept = prepared_info(settings, "dup")["source"]["path"]
+    assert kept == next(str(s) for s, o in zip(sources, outcomes, strict=True) if not isinstance(o, Exception))
+
+
+def test_a_file_swapped_for_a_link_out_of_the_catalogue_is_not_read(tmp_path):
+    settings = tiny_settings(tmp_path)
+    source = write_folder_catalogue(tmp_path / "shop", per_category=1)
+    prepare_catalog(SourceSpec(path=str(source)), settings, name="shop", photo_size=64)
+    outside = tmp_path / "secret.jpg"
+    Image.new("RGB", (64, 64), (255, 0, 0)).save(outside)
+    catalog = load_prepared(settings, "shop")
+    victim = Path(catalog.items["path"][0])
+    victim.unlink()
+    victim.symlink_to(outside)
+    with pytest.raises(ImageDecodeError, match="now links outside"):
+        catalog.pixels.photo(0)
+    assert np.asarray(catalog.image(0)).mean() > 200  # the blank tile, not the red secret
+    assert not catalog.domain_batch([0]).any()
+
+
+def test_too_many_categories_are_refused_when_prepared(tmp_path, monkeypatch):
+    from core import prepare
+
+    monkeypatch.setattr(prepare, "MAX_CATEGORIES", 2)
+    with pytest.raises(CatalogError, match="3 categories; a catalogue may have up to 2"):
+        prepare_catalog(SourceSpec(path=str(write_folder_catalogue(tmp_path / "shop", 1))), tiny_settings(tmp_path),
+                        name="shop", photo_size=64)
+
+
+def test_one_photo_reached_through_links_inside_a_folder_is_one_item(tmp_path):
+    root = write_folder_catalogue(tmp_path / "shop", per_category=2)
+    (root / "Dress").symlink_to(root / "Shirt")
+    source = read_source(SourceSpec(path=str(root)))
+    assert len(source.items) == 6 and source.items["path"].is_unique
+    assert problems_of(source)["Dress/00.jpg"] == "the same image as Shirt/00.jpg"  # the real folder keeps it
+    assert set(source.items["category"]) == {"Shirt", "Skirt", "Scarf"}

@@ -238,7 +238,8 @@ def test_the_search_page_shows_each_step_and_can_isolate(app):
     assert not app.exception, app.exception
 
 
-def test_the_model_page_measures_a_folder_of_photos(app, labelled):
+def test_the_model_page_measures_a_folder_of_photos(app, labelled, monkeypatch):
+    monkeypatch.setenv("FVS_CATALOG_ROOTS", str(labelled.parent))  # the operator allows the folder
     app.run()
     app.switch_page("app_pages/model.py").run()
     app.text_input(key="photo_folder").set_value(str(labelled))
@@ -251,6 +252,13 @@ def test_the_model_page_measures_a_folder_of_photos(app, labelled):
     (labelled / "labels.csv").write_text("file,accepted\nsquare.jpg,Sweater\n")
     app.button(key="photo_run").click().run()
     assert any("'Sweater' is not a category" in e.value for e in app.error)
+    refusals = set()
+    for outside in ("/root", "/root/.bashrc", "/no/such/folder", "~nosuchuser", "relative/path"):
+        app.text_input(key="photo_folder").set_value(outside)
+        app.button(key="photo_run").click().run()
+        assert not app.exception, app.exception
+        refusals |= {e.value for e in app.error}
+    assert len(refusals) == 1 and "catalogue folders only" in refusals.pop()  # nothing tells them apart
 
 
 def test_an_unknown_isolate_mode_is_a_clear_error(tmp_path):

@@ -17,8 +17,8 @@ from core.train import start_training
 
 @pytest.fixture
 def real_settings(tmp_path) -> Settings:
-    settings = Settings(artifacts_dir=tmp_path / "artifacts", catalog_limit=300, backbone="test_efficientnet",
-                        n_trees=4)
+    settings = Settings(artifacts_dir=tmp_path / "artifacts", catalog="fashion-mnist", catalog_limit=300,
+                        backbone="test_efficientnet", n_trees=4)
     try:
         fashion_mnist.find_dir(settings.data_dir)
     except fashion_mnist.MissingDataError as exc:
