@@ -106,18 +106,20 @@ with results_col:
                 row_hits = result.hits.iloc[start : start + COLUMNS].iterrows()
                 for col, (_, hit) in zip(st.columns(COLUMNS), row_hits, strict=False):  # last row may be short
                     with col:
-                        st.image(catalog.thumbnail(int(hit["row"])), width="stretch")
-                        details = catalog.details(int(hit["row"]))
-                        shop = " · ".join(details[k] for k in ("brand", "price") if k in details)
+                        item_row = int(hit["row"])
+                        st.image(catalog.thumbnail(item_row), width="stretch")
+                        title, facts = catalog.headline(item_row)
                         # catalogue text is shown as text (ui.plain), never interpreted as Markdown or HTML
-                        st.markdown(f"**{ui.plain(hit['category'])}**" + (f"  \n{ui.plain(shop)}" if shop else ""))
+                        st.markdown(f"**{ui.plain(title)}**" + (f"  \n{ui.plain(facts)}" if facts else ""))
+                        details = catalog.details(item_row)
                         if "description" in details:
-                            st.caption(ui.plain(_short(details["description"])),
-                                       help=ui.plain(details["description"]))
-                        extras = [f"{k}: {v}" for k, v in details.items() if k not in ("brand", "price",
-                                                                                       "description")]
-                        if extras:
-                            st.caption(ui.plain(_short(" · ".join(extras))))
-                        st.caption(f"similarity {hit['score']:.3f}  \n{ui.plain(hit['id'])}")
+                            st.caption(ui.plain(_short(details["description"])))
+                        if tags := catalog.item_tags(item_row):
+                            st.markdown(" ".join(f":gray-badge[{ui.plain(t)}]" for t in tags))
+                        st.caption(f"similarity {hit['score']:.3f} · {ui.plain(hit['id'])}")
+                        if details:
+                            with st.popover("Details", width="stretch"):
+                                st.markdown("  \n".join(f"**{ui.plain(k)}**: {ui.plain(v)}"
+                                                         for k, v in details.items()))
                         st.button("Similar", key=f"more-{hit['row']}", on_click=use_item, args=(int(hit["row"]),),
                                   icon=":material/search:", width="stretch", help="Search with this item")

@@ -43,8 +43,10 @@ BUILTINS = {
 def shipped_key(settings: Settings, builtin: Builtin) -> str:
     """What the catalogue is: its table, its images (by the manifest the build script writes) and the transform."""
     folder = Path(settings.builtin_dir) / builtin.folder
+    from core.prepare import PREPARE_VERSION
+
     return fingerprint({"items": file_checksum(folder / "items.csv"), "images": file_checksum(folder / "images.json"),
-                        "columns": builtin.columns.__dict__, "photo_size": PHOTO_SIZE})
+                        "columns": builtin.columns.__dict__, "photo_size": PHOTO_SIZE, "prepare": PREPARE_VERSION})
 
 
 def load_builtin(settings: Settings, builtin: Builtin) -> Catalog:

@@ -46,6 +46,7 @@ class Catalog:
     categories: list[str]
     domain: Domain
     pixels: np.ndarray | FileImages  # uint8 (N, *domain.shape): memory-mapped, or files read on demand
+    tags_mined: bool = False  # the items' tags were mined from descriptions, not given by the source
 
     def __len__(self) -> int:
         return len(self.items)
@@ -93,6 +94,23 @@ class Catalog:
         if "price" in item.index and pd.notna(item["price"]):
             out["price"] = f"{float(item['price']):,.2f}"
         return out
+
+    def headline(self, row: int) -> tuple[str, str]:
+        """What a shop prints under a product photo: its name (or, without one, its category) and one line of
+        category, colour, brand and price, where the catalogue has them. The full record is ``details``."""
+        details, category = self.details(row), str(self.items.iloc[row]["category"])
+        name = details.get("name", "")
+        facts = [category] if name else []
+        facts += [details[key] for key in ("colour", "color", "brand", "price") if key in details]
+        return name or category, " · ".join(facts)
+
+    def item_tags(self, row: int) -> list[str]:
+        """The item's own tags (a shop's flags, "kids") as the catalogue gives them; none when they were mined
+        from its description (those are the tag head's training targets, not facts about the item)."""
+        if "tags" not in self.items.columns or self.tags_mined:
+            return []
+        value = self.items.iloc[row]["tags"]
+        return [str(t) for t in value] if value is not None and not isinstance(value, str) else []
 
     def extra_columns(self) -> list[str]:
         """Columns a source brought beyond the ones the catalogue itself uses."""

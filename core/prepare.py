@@ -32,6 +32,9 @@ from core.locks import die_with_parent
 from core.sources import BOX, TABLE_SUFFIXES, CatalogError, Problem, SourceSpec, read_source, resolved_path
 from core.sources import problems_frame as frame_of
 
+# Bumped whenever what prepare writes for the same source changes (columns, splits, tags): the built-in
+# catalogues, keyed by what ships rather than by the prepared copy, are then prepared again.
+PREPARE_VERSION = 2
 MIN_PHOTO_SIZE, MAX_PHOTO_SIZE = 16, 1024
 MAX_CATEGORIES = np.iinfo(np.int16).max  # labels are stored as int16
 log = logging.getLogger(__name__)
@@ -176,12 +179,14 @@ def _prepare(spec: SourceSpec, settings: Settings, name: str, photo_size: int, w
         raise CatalogError(f"{spec.path} has no usable image "
                            f"({len(problems)} problems{': ' + listed if listed else ''}).")
     vocabulary: list[str] = []
+    tags_mined = False
     if "tags" in items.columns:
         vocabulary = tags.vocabulary(items)
     elif "description" in items.columns and items["description"].str.strip().ne("").any():
         progress("Mining tags from descriptions", 0, 1)
         mined = tags.mine_tags(items["description"].tolist(), tags.TagMining())
         items["tags"], vocabulary = mined.item_tags, mined.vocabulary
+        tags_mined = True
         progress("Mining tags from descriptions", 1, 1)
     categories = sorted(items["category"].unique())
     if len(categories) > MAX_CATEGORIES:
@@ -198,7 +203,8 @@ def _prepare(spec: SourceSpec, settings: Settings, name: str, photo_size: int, w
         problems_frame.to_csv(tmp, index=False)
     report = PrepareReport(name, items, problems_frame, vocabulary, target)
     info = {"name": name, "layout": source.layout, "source": spec.as_dict(), "photo_size": photo_size,
-            "categories": categories, "items": len(items), "tags": vocabulary, "problems": len(problems),
+            "categories": categories, "items": len(items), "tags": vocabulary, "tags_mined": tags_mined,
+            "problems": len(problems),
             "prepared": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "checksums": {"items.parquet": file_checksum(target / "items.parquet")}, **(extra_info or {})}
     with atomic_path(target / "catalog.json") as tmp:
@@ -296,7 +302,8 @@ def load_prepared(settings: Settings, name: str) -> Catalog:
     boxes = items[BOX].to_numpy(np.int64) if set(BOX) <= set(items.columns) else None
     key = fingerprint({"items": actual, "domain": [domain.name, domain.size, domain.crop_pct]})
     return Catalog(name=name, key=f"{name}-{key}", items=items, categories=list(info["categories"]), domain=domain,
-                   pixels=FileImages(items["path"].to_numpy(), boxes, domain, roots=source_roots(info)))
+                   pixels=FileImages(items["path"].to_numpy(), boxes, domain, roots=source_roots(info)),
+                   tags_mined=bool(info.get("tags_mined", False)))
 
 
 def source_roots(info: dict) -> tuple[Path, ...]:

@@ -111,7 +111,7 @@ def test_search_results_show_brand_price_description_and_extra_columns(fresh_app
     assert result_images(app) == 10
     shown = " ".join(m.value for m in app.markdown) + " ".join(c.value for c in app.caption)
     assert "Acme · 11.50" in shown or "Zed · 10.50" in shown
-    assert "cotton" in shown and "relaxed fit" in shown and "colour: " in shown  # the table's own column
+    assert "cotton" in shown and "relaxed fit" in shown and "**colour**: red" in shown  # the table's own column
 
 
 def points(trace: dict) -> int:

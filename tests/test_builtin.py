@@ -45,3 +45,15 @@ def test_the_build_script_makes_what_ships(tmp_path):
     assert (built / "items.csv").read_bytes() == (shipped / "items.csv").read_bytes()
     assert json.loads((built / "images.json").read_text()) == json.loads((shipped / "images.json").read_text())
     assert sorted(p.name for p in built.glob("LICENSE*")) == sorted(p.name for p in shipped.glob("LICENSE*"))
+
+
+def test_results_read_like_a_shop(tmp_path):
+    luma = open_catalog(Settings(artifacts_dir=tmp_path, catalog="luma-shop"))
+    row = int((luma.items["id"] == "24-MB04").to_numpy().argmax())
+    assert luma.headline(row) == ("Strive Shoulder Pack", "Bags · Black · 32.00")
+    assert luma.item_tags(row) == []  # mined from descriptions: the tag head's targets, not shown as facts
+    photos = open_catalog(Settings(artifacts_dir=tmp_path, catalog="garment-photos"))
+    kids = int(photos.items["tags"].map(len).to_numpy().argmax())
+    title, facts = photos.headline(kids)
+    assert title == photos.items["category"][kids] and facts == "" and photos.item_tags(kids) == ["kids"]
+    assert len(photos.items["id"][kids]) == 8  # a short id, not a 36-character UUID
