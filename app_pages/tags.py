@@ -82,19 +82,23 @@ with result_col:
         if row is not None:
             real = catalog.items.iloc[row]["category"]
             right_first = catalog.categories[order[0]] == real
-            (st.success if right_first else st.error)(f"Real category: **{real}**"
+            (st.success if right_first else st.error)(f"Real category: **{ui.plain(real)}**"
                                                       + ("" if right_first else " (the prediction differs)"))
         if prediction.tags is not None and len(prediction.tags):
             st.subheader("Tags")
-            bars = pd.DataFrame({"tag": vocabulary, "probability": prediction.tags})
+            # each tag with where it came from: the shop's own column (colour, material, …) or its description
+            sources = [catalog.tag_sources.get(t, "") for t in vocabulary]
+            bars = pd.DataFrame({"tag": [ui.plain_html(f"{t} · {s}" if s else t) for t, s in zip(vocabulary, sources,
+                                                                                            strict=True)],
+                                 "probability": prediction.tags, "source": sources})
             bars["predicted"] = np.where(bars["probability"] >= threshold, "predicted", "below threshold")
             if row is not None:
                 real_tags = set(catalog.items.iloc[row]["tags"])
-                bars["real"] = ["real tag" if t in real_tags else "" for t in bars["tag"]]
+                bars["real"] = ["real tag" if t in real_tags else "" for t in vocabulary]
             bars = bars.sort_values("probability", ascending=False)
             figure = px.bar(bars, x="probability", y="tag", orientation="h", color="predicted",
                             color_discrete_map={"predicted": "#c2185b", "below threshold": "#cfcfcf"},
-                            height=max(220, 24 * len(bars)), hover_data=[c for c in ("real",) if c in bars])
+                            height=max(220, 24 * len(bars)), hover_data=[c for c in ("real", "source") if c in bars])
             figure.add_vline(x=threshold, line_dash="dot")
             figure.update_layout(yaxis={"categoryorder": "total ascending"}, margin=dict(l=0, r=0, t=10, b=0),
                                  legend_title_text="")

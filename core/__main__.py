@@ -5,6 +5,7 @@
     python -m core train               fine-tune a backbone (resumes an interrupted run of the same recipe)
     python -m core evaluate --json     test-split figures of the served model (--run ID for a fine-tuned one)
     python -m core search PHOTO        top-k catalogue items for a photo
+    python -m core ship RUN            ship a finished run with the project (models/)
     python -m core bench --json        the README's speed and quality figures
     python -m core serve               start the dashboard
 """
@@ -35,8 +36,9 @@ def _source_args(parser: argparse.ArgumentParser) -> None:
 
 def _settings_args(parser: argparse.ArgumentParser) -> None:
     _source_args(parser)
-    parser.add_argument("--run", help="serve a fine-tuned run (its id, printed by `train`) instead of ImageNet "
-                        "features")
+    parser.add_argument("--run", help="a fine-tuned run's id (printed by `train`); default: the catalogue's newest "
+                        "fine-tuned run (each built-in catalogue ships one), else ImageNet features; 'imagenet' for "
+                        "ImageNet features")
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--pca-dim", type=int, help="PCA dimension of the vectors (0 = raw features)")
     parser.add_argument("--pca-whiten", action="store_const", const=True, help="whiten the PCA (more precise, "
@@ -52,6 +54,23 @@ SETTINGS_FLAGS = (*SOURCE_FLAGS, "run", "image_size", "pca_dim", "pca_whiten", "
 
 def _settings(args: argparse.Namespace, names: tuple[str, ...] = SETTINGS_FLAGS) -> Settings:
     return Settings.from_env(**{name: getattr(args, name) for name in names})
+
+
+IMAGENET = "imagenet"  # --run imagenet: the backbone's ImageNet features, even where a fine-tuned model is served
+
+
+def _served(settings: Settings) -> Settings:
+    """The model the dashboard would serve: the run asked for, else the catalogue's newest fine-tuned run (a
+    built-in catalogue ships one), else ImageNet features."""
+    from core.catalog import open_catalog
+    from core.runs import served_run
+
+    if settings.run.lower() == IMAGENET:
+        return settings.replace(run="")
+    if settings.run:
+        return settings
+    run = served_run(settings, open_catalog(settings).key)
+    return settings.replace(run=run.id, backbone=run.info().get("backbone", settings.backbone)) if run else settings
 
 
 def _recipe_args(parser: argparse.ArgumentParser) -> None:
@@ -104,7 +123,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     elif settings.catalog == "fashion-mnist":
         print(f"Fashion-MNIST files: {fashion_mnist.fetch(settings.data_dir)}", file=sys.stderr)
     if not args.data_only:
-        out["workspace"] = Workspace.open(settings, _tqdm_progress()).describe()
+        out["workspace"] = Workspace.open(_served(settings), _tqdm_progress()).describe()
     if out:
         print(json.dumps(out if args.source else out["workspace"], indent=2, default=str))
     return 0
@@ -120,7 +139,7 @@ def _prepare_source(args: argparse.Namespace, settings: Settings):
     spec = SourceSpec(path=str(Path(args.source).expanduser().resolve()), layout=args.layout, columns=columns,
                       allowed_roots=tuple(str(Path(r).expanduser().resolve()) for r in args.allow_root),
                       categories=tuple(c for c in args.categories.split(",") if c), per_category=args.per_category,
-                      seed=settings.seed)
+                      seed=settings.seed, tag_columns=tuple(args.tag_column))
     from core.embed import loader_workers
 
     report = prepare_catalog(spec, settings, name=args.name or "", photo_size=args.photo_size,
@@ -169,7 +188,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from core.train import evaluate_run
 
-    figures = evaluate_run(_settings(args), _tqdm_progress())
+    figures = evaluate_run(_served(_settings(args)), _tqdm_progress())
     print(json.dumps(figures, indent=2) if args.json else "\n".join(f"{k:>20}: {v}" for k, v in figures.items()))
     return 0
 
@@ -181,7 +200,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     # a bad file fails before the model loads, and what cannot be an image is refused before it is read
     photo = decode_image(read_image_file(args.photo), name=str(args.photo))
-    workspace = Workspace.open(_settings(args), _tqdm_progress())
+    workspace = Workspace.open(_served(_settings(args)), _tqdm_progress())
     result = workspace.search(photo, k=args.k, exact=args.exact, isolate=args.isolate)
     print(f"predicted ({result.predicted_by}): {', '.join(f'{c} {p:.0%}' for c, p in result.predicted[:3])}; "
           f"{result.latency_ms:.1f} ms ({result.method})")
@@ -192,6 +211,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     settings, progress = _settings(args), _tqdm_progress()
+    if args.what not in ("stream", "hostile"):  # those make their own catalogues
+        settings = _served(settings)
     if args.what == "search":
         from core.bench import run_bench
 
@@ -246,6 +267,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ship(args: argparse.Namespace) -> int:
+    from core.runs import ship_run
+
+    print(ship_run(_settings(args, SOURCE_FLAGS), args.run_id))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     app = Path(__file__).resolve().parent.parent / "streamlit_app.py"
     command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port)]
@@ -270,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
                        + ("; items of one group share a split (e.g. parent_sku, sender_id)" if name == "group" else ""))
     p.add_argument("--allow-root", action="append", default=[], help="table: a folder that absolute image paths "
                    "may point into (repeatable; the table's own folder is always allowed)")
+    p.add_argument("--tag-column", action="append", default=[], help="table: a column whose values are tags too "
+                   "(repeatable: --tag-column colour --tag-column material)")
     p.add_argument("--categories", default="", help="DeepFashion: comma-separated category names or garment "
                    "types (upper, lower, full) to keep")
     p.add_argument("--per-category", type=int, default=0, help="DeepFashion: a balanced random sample of N items "
@@ -330,6 +360,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--exact", action="store_true", help="load: exact search instead of Annoy")
     p.add_argument("--output", type=Path, help="also write the JSON here")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("ship", help="copy a finished run into models/ (served with its catalogue from the first "
+                                    "start), with check.json for the test that reproduces it")
+    _source_args(p)
+    p.add_argument("run_id")
+    p.set_defaults(func=cmd_ship)
 
     p = sub.add_parser("serve", help="start the Streamlit dashboard")
     p.add_argument("--port", type=int, default=8501)

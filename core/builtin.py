@@ -28,6 +28,7 @@ class Builtin:
     label: str
     folder: str  # under Settings.builtin_dir
     columns: TableColumns = TableColumns()
+    tag_columns: tuple[str, ...] = ()
 
 
 BUILTINS = {
@@ -35,7 +36,7 @@ BUILTINS = {
         Builtin("garment-photos", "Garment photos (5,096 phone photos, 17 categories)", "garment-photos",
                 TableColumns(group="group")),
         Builtin("luma-shop", "Luma shop (440 studio photos with descriptions)", "luma-shop",
-                TableColumns(group="group")),
+                TableColumns(group="group"), tag_columns=("colour", "pattern", "material", "climate", "gender")),
     )
 }
 
@@ -45,8 +46,11 @@ def shipped_key(settings: Settings, builtin: Builtin) -> str:
     folder = Path(settings.builtin_dir) / builtin.folder
     from core.prepare import PREPARE_VERSION
 
-    return fingerprint({"items": file_checksum(folder / "items.csv"), "images": file_checksum(folder / "images.json"),
-                        "columns": builtin.columns.__dict__, "photo_size": PHOTO_SIZE, "prepare": PREPARE_VERSION})
+    made_of = {"items": file_checksum(folder / "items.csv"), "images": file_checksum(folder / "images.json"),
+               "columns": builtin.columns.__dict__, "photo_size": PHOTO_SIZE, "prepare": PREPARE_VERSION}
+    if builtin.tag_columns:
+        made_of["tag_columns"] = list(builtin.tag_columns)
+    return fingerprint(made_of)
 
 
 def load_builtin(settings: Settings, builtin: Builtin) -> Catalog:
@@ -59,7 +63,8 @@ def load_builtin(settings: Settings, builtin: Builtin) -> Catalog:
                                 "the project: check out the repository again, or rebuild it with "
                                 "scripts/build_catalogues.py).")
     key = shipped_key(settings, builtin)
-    spec = SourceSpec(path=str((folder / "items.csv").resolve()), layout="table", columns=builtin.columns)
+    spec = SourceSpec(path=str((folder / "items.csv").resolve()), layout="table", columns=builtin.columns,
+                      tag_columns=builtin.tag_columns)
     try:
         current = prepare.prepared_info(settings, builtin.name).get("shipped_key") == key
     except (OSError, ValueError):

@@ -7,7 +7,7 @@ architectures: the CLI, the sidebar and the tests all go through ``open_catalog(
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,7 @@ class Catalog:
     domain: Domain
     pixels: np.ndarray | FileImages  # uint8 (N, *domain.shape): memory-mapped, or files read on demand
     tags_mined: bool = False  # the items' tags were mined from descriptions, not given by the source
+    tag_sources: dict[str, str] = field(default_factory=dict)  # tag -> "description", "tags" or its column
 
     def __len__(self) -> int:
         return len(self.items)

@@ -26,6 +26,8 @@ class Settings:
     artifacts_dir: Path = field(default_factory=lambda: _project_root() / "artifacts")
     builtin_dir: Path = field(default_factory=lambda: _project_root() / "builtin")  # the shipped colour catalogues
     runs_dir: Path | None = None  # fine-tuning runs; default <artifacts_dir>/runs
+    # Runs that ship with the project (read only): the fine-tuned models of the built-in catalogues.
+    shipped_runs_dir: Path = field(default_factory=lambda: _project_root() / "models")
 
     # What is searched.
     # The default demo: real colour photos (core/builtin.py). "fashion-mnist" is the 70,000-item benchmark catalogue.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import Counter
 import logging
 import re
 import time
@@ -29,7 +30,8 @@ from core.domain import PhotoDomain
 from core.embed import Progress, loader_workers, no_progress
 from core.item_images import CheckDataset, FileImages
 from core.locks import die_with_parent
-from core.sources import BOX, TABLE_SUFFIXES, CatalogError, Problem, SourceSpec, read_source, resolved_path
+from core.sources import (BOX, TABLE_SUFFIXES, CatalogError, Problem, SourceSpec, parse_tags, read_source,
+                          resolved_path)
 from core.sources import problems_frame as frame_of
 
 # Bumped whenever what prepare writes for the same source changes (columns, splits, tags): the built-in
@@ -188,6 +190,9 @@ def _prepare(spec: SourceSpec, settings: Settings, name: str, photo_size: int, w
         items["tags"], vocabulary = mined.item_tags, mined.vocabulary
         tags_mined = True
         progress("Mining tags from descriptions", 1, 1)
+    tag_sources = {tag: "description" if tags_mined else "tags" for tag in vocabulary}
+    if spec.tag_columns:
+        vocabulary, tag_sources = _add_column_tags(items, spec.tag_columns, vocabulary, tag_sources)
     categories = sorted(items["category"].unique())
     if len(categories) > MAX_CATEGORIES:
         raise CatalogError(f"{spec.path} has {len(categories):,} categories; a catalogue may have up to "
@@ -204,12 +209,41 @@ def _prepare(spec: SourceSpec, settings: Settings, name: str, photo_size: int, w
     report = PrepareReport(name, items, problems_frame, vocabulary, target)
     info = {"name": name, "layout": source.layout, "source": spec.as_dict(), "photo_size": photo_size,
             "categories": categories, "items": len(items), "tags": vocabulary, "tags_mined": tags_mined,
+            "tag_sources": tag_sources,
             "problems": len(problems),
             "prepared": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "checksums": {"items.parquet": file_checksum(target / "items.parquet")}, **(extra_info or {})}
     with atomic_path(target / "catalog.json") as tmp:
         tmp.write_text(json.dumps(info, indent=2))
     return report
+
+
+MIN_TAG_ITEMS = 5  # a column value becomes a tag when at least this many items have it (else nothing to learn)
+
+
+def _add_column_tags(items: pd.DataFrame, columns: tuple[str, ...], vocabulary: list[str],
+                     sources: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The values of ``columns`` join each item's tags; a mined or given tag that equals one of them (ignoring
+    case: "black" from a description, "Black" from the colour column) gives way to the column's."""
+    missing = [c for c in columns if c not in items.columns]
+    if missing:
+        raise CatalogError(f"Tag column {', '.join(map(repr, missing))} is not in the table.")
+    from_columns = [[] for _ in range(len(items))]
+    column_of: dict[str, str] = {}
+    for column in columns:
+        for row, cell in enumerate(items[column].tolist()):
+            for value in parse_tags(cell):
+                from_columns[row].append(value)
+                column_of.setdefault(value, column)
+    support = Counter(value for values in from_columns for value in set(values))
+    kept = {value for value, n in support.items() if n >= MIN_TAG_ITEMS}
+    folded = {value.lower() for value in kept}
+    given = items["tags"].tolist() if "tags" in items.columns else [[] for _ in range(len(items))]
+    items["tags"] = [list(dict.fromkeys([*(t for t in mine if t.lower() not in folded),
+                                         *(v for v in values if v in kept)]))
+                     for mine, values in zip(given, from_columns, strict=True)]
+    vocabulary = sorted({*(t for t in vocabulary if t.lower() not in folded), *kept})
+    return vocabulary, {t: column_of[t] if t in kept else sources.get(t, "tags") for t in vocabulary}
 
 
 def _first(problems: list[Problem], n: int = 5) -> str:
@@ -303,7 +337,7 @@ def load_prepared(settings: Settings, name: str) -> Catalog:
     key = fingerprint({"items": actual, "domain": [domain.name, domain.size, domain.crop_pct]})
     return Catalog(name=name, key=f"{name}-{key}", items=items, categories=list(info["categories"]), domain=domain,
                    pixels=FileImages(items["path"].to_numpy(), boxes, domain, roots=source_roots(info)),
-                   tags_mined=bool(info.get("tags_mined", False)))
+                   tags_mined=bool(info.get("tags_mined", False)), tag_sources=dict(info.get("tag_sources") or {}))
 
 
 def source_roots(info: dict) -> tuple[Path, ...]:

@@ -52,7 +52,13 @@ def run_id(catalog_key: str, backbone: str, weights: str, config: TrainConfig) -
 
 
 def runs_root(settings: Settings) -> Path:
+    """Where this machine's runs are trained and kept."""
     return Path(settings.runs_dir) if settings.runs_dir else Path(settings.artifacts_dir) / "runs"
+
+
+def run_roots(settings: Settings) -> list[Path]:
+    """Where runs are looked for: this machine's first, then the ones that ship with the project."""
+    return [runs_root(settings), Path(settings.shipped_runs_dir)]
 
 
 @dataclass(frozen=True)
@@ -65,11 +71,13 @@ class RunDir:
         name = run or settings.run
         if not name or "/" in name or name.startswith("."):
             raise CheckpointError(f"{name!r} is not a run id.")
-        found = cls(runs_root(settings) / name)
-        if not found.info_path.is_file():
-            known = ", ".join(r.id for r in list_runs(settings)) or "none yet (python -m core train)"
-            raise CheckpointError(f"No fine-tuned run {name!r} under {runs_root(settings)}. Known runs: {known}.")
-        return found
+        for root in run_roots(settings):
+            found = cls(root / name)
+            if found.info_path.is_file():
+                return found
+        known = ", ".join(r.id for r in list_runs(settings)) or "none yet (python -m core train)"
+        raise CheckpointError(f"No fine-tuned run {name!r} under {runs_root(settings)} or "
+                              f"{settings.shipped_runs_dir}. Known runs: {known}.")
 
     @property
     def id(self) -> str:
@@ -155,12 +163,22 @@ class RunDir:
 
 
 def list_runs(settings: Settings, catalog_key: str | None = None) -> list[RunDir]:
-    """Runs on disk, newest first; only those trained on ``catalog_key`` when given."""
-    root = runs_root(settings)
-    runs = [RunDir(p.parent) for p in root.glob("*/run.json")] if root.is_dir() else []
+    """Runs on disk (this machine's, then the shipped ones, one per id), newest first; only those trained on
+    ``catalog_key`` when given."""
+    found: dict[str, RunDir] = {}
+    for root in run_roots(settings):
+        for path in sorted(root.glob("*/run.json")) if root.is_dir() else []:
+            found.setdefault(path.parent.name, RunDir(path.parent))
+    runs = list(found.values())
     if catalog_key is not None:
         runs = [r for r in runs if r.info().get("catalog") == catalog_key]
     return sorted(runs, key=lambda r: r.info_path.stat().st_mtime, reverse=True)
+
+
+def served_run(settings: Settings, catalog_key: str) -> "RunDir | None":
+    """The model the dashboard serves a catalogue with when none is chosen: its newest complete fine-tuned run
+    (one trained here, or the one that ships with a built-in catalogue), else None (ImageNet features)."""
+    return next((run for run in list_runs(settings, catalog_key) if run.is_complete()), None)
 
 
 def load_checkpoint(path: Path, backbone: str | None = None, categories: list[str] | None = None) -> dict[str, Any]:
@@ -291,3 +309,38 @@ def runs_table(runs: list[RunDir]) -> pd.DataFrame:
             if "train_seconds" in status else None, "created": info.get("created"),
         })
     return pd.DataFrame(rows)
+
+
+SHIPPED_FILES = ("run.json", "checkpoint-best.pt", "test.json", "status.json")
+CHECK_FILE = "check.json"
+
+
+def ship_run(settings: Settings, run_id: str, n_check: int = 64) -> Path:
+    """Copy a finished run into the shipped runs folder (what ``python -m core ship RUN`` does): its recipe, best
+    checkpoint and figures, and ``check.json``, the category head's predictions for the first ``n_check`` test
+    items, which a test reproduces offline on any machine."""
+    import shutil
+
+    import numpy as np
+
+    from core.catalog import open_catalog
+    from core.embed import Embedder
+
+    run = RunDir(runs_root(settings) / run_id)
+    if not run.is_complete():
+        raise CheckpointError(f"Run {run_id} is not finished (no best checkpoint and test figures under {run.path}).")
+    target = Path(settings.shipped_runs_dir) / run_id
+    target.mkdir(parents=True, exist_ok=True)
+    for name in SHIPPED_FILES:
+        shutil.copy2(run.path / name, target / name)
+    served = settings.replace(run=run_id, backbone=run.info().get("backbone", settings.backbone),
+                              catalog=run.info().get("catalog_name", settings.catalog))
+    catalog, embedder = open_catalog(served), Embedder.from_settings(served)
+    rows = catalog.query_rows()[:n_check]
+    probs = embedder.heads.category_probs(embedder.features(catalog.domain_batch(rows)))
+    check = {"catalog": catalog.key, "ids": catalog.items["id"].to_numpy()[rows].tolist(),
+             "predicted": [catalog.categories[i] for i in np.argmax(probs, axis=1)],
+             "probability": [round(float(p), 4) for p in probs.max(axis=1)]}
+    (target / CHECK_FILE).write_text(json.dumps(check, indent=1) + "\n")
+    return target
+

@@ -74,6 +74,9 @@ class SourceSpec:
     categories: tuple[str, ...] = ()
     per_category: int = 0  # DeepFashion: a balanced random sample of N items per category (0: all)
     seed: int = 0
+    # Table columns whose values are tags too ("Blue", "Fleece", "Striped"; "a|b" cells give two), beside the
+    # tags column or the tags mined from descriptions. Each tag remembers the column it came from.
+    tag_columns: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -84,6 +87,7 @@ class SourceSpec:
         data["columns"] = TableColumns(**data.get("columns", {}))
         data["allowed_roots"] = tuple(data.get("allowed_roots", ()))
         data["categories"] = tuple(data.get("categories", ()))
+        data["tag_columns"] = tuple(data.get("tag_columns", ()))
         return cls(**data)
 
     def resolved_layout(self) -> str:

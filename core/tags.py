@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from core.lexicon import FASHION_WORDS
+
 
 def item_tags(items: pd.DataFrame) -> list[list[str]] | None:
     if "tags" not in items.columns:
@@ -54,6 +56,8 @@ class TagMining:
     adjectives: int = 25
     per_item: int = 10
     min_length: int = 3
+    # Only words a shopper filters by (core.lexicon) become tags; None keeps every noun and adjective.
+    lexicon: frozenset[str] | None = FASHION_WORDS
 
 
 @dataclass
@@ -114,6 +118,8 @@ def mine_tags(descriptions: list[str], mining: TagMining = TagMining()) -> Mined
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     tagged = [candidate_words(text or "", mining.min_length) for text in descriptions]
+    if mining.lexicon is not None:
+        tagged = [[(lemma, pos) for lemma, pos in words if lemma in mining.lexicon] for words in tagged]
     parts: dict[str, Counter] = {}
     for words in tagged:
         for lemma, pos in words:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import html
 import io
 import shutil
 import sys
@@ -80,7 +81,8 @@ def build_luma_shop(source: Path, out: Path) -> int:
         for record in csv.DictReader(fh):
             name = Path(record["image"]).name
             (out / "images" / name).write_bytes(downscaled(source / record["image"]))
-            rows.append({**{c: record.get(c, "") for c in LUMA_COLUMNS}, "image": f"images/{name}",
+            # the shop's texts hold HTML entities ("CoolTech&trade;"): stored as the characters they stand for
+            rows.append({**{c: html.unescape(record.get(c, "")) for c in LUMA_COLUMNS}, "image": f"images/{name}",
                          "category": record["article_type"], "group": record["parent_sku"] or record["id"]})
     write_table(out / "items.csv", LUMA_COLUMNS, sorted(rows, key=lambda r: r["id"]))
     for licence in source.glob("LICENSE*"):

@@ -57,3 +57,62 @@ def test_results_read_like_a_shop(tmp_path):
     title, facts = photos.headline(kids)
     assert title == photos.items["category"][kids] and facts == "" and photos.item_tags(kids) == ["kids"]
     assert len(photos.items["id"][kids]) == 8  # a short id, not a 36-character UUID
+
+
+@pytest.mark.parametrize("name", ["garment-photos", "luma-shop"])
+def test_a_builtin_catalogue_is_served_by_its_shipped_model(tmp_path, name):
+    """Offline, from the repository: the shipped run is the one served, and its category head predicts what was
+    recorded when it was shipped (check.json, the first 64 test items)."""
+    import numpy as np
+
+    from core.__main__ import _served
+    from core.embed import Embedder
+
+    settings = _served(Settings(artifacts_dir=tmp_path, catalog=name))
+    shipped = ROOT / "models" / settings.run
+    assert settings.run and (shipped / "checkpoint-best.pt").is_file()
+    catalog = open_catalog(settings)
+    check = json.loads((shipped / "check.json").read_text())
+    assert check["catalog"] == catalog.key  # trained on exactly this catalogue
+    rows = [int(np.flatnonzero(catalog.items["id"].to_numpy() == item)[0]) for item in check["ids"]]
+    embedder = Embedder.from_settings(settings)
+    probs = embedder.heads.category_probs(embedder.features(catalog.domain_batch(rows)))
+    assert [catalog.categories[i] for i in probs.argmax(axis=1)] == check["predicted"]
+    assert np.allclose(probs.max(axis=1), check["probability"], atol=2e-3)
+    figures = json.loads((shipped / "test.json").read_text())
+    assert figures["catalog"] == name and figures["queries"] == (catalog.items["split"] == "test").sum()
+    if name == "luma-shop":  # the shop's own columns reach the tag head, beside the words of its descriptions
+        assert {"Blue", "Fleece", "Striped", "Men", "hoodie", "zip"} <= set(embedder.heads.tags)
+        assert catalog.tag_sources["Blue"] == "colour" and catalog.tag_sources["zip"] == "description"
+
+
+def test_imagenet_features_stay_one_flag_away(tmp_path):
+    from core.__main__ import _served
+
+    assert _served(Settings(artifacts_dir=tmp_path, catalog="luma-shop", run="imagenet")).run == ""
+    assert _served(Settings(artifacts_dir=tmp_path, catalog="fashion-mnist")).run == ""  # nothing shipped for it
+
+
+def test_the_mined_vocabulary_is_garment_language():
+    from core.lexicon import FASHION_WORDS
+    from core.tags import TagMining, mine_tags
+
+    texts = ["Ideal for cold-weather training, the hoodie promises superior warmth with every wear. Zip pocket.",
+             "You'll be fooled by how good this advanced fleece jacket looks beneath a total storm of rain.",
+             "Moving through additional miles: a striped cotton tee with a relaxed fit."] * 3
+    mined = mine_tags(texts, TagMining())
+    assert set(mined.vocabulary) <= FASHION_WORDS
+    assert {"hoodie", "fleece", "jacket", "tee", "cotton", "striped", "zip"} <= set(mined.vocabulary)
+    assert not {"fooled", "beneath", "moving", "total", "good", "additional", "advanced"} & set(mined.vocabulary)
+    everything = mine_tags(texts, TagMining(lexicon=None))  # without the lexicon the noise is back
+    assert {"fooled", "advanced"} & set(everything.vocabulary)
+
+
+def test_tag_f1_with_a_one_tag_vocabulary():
+    """The garment photos have one tag ("kids"): scikit-learn would call that binary and refuse the samples F1."""
+    import numpy as np
+
+    from core.evaluate import tag_f1
+
+    assert tag_f1(np.array([[1], [0], [0]]), np.array([[1], [0], [1]])) == pytest.approx(
+        {"tag_f1_micro": 2 / 3, "tag_f1_macro": 2 / 3, "tag_f1_samples": 2 / 3})
