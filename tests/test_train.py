@@ -64,7 +64,7 @@ def test_the_same_recipe_resumes_instead_of_retraining(trained):
     settings, run = trained
     again = train(settings, TINY_RECIPE.replace(triplet_weight=0.5))
     assert again.id == run.id and again.last.stat().st_mtime == run.last.stat().st_mtime
-    assert [r.id for r in list_runs(settings)] == [run.id]
+    assert [r.id for r in list_runs(settings, run.info()["catalog"])] == [run.id]
     table = runs_table([run])
     assert table.loc[0, "state"] == "done" and table.loc[0, "epochs"] == "10/10"
 
