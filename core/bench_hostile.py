@@ -1,5 +1,6 @@
 """``python -m core bench hostile``: peak memory and time of the CLI and the app's search path under the inputs that
-used to exhaust memory (issue 13), each in a process of its own so its peak is its own (measured by a small launcher: see ``LAUNCHER``).
+used to exhaust memory (issue 13), each in a process of its own so its peak is its own (measured by a small
+launcher: see ``LAUNCHER``).
 
 - ``search /dev/zero`` with the CLI (it grew to 23.5 GB before sizes were checked first);
 - a table catalogue with a sparse 3 GB ``big.jpg`` prepared with the CLI (3.6 GB before its rejection);
