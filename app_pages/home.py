@@ -17,13 +17,13 @@ settings = ui.current_settings()
 state = st.session_state
 
 
-@st.cache_data(max_entries=8, show_spinner="Drawing the catalogue…")
 def _shown(path: Path, roots: list[Path]) -> str:
     """A source as the list shows it: relative to its catalogue folder, a folder marked with a slash."""
     root = next(r for r in roots if path.is_relative_to(r))
     return f"{root.name}/{path.relative_to(root).as_posix()}{'/' if path.is_dir() else ''}"
 
 
+@st.cache_data(max_entries=8, show_spinner="Drawing the catalogue…")
 def montage(catalog_key: str, seed: int, _catalog):
     """Cached per catalogue: a file catalogue's montage decodes hundreds of photos."""
     return category_montage(_catalog, per_category=10, seed=seed)

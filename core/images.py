@@ -76,7 +76,7 @@ def decode_image(data: bytes, name: str = "upload") -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
         width, height = image.size  # read from the header: nothing is decoded yet
-        reduced = image.format in ("JPEG", "MPO")  # draft() below decodes it at 1/2, 1/4 or 1/8 scale
+        reduced = image.format == "JPEG"  # draft() below decodes it at 1/2, 1/4 or 1/8 scale
         limit = MAX_PIXELS if reduced else MAX_FULL_DECODE_PIXELS
         if width * height > limit:  # checked before Pillow's own (warning-only) bomb limit matters
             kind = "JPEG photos" if reduced else f"{image.format or 'such'} images"

@@ -20,6 +20,7 @@ from PIL import Image
 
 from core.domain import Domain
 from core.images import ImageDecodeError, decode_image, read_image_file
+from core.sources import resolved_path
 
 # Pillow releases the GIL while decoding and resizing, so a few threads load a batch in parallel without the
 # start-up cost of worker processes (those are used for whole-catalogue passes, see core.embed).
@@ -67,10 +68,9 @@ class FileImages:
         box = tuple(int(v) for v in self.boxes[row]) if self.boxes is not None else None
         path = str(self.paths[row])
         if self.roots is not None:
-            try:
-                where = Path(path).resolve()
-            except (OSError, RuntimeError, ValueError) as exc:
-                raise ImageDecodeError(f"{path} cannot be resolved ({exc}).") from exc
+            where = resolved_path(Path(path))
+            if where is None:
+                raise ImageDecodeError(f"{path} cannot be resolved (a link loop, or a name the system refuses).")
             if not any(where.is_relative_to(root) for root in self.roots):
                 raise ImageDecodeError(f"{path} now links outside its catalogue's folders; it is not read.")
         return load_photo(path, box)

@@ -57,8 +57,3 @@ USES = frozenset("""
 KINDS = {"garment type": GARMENT_TYPES, "part": GARMENT_PARTS, "material": MATERIALS, "fit": FITS,
          "colour": COLOURS, "pattern": PATTERNS, "use": USES}
 FASHION_WORDS = frozenset().union(*KINDS.values())
-
-
-def kind_of(word: str) -> str | None:
-    """The first kind a word belongs to (None: not garment language)."""
-    return next((kind for kind, words in KINDS.items() if word in words), None)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections import Counter
 import logging
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -343,4 +343,3 @@ def ship_run(settings: Settings, run_id: str, n_check: int = 64) -> Path:
              "probability": [round(float(p), 4) for p in probs.max(axis=1)]}
     (target / CHECK_FILE).write_text(json.dumps(check, indent=1) + "\n")
     return target
-

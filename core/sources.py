@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from collections import Counter
 import posixpath
 import re
 import stat
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 

@@ -24,6 +24,7 @@ from PIL import Image
 from conftest import encoded, garment_file_photo, tiny_settings, write_folder_catalogue, write_photo_records
 from core import locks
 from core.__main__ import main
+from core.bench_hostile import deep_tiff, palette_png
 from core.images import ImageDecodeError, decode_image, read_image_file
 from core.prepare import confine, load_prepared, prepare_catalog, prepared_info
 from core.query import QueryError
@@ -321,16 +322,9 @@ def test_a_sparse_photo_in_a_table_is_listed_not_read(tmp_path):
     assert report.problems["problem"].tolist() == ["big.jpg is 3072 MB; the limit is 50 MB."]
 
 
-def palette_png(width: int, height: int) -> bytes:
-    image = Image.new("P", (width, height), 0)
-    image.putpalette([255, 255, 255, 20, 30, 120] + [0, 0, 0] * 254)
-    image.paste(1, (width // 4, height // 4, 3 * width // 4, 3 * height // 4))
-    return encoded(image)
-
-
-def test_huge_images_are_refused_or_decoded_within_bounds(monkeypatch):
+def test_huge_images_are_refused_or_decoded_within_bounds(tmp_path, monkeypatch):
     with pytest.raises(ImageDecodeError, match=r"\(39 MP\); PNG images up to 16 MP"):
-        decode_image(palette_png(7900, 4950))  # 5 KB on disk, 340 MB a decode before
+        decode_image(palette_png(tmp_path / "huge.png", 7900, 4950).read_bytes())  # tens of KB; 340 MB a decode
     from core import images
 
     inside, most = [0], [0]
@@ -348,7 +342,7 @@ def test_huge_images_are_refused_or_decoded_within_bounds(monkeypatch):
             real.release()
 
     monkeypatch.setattr(images, "_large_slots", Counting())
-    data = palette_png(4000, 3900)  # 15.6 MP: accepted
+    data = palette_png(tmp_path / "large.png", 4000, 3900).read_bytes()  # 15.6 MP: accepted
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(8) as pool:
@@ -357,8 +351,7 @@ def test_huge_images_are_refused_or_decoded_within_bounds(monkeypatch):
 
 
 def test_a_large_palette_decode_costs_tens_of_megabytes_not_hundreds(tmp_path):
-    path = tmp_path / "big.png"
-    path.write_bytes(palette_png(4000, 3900))
+    path = palette_png(tmp_path / "big.png", 4000, 3900)
     script = textwrap.dedent(f"""
         import resource
         from core.images import decode_image, read_image_file
@@ -623,11 +616,7 @@ def test_formats_outside_the_list_are_not_opened():
 
 
 def test_a_deep_rotated_tiff_costs_tens_of_megabytes(tmp_path):
-    path = tmp_path / "deep.tif"
-    deep = Image.fromarray(np.random.default_rng(0).integers(0, 2**20, (3900, 4000), dtype=np.int32), mode="I")
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    deep.save(path, compression="tiff_deflate", exif=exif)
+    path = deep_tiff(tmp_path / "deep.tif", 4000, 3900)  # stored sideways (EXIF 6)
     script = textwrap.dedent(f"""
         import resource
         from core.images import decode_image, read_image_file
