@@ -16,7 +16,7 @@ import streamlit as st
 from core.backbone import BACKBONES, WeightsError
 from core.catalog import catalog_choices, open_catalog, upscale
 from core.config import Settings
-from core.embed import Progress
+from core.progress import Progress
 from core.fashion_mnist import MissingDataError
 from core.images import ACCEPTED_TYPES, ImageDecodeError, decode_image
 from core.runs import CheckpointError, RunDir, list_runs

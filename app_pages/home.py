@@ -7,7 +7,7 @@ import streamlit as st
 
 import ui
 from core.backbone import BACKBONES
-from core.embed import loader_workers
+from core.threads import loader_workers
 from core.prepare import prepare_catalog, sources_under
 from core.sources import LAYOUTS, CatalogError, SourceSpec, TableColumns
 from core.gallery import category_montage

@@ -22,6 +22,7 @@ from pathlib import Path
 from dataclasses import fields
 
 from core.config import FREEZE_POLICIES, SCHEDULES, Settings, TrainConfig
+from core.progress import tqdm_progress
 
 
 def _source_args(parser: argparse.ArgumentParser) -> None:
@@ -95,23 +96,6 @@ def _recipe(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def _tqdm_progress():
-    from tqdm import tqdm
-
-    bars: dict[str, tqdm] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        bar = bars.get(stage)
-        if bar is None:
-            bar = bars[stage] = tqdm(total=total, desc=stage, unit="img" if stage.startswith("Embed") else "step",
-                                     file=sys.stderr, mininterval=1.0)
-        bar.update(done - bar.n)
-        if done >= total:
-            bar.close()
-
-    return progress
-
-
 def cmd_prepare(args: argparse.Namespace) -> int:
     from core import fashion_mnist
     from core.workspace import Workspace
@@ -123,7 +107,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     elif settings.catalog == "fashion-mnist":
         print(f"Fashion-MNIST files: {fashion_mnist.fetch(settings.data_dir)}", file=sys.stderr)
     if not args.data_only:
-        out["workspace"] = Workspace.open(_served(settings), _tqdm_progress()).describe()
+        out["workspace"] = Workspace.open(_served(settings), tqdm_progress()).describe()
     if out:
         print(json.dumps(out if args.source else out["workspace"], indent=2, default=str))
     return 0
@@ -140,10 +124,10 @@ def _prepare_source(args: argparse.Namespace, settings: Settings):
                       allowed_roots=tuple(str(Path(r).expanduser().resolve()) for r in args.allow_root),
                       categories=tuple(c for c in args.categories.split(",") if c), per_category=args.per_category,
                       seed=settings.seed, tag_columns=tuple(args.tag_column))
-    from core.embed import loader_workers
+    from core.threads import loader_workers
 
     report = prepare_catalog(spec, settings, name=args.name or "", photo_size=args.photo_size,
-                             workers=loader_workers(settings), progress=_tqdm_progress(), strict=args.strict)
+                             workers=loader_workers(settings), progress=tqdm_progress(), strict=args.strict)
     summary = report.summary()
     if not args.json:  # the JSON summary goes to stdout with the rest
         print(f"catalogue {summary['catalog']!r}: {summary['items']:,} items in {len(summary['categories'])} "
@@ -174,7 +158,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, request_stop)
     settings = _settings(args, SOURCE_FLAGS)  # --image-size / --batch-size here are the recipe's
     try:
-        run = train(settings, _recipe(args), _tqdm_progress(), should_stop=lambda: stop["requested"], fresh=args.fresh)
+        run = train(settings, _recipe(args), tqdm_progress(), should_stop=lambda: stop["requested"], fresh=args.fresh)
     except TrainingStopped as exc:
         print(f"training {exc}", file=sys.stderr)
         return 130
@@ -188,7 +172,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from core.train import evaluate_run
 
-    figures = evaluate_run(_served(_settings(args)), _tqdm_progress())
+    figures = evaluate_run(_served(_settings(args)), tqdm_progress())
     print(json.dumps(figures, indent=2) if args.json else "\n".join(f"{k:>20}: {v}" for k, v in figures.items()))
     return 0
 
@@ -200,7 +184,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     # a bad file fails before the model loads, and what cannot be an image is refused before it is read
     photo = decode_image(read_image_file(args.photo), name=str(args.photo))
-    workspace = Workspace.open(_served(_settings(args)), _tqdm_progress())
+    workspace = Workspace.open(_served(_settings(args)), tqdm_progress())
     result = workspace.search(photo, k=args.k, exact=args.exact, isolate=args.isolate)
     print(f"predicted ({result.predicted_by}): {', '.join(f'{c} {p:.0%}' for c, p in result.predicted[:3])}; "
           f"{result.latency_ms:.1f} ms ({result.method})")
@@ -210,7 +194,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    settings, progress = _settings(args), _tqdm_progress()
+    settings, progress = _settings(args), tqdm_progress()
     if args.what not in ("stream", "hostile"):  # those make their own catalogues
         settings = _served(settings)
     if args.what == "search":

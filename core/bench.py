@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image
 
 from core.config import Settings
-from core.embed import Embedder, Progress, no_progress
+from core.embed import Embedder
+from core.progress import Progress, no_progress
 from core.evaluate import precision_at_k, recall_at_k
 from core.runs import runs_root
 from core.workspace import Workspace

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from core.artifacts import atomic_path, save_npy
-from core.embed import Progress, no_progress
+from core.progress import Progress, no_progress
 from core.evaluate import average_precision_at_k, nearest, precision_at_k, recall_at_k
 from core.index import AnnoySearcher, ExactSearcher, KMeansSearcher, PCASearcher, Searcher, l2_normalize
 from core.workspace import Workspace

@@ -20,7 +20,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from core.config import Settings
-from core.embed import Progress, describe_model, loader_workers, model_key, no_progress
+from core.embed import describe_model, model_key
+from core.progress import Progress, no_progress
+from core.threads import loader_workers
 from core.prepare import prepare_catalog
 from core.sources import SourceSpec
 

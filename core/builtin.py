@@ -55,7 +55,7 @@ def shipped_key(settings: Settings, builtin: Builtin) -> str:
 
 def load_builtin(settings: Settings, builtin: Builtin) -> Catalog:
     from core import prepare
-    from core.embed import loader_workers
+    from core.threads import loader_workers
 
     folder = Path(settings.builtin_dir) / builtin.folder
     if not (folder / "items.csv").is_file():

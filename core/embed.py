@@ -10,7 +10,6 @@ for the index builder to read, without touching the model code (README, "Scale b
 from __future__ import annotations
 
 import json
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -29,27 +28,8 @@ from core.domain import ModelInput
 from core.index import l2_normalize
 from core.item_images import FileImages, ItemDataset
 from core.locks import die_with_parent
-
-# progress(stage, done, total): the CLI plugs tqdm in, the app a Streamlit progress bar.
-Progress = Callable[[str, int, int], None]
-
-
-def no_progress(stage: str, done: int, total: int) -> None:
-    return None
-
-
-def configure_threads(settings: Settings) -> None:
-    torch.set_num_threads(settings.num_threads or os.cpu_count() or 1)
-
-
-def single_threaded_blas() -> None:
-    """Numpy's BLAS on one thread, set once for the process when serving queries: a search's matrix-vector scan
-    is memory-bound, and idle-spinning BLAS threads would otherwise steal the cores from the next query's model
-    forward (measured: exact end-to-end p50 20 ms → 12.5 ms). Torch's own thread pool is not affected."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=1, user_api="blas")
-
+from core.progress import Progress, no_progress
+from core.threads import configure_threads
 
 @dataclass
 class Embedder:
@@ -255,10 +235,6 @@ def read_batches(pixels, batch_size: int, start: int = 0, workers: int = 0) -> I
     for batch in loader:
         yield offset, batch
         offset += len(batch)
-
-
-def loader_workers(settings: Settings) -> int:
-    return settings.workers if settings.workers >= 0 else min(8, os.cpu_count() or 1)
 
 
 class SequentialRunner:

@@ -27,7 +27,8 @@ from core.artifacts import atomic_path, file_checksum, fingerprint
 from core.catalog import Catalog
 from core.config import Settings
 from core.domain import PhotoDomain
-from core.embed import Progress, loader_workers, no_progress
+from core.progress import Progress, no_progress
+from core.threads import loader_workers
 from core.item_images import CheckDataset, FileImages
 from core.locks import die_with_parent
 from core.sources import (BOX, TABLE_SUFFIXES, CatalogError, Problem, SourceSpec, parse_tags, read_source,

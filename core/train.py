@@ -24,7 +24,8 @@ from core.backbone import backbone_spec, create_backbone, weights_fingerprint
 from core.catalog import Catalog, open_catalog
 from core.config import Settings, TrainConfig
 from core.domain import ModelInput
-from core.embed import Progress, no_progress
+from core.progress import Progress, no_progress
+from core.threads import configure_threads
 from core import tags
 from core.evaluate import nearest, quality_figures
 from core.model import apply_freeze, build_net, training_loss
@@ -132,7 +133,7 @@ class Trainer:
 
     def __post_init__(self) -> None:
         self.device = pick_device()
-        torch.set_num_threads(self.settings.num_threads or os.cpu_count() or 1)
+        configure_threads(self.settings)
         self.splits = Splits.of(self.catalog, self.config)
         self.tag_names = tags.vocabulary(self.catalog.items)
         self.tags = torch.from_numpy(tags.binarize(self.catalog.items, self.tag_names)).to(self.device)

@@ -18,8 +18,10 @@ from core import tags
 from core.artifacts import ArtifactDir, atomic_path, save_npy
 from core.catalog import Catalog, open_catalog
 from core.config import Settings
-from core.embed import (Embedder, Progress, Projection, SequentialRunner, describe_model, loader_workers, map_rows,
-                        model_key, no_progress, remove_partial, single_threaded_blas)
+from core.embed import (Embedder, Projection, SequentialRunner, describe_model, map_rows, model_key,
+                        remove_partial)
+from core.progress import Progress, no_progress
+from core.threads import loader_workers, single_threaded_blas
 from core.embedding_map import EmbeddingMap, load_or_compute_map, sample_rows
 from core.images import decode_image
 from core.index import AnnoySearcher, ExactSearcher, Neighbours, Searcher
