@@ -14,11 +14,12 @@ import numpy as np
 import streamlit as st
 
 from core.backbone import BACKBONES, WeightsError
-from core.catalog import catalog_choices, open_catalog, upscale
+from core.catalog import upscale
 from core.config import Settings
-from core.progress import Progress
 from core.fashion_mnist import MissingDataError
 from core.images import ACCEPTED_TYPES, ImageDecodeError, decode_image
+from core.progress import Progress
+from core.registry import catalog_choices, open_catalog
 from core.runs import CheckpointError, RunDir, list_runs
 from core.workspace import Workspace
 

@@ -7,11 +7,11 @@ import streamlit as st
 
 import ui
 from core.backbone import BACKBONES
-from core.threads import loader_workers
-from core.prepare import prepare_catalog, sources_under
-from core.sources import LAYOUTS, CatalogError, SourceSpec, TableColumns
 from core.gallery import category_montage
+from core.prepare import prepare_catalog, sources_under
 from core.runs import RunDir
+from core.sources import LAYOUTS, CatalogError, SourceSpec, TableColumns
+from core.threads import loader_workers
 
 settings = ui.current_settings()
 state = st.session_state

@@ -1,6 +1,5 @@
 """Model & index, for the data scientist: what is loaded, what is on disk, and how the retrieval methods compare."""
 
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -8,11 +7,11 @@ import plotly.express as px
 import streamlit as st
 
 import ui
-from core.bench_photos import LabelsError, run_photo_bench
-from core.bench_retrieval import load_result, methods_table, run_retrieval_bench, save_result
+from core.bench.photos import LabelsError, run_photo_bench
+from core.bench.retrieval import load_result, methods_table, run_retrieval_bench, save_result
 from core.config import FREEZE_POLICIES, TrainConfig
 from core.prepare import confined
-from core.runs import ACTIVE_STATES, list_runs, runs_table, stop_job
+from core.runs import list_runs, runs_table, stop_job
 from core.train import start_training
 
 METHOD_COLUMNS = {"build_s": "build (s)", "disk_mb": "disk (MB)", "memory_mb": "memory (MB)", "p50_ms": "p50 (ms)",
@@ -52,7 +51,6 @@ runs = list_runs(settings, ws.catalog.key)
 
 
 active_runs = [run.id for run in runs if run.is_active()]
-RECENT_S = 3600  # failures older than this are in the runs table, not repeated as alerts
 
 
 @st.fragment(run_every=2.0 if active_runs else None)
@@ -68,27 +66,17 @@ def live_runs() -> None:
     for run in current:
         status = run.status()
         if run.id not in still_active:
-            recent = time.time() - status.get("updated", 0) < RECENT_S
-            if recent and status.get("state") in ACTIVE_STATES:
-                st.warning(f"Run `{run.id}` stopped unexpectedly at epoch {status.get('epoch', 0)}; training it "
-                           "again resumes from its last checkpoint. See its train.log.")
-            elif recent and status.get("state") == "failed":
-                st.error(f"Run `{run.id}` failed: {status.get('error')}")
+            problem = status.problem(run.id)
+            if problem:
+                level, message = problem
+                (st.warning if level == "warning" else st.error)(message)
             continue
-        epochs, epoch = status.get("epochs") or run.config().epochs, status.get("epoch", 0)
-        steps, step = status.get("steps") or 1, status.get("step", 0)
-        done = ((epoch - 1) * steps + step) / (epochs * steps) if epoch else 0.0
-        if status.get("state") == "running":
-            text = (f"`{run.id}` · epoch {epoch}/{epochs}, step {step}/{steps} · {status.get('images_per_s', 0):.0f} "
-                    f"images/s · about {status.get('eta_s', 0) / 60:.0f} min left")
-        else:  # starting, or indexing the catalogue with the new model
-            text = f"`{run.id}` · {status.get('state', 'starting')}: {status.get('stage', '…')}"
-            done = status.get("done", 0) / max(status.get("total", 1), 1) if status.get("state") == "indexing" else 0
+        epochs = status.epochs or run.config().epochs  # the recipe's, until the trainer reports its own
         left, right = st.columns([5, 1])
-        left.progress(min(max(done, 0.0), 1.0), text=text)
+        left.progress(status.fraction(epochs), text=status.progress_text(run.id, epochs))
         right.button("Stop", key=f"stop-{run.id}", on_click=stop_job, args=(run,), icon=":material/stop:",
                      help="Stops within seconds; training the same recipe again resumes from its last whole epoch.")
-        history = status.get("history", [])
+        history = status.history
         if history:
             left.caption(" · ".join(f"epoch {h['epoch']}: val top-1 {h['val_top1']:.1%}, "
                                     f"precision@10 {h['val_precision_at_10']:.3f}" for h in history[-3:]))

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from dataclasses import fields
 
+from core.bench import BENCHMARKS, DEFAULT as DEFAULT_BENCHMARK, load as load_benchmark
 from core.config import FREEZE_POLICIES, SCHEDULES, Settings, TrainConfig
 from core.progress import tqdm_progress
 
@@ -49,29 +50,19 @@ def _settings_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--search-k", type=int)
 
 
-SOURCE_FLAGS = ("catalog", "catalog_limit", "backbone", "weights_path", "data_dir", "artifacts_dir")
-SETTINGS_FLAGS = (*SOURCE_FLAGS, "run", "image_size", "pca_dim", "pca_whiten", "batch_size", "n_trees", "search_k")
+RECIPE = "recipe_"  # the dest prefix of the training recipe's flags: ``train --image-size`` is the recipe's
 
 
-def _settings(args: argparse.Namespace, names: tuple[str, ...] = SETTINGS_FLAGS) -> Settings:
-    return Settings.from_env(**{name: getattr(args, name) for name in names})
-
-
-IMAGENET = "imagenet"  # --run imagenet: the backbone's ImageNet features, even where a fine-tuned model is served
+def _settings(args: argparse.Namespace) -> Settings:
+    """The environment's settings with the flags this sub-command has for Settings fields (argparse dests named
+    like the fields; the recipe's flags have dests of their own, so one flag never sets two things)."""
+    return Settings.from_env(**{f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)})
 
 
 def _served(settings: Settings) -> Settings:
-    """The model the dashboard would serve: the run asked for, else the catalogue's newest fine-tuned run (a
-    built-in catalogue ships one), else ImageNet features."""
-    from core.catalog import open_catalog
-    from core.runs import served_run
+    from core.serving import served_settings
 
-    if settings.run.lower() == IMAGENET:
-        return settings.replace(run="")
-    if settings.run:
-        return settings
-    run = served_run(settings, open_catalog(settings).key)
-    return settings.replace(run=run.id, backbone=run.info().get("backbone", settings.backbone)) if run else settings
+    return served_settings(settings)
 
 
 def _recipe_args(parser: argparse.ArgumentParser) -> None:
@@ -84,16 +75,16 @@ def _recipe_args(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
         if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, dest=RECIPE + f.name,
                                 help=f"(default: {default})")
         else:
-            parser.add_argument(flag, type=type(default), default=None,
+            parser.add_argument(flag, type=type(default), default=None, dest=RECIPE + f.name, metavar=f.name.upper(),
                                 help=f"{helps.get(f.name, '')} (default: {default})".strip())
 
 
 def _recipe(args: argparse.Namespace) -> TrainConfig:
-    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
-    return TrainConfig(**values)
+    given = {f.name: getattr(args, RECIPE + f.name) for f in fields(TrainConfig)}
+    return TrainConfig(**{name: value for name, value in given.items() if value is not None})
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -156,7 +147,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    settings = _settings(args, SOURCE_FLAGS)  # --image-size / --batch-size here are the recipe's
+    settings = _settings(args)
     try:
         run = train(settings, _recipe(args), tqdm_progress(), should_stop=lambda: stop["requested"], fresh=args.fresh)
     except TrainingStopped as exc:
@@ -194,56 +185,11 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    benchmark = load_benchmark(args.benchmark)
     settings, progress = _settings(args), tqdm_progress()
-    if args.what not in ("stream", "hostile"):  # those make their own catalogues
+    if benchmark.SERVED:  # the others make their own catalogues
         settings = _served(settings)
-    if args.what == "search":
-        from core.bench import run_bench
-
-        results = run_bench(settings, n_queries=args.queries, cold=not args.warm, progress=progress)
-    elif args.what == "retrieval":
-        from core.bench_retrieval import run_retrieval_bench, save_result
-        from core.workspace import Workspace
-
-        workspace = Workspace.open(settings, progress)
-        scale = tuple(int(n) for n in args.scale.split(",") if n) if args.scale else ()
-        results = run_retrieval_bench(workspace, n_queries=args.queries, sweep=not args.no_sweep, scale=scale,
-                                      progress=progress)
-        print(f"saved for the Model page: {save_result(workspace, results)}", file=sys.stderr)
-    elif args.what == "photos":
-        from core.bench_photos import run_photo_bench
-        from core.workspace import Workspace
-
-        if args.folder is None:
-            raise ValueError("bench photos needs a folder: python -m core bench photos DIR (with DIR/labels.csv)")
-        workspace = Workspace.open(settings, progress)
-        output = args.output or (Path(settings.artifacts_dir) / "bench-photos" /
-                                 f"{args.folder.resolve().name}-{workspace.embedder.key}" / "photos.json")
-        output.parent.mkdir(parents=True, exist_ok=True)
-        args.output = output
-        results, sheet = run_photo_bench(workspace, args.folder, isolate=args.isolate)
-        results["contact_sheet"] = str(output.with_suffix(".png"))
-        sheet.save(results["contact_sheet"])
-        print(f"contact sheet: {results['contact_sheet']}", file=sys.stderr)
-    elif args.what == "stream":
-        from core.bench_stream import run_stream_bench
-
-        results = run_stream_bench(settings, args.items, args.dir, kill_at=args.kill_at, progress=progress)
-    elif args.what == "hostile":
-        from core.bench_hostile import run_hostile_bench
-
-        results = run_hostile_bench(settings)
-    elif args.what == "map":
-        from core.bench_map import run_map_bench
-        from core.workspace import Workspace
-
-        results = run_map_bench(Workspace.open(settings, progress), points=args.points)
-    else:
-        from core.bench_load import run_load
-        from core.workspace import Workspace
-
-        results = run_load(Workspace.open(settings, progress), threads=args.threads, seconds=args.seconds,
-                           exact=args.exact)
+    results = benchmark.main(args, settings, progress)
     text = json.dumps(results, indent=2)
     if args.output:
         args.output.write_text(text + "\n")
@@ -251,10 +197,56 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ship(args: argparse.Namespace) -> int:
-    from core.runs import ship_run
+class _BenchParser(argparse.ArgumentParser):
+    """One benchmark's sub-parser: the benchmark's own options are added (and its module imported) only when that
+    sub-parser parses or prints its help, so that the others' heavy imports are not paid."""
 
-    print(ship_run(_settings(args, SOURCE_FLAGS), args.run_id))
+    def __init__(self, *args, benchmark: str, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.benchmark, self._own_added = benchmark, False
+
+    def add_own_arguments(self) -> argparse.ArgumentParser:
+        if not self._own_added:
+            self._own_added = True
+            load_benchmark(self.benchmark).add_arguments(self)
+        return self
+
+    def parse_known_args(self, args=None, namespace=None):
+        self.add_own_arguments()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self.add_own_arguments()
+        return super().format_help()
+
+
+def _bench_args(parser: argparse.ArgumentParser) -> None:
+    """One sub-parser per benchmark: the shared settings, --json and --output, and the benchmark's own options."""
+    sub = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK", parser_class=_BenchParser)
+    for name, benchmark in BENCHMARKS.items():
+        p = sub.add_parser(name, benchmark=name, help=benchmark.summary,
+                           description=f"python -m core bench {name}: {benchmark.summary}")
+        _settings_args(p)
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        p.add_argument("--output", type=Path, help="also write the JSON here")
+        p.set_defaults(func=cmd_bench)
+
+
+def _bench_argv(argv: list[str]) -> list[str]:
+    """``bench`` without a benchmark's name is the search benchmark, as it was before each benchmark had its own
+    sub-command (``bench --json --warm`` → ``bench search --json --warm``); ``bench -h`` lists them, and a word
+    that names no benchmark is argparse's error, which lists them too."""
+    if argv[:1] != ["bench"]:
+        return argv
+    rest = argv[1:]
+    named = bool(rest) and not rest[0].startswith("-")
+    return argv if named or {"-h", "--help"} & set(rest) else ["bench", DEFAULT_BENCHMARK, *rest]
+
+
+def cmd_ship(args: argparse.Namespace) -> int:
+    from core.serving import ship_run
+
+    print(ship_run(_settings(args), args.run_id))
     return 0
 
 
@@ -265,7 +257,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core", description=__doc__,
+    prog = "fashion-search" if Path(sys.argv[0]).name == "fashion-search" else "python -m core"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -276,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                    "table, or a DeepFashion folder")
     p.add_argument("--data-only", action="store_true", help="only get (or validate and register) the catalogue")
     p.add_argument("--name", help="name of your catalogue (default: from the source's file or folder name)")
-    p.add_argument("--layout", default="auto", choices=["auto", "folder", "table", "deepfashion"])
+    p.add_argument("--layout", default="auto", choices=["auto", "folder", "table", "deepfashion"],
+                   help="how SOURCE is laid out (core.sources.LAYOUTS; auto: from what is there)")
     for name in ("image", "id", "category", "description", "tags", "brand", "price", "split", "group"):
         p.add_argument(f"--{name}-column", help=f"table: the column holding the {name} (default: {name})"
                        + ("; items of one group share a split (e.g. parent_sku, sender_id)" if name == "group" else ""))
@@ -317,33 +311,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="separate the garment from its surroundings first (default: the isolate setting)")
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("bench", help="figures: search (default), retrieval (the four methods), load (concurrency), "
-                                     "map (UMAP time and silhouettes), stream (a photo-file catalogue embedded, "
-                                     "killed and resumed), photos DIR (real photos against their labels), hostile "
-                                     "(peak memory under inputs that used to exhaust it)")
-    _settings_args(p)
-    p.add_argument("what", nargs="?", default="search",
-                   choices=["search", "retrieval", "load", "map", "stream", "photos", "hostile"])
-    p.add_argument("folder", nargs="?", type=Path, help="photos: a folder of photos with a labels.csv "
-                   "(file,accepted; accepted categories separated by |)")
-    p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
-                   help="photos: separate the garment first (default: the isolate setting; auto = only for "
-                        "fine-tuned models)")
-    p.add_argument("--items", type=int, default=10_000, help="stream: photo files to generate and embed")
-    p.add_argument("--dir", type=Path, default=Path("artifacts/bench-stream"), help="stream: where the photos go")
-    p.add_argument("--kill-at", type=float, default=0.6, help="stream: SIGKILL the extraction at this share")
-    p.add_argument("--points", type=int, default=10_000, help="map: items in the UMAP")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--warm", action="store_true", help="search: skip the cold build (reuse artifacts)")
-    p.add_argument("--queries", type=int, default=200, help="search/retrieval: number of queries")
-    p.add_argument("--no-sweep", action="store_true", help="retrieval: skip the Annoy n_trees × search_k sweep")
-    p.add_argument("--scale", default="10000,100000,1000000",
-                   help="retrieval: comma-separated N for the scale curve ('' to skip)")
-    p.add_argument("--threads", type=int, default=8, help="load: concurrent users")
-    p.add_argument("--seconds", type=float, default=10.0, help="load: duration")
-    p.add_argument("--exact", action="store_true", help="load: exact search instead of Annoy")
-    p.add_argument("--output", type=Path, help="also write the JSON here")
-    p.set_defaults(func=cmd_bench)
+    p = sub.add_parser("bench", help="figures: search (default), retrieval, load, map, stream, photos DIR, hostile "
+                                     "(python -m core bench --help lists them)",
+                       description="The figures of BENCHMARKS.md, one benchmark at a time (`python -m core bench "
+                                   "BENCHMARK --help` for its options); with no name, search.")
+    _bench_args(p)
 
     p = sub.add_parser("ship", help="copy a finished run into models/ (served with its catalogue from the first "
                                     "start), with check.json for the test that reproduces it")
@@ -355,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8501)
     p.set_defaults(func=cmd_serve)
 
+    argv = _bench_argv(sys.argv[1:] if argv is None else list(argv))
     args = parser.parse_args(argv)
     try:
         return args.func(args)

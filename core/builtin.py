@@ -1,25 +1,26 @@
-"""The built-in colour catalogues that ship in ``builtin/`` (made by ``scripts/build_catalogues.py``).
+"""The catalogues that ship with the project: what they are, not how they are opened (``core.registry`` does
+that, and ``core.prepare`` refuses their names for a user's catalogue).
 
-Each is a table source prepared like a user's own (``core.prepare``), on first open and again whenever its files
-change, into ``<artifacts>/catalogs/<name>/``. Its key is a hash of what ships (the table, the image manifest,
-the photo transform), not of the prepared copy, whose paths name the checkout: the same catalogue has the same key
-in every clone, so a model trained on it in one is found in another.
+Fashion-MNIST comes from a Debian package (``core.fashion_mnist``). The colour catalogues ship in ``builtin/``
+(made by ``scripts/build_catalogues.py``); each is a table source, prepared like a user's own on first open and
+again whenever its files change, into ``<artifacts>/catalogs/<name>/``. Its key is a hash of what ships (the
+table, the image manifest, the photo transform), not of the prepared copy, whose paths name the checkout: the same
+catalogue has the same key in every clone, so a model trained on it in one is found in another.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from core import fashion_mnist
 from core.artifacts import file_checksum, fingerprint
-from core.catalog import Catalog, register_source
 from core.config import Settings
+from core.prepared import PREPARE_VERSION
 from core.sources import SourceSpec, TableColumns
 
 PHOTO_SIZE = 224
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,14 @@ class Builtin:
     folder: str  # under Settings.builtin_dir
     columns: TableColumns = TableColumns()
     tag_columns: tuple[str, ...] = ()
+
+    def path(self, settings: Settings) -> Path:
+        return Path(settings.builtin_dir) / self.folder
+
+    def spec(self, settings: Settings) -> SourceSpec:
+        """How its table is read, as a user's table would be."""
+        return SourceSpec(path=str((self.path(settings) / "items.csv").resolve()), layout="table",
+                          columns=self.columns, tag_columns=self.tag_columns)
 
 
 BUILTINS = {
@@ -41,49 +50,19 @@ BUILTINS = {
 }
 
 
+def builtin_names() -> list[str]:
+    """Every built-in catalogue's name: Fashion-MNIST, then the colour ones."""
+    return [fashion_mnist.NAME, *BUILTINS]
+
+
 def shipped_key(settings: Settings, builtin: Builtin) -> str:
     """What the catalogue is: its table, its images (by the manifest the build script writes) and the transform."""
-    folder = Path(settings.builtin_dir) / builtin.folder
-    from core.prepare import PREPARE_VERSION
-
+    folder = builtin.path(settings)
     made_of = {"items": file_checksum(folder / "items.csv"), "images": file_checksum(folder / "images.json"),
                "columns": builtin.columns.__dict__, "photo_size": PHOTO_SIZE, "prepare": PREPARE_VERSION}
     if builtin.tag_columns:
         made_of["tag_columns"] = list(builtin.tag_columns)
     return fingerprint(made_of)
-
-
-def load_builtin(settings: Settings, builtin: Builtin) -> Catalog:
-    from core import prepare
-    from core.threads import loader_workers
-
-    folder = Path(settings.builtin_dir) / builtin.folder
-    if not (folder / "items.csv").is_file():
-        raise FileNotFoundError(f"The built-in catalogue {builtin.name!r} is missing from {folder} (it ships with "
-                                "the project: check out the repository again, or rebuild it with "
-                                "scripts/build_catalogues.py).")
-    key = shipped_key(settings, builtin)
-    spec = SourceSpec(path=str((folder / "items.csv").resolve()), layout="table", columns=builtin.columns,
-                      tag_columns=builtin.tag_columns)
-    try:
-        current = prepare.prepared_info(settings, builtin.name).get("shipped_key") == key
-    except (OSError, ValueError):
-        current = False
-    if not current:
-        log.info("preparing the built-in catalogue %s from %s", builtin.name, folder)
-        prepare.prepare_catalog(spec, settings, name=builtin.name, photo_size=PHOTO_SIZE,
-                                workers=loader_workers(settings), builtin=True, extra_info={"shipped_key": key})
-    catalog = prepare.load_prepared(settings, builtin.name)
-    catalog.key = f"{builtin.name}-{key}"
-    return catalog
-
-
-def _register(builtin: Builtin) -> None:
-    register_source(builtin.name, builtin.label)(lambda settings: load_builtin(settings, builtin))
-
-
-for _builtin in BUILTINS.values():
-    _register(_builtin)
 
 
 def write_manifest(folder: Path) -> Path:

@@ -13,6 +13,12 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "FVS_"
+ISOLATE_MODES = ("auto", "on", "off")
+# The smallest value each whole-number setting may take (image_size 0 and workers -1 mean "decide for me").
+SETTING_MINIMUMS = {"catalog_limit": 0, "page_max_items": 1, "image_size": 0, "pca_dim": 0, "batch_size": 1,
+                    "num_threads": 0, "workers": -1, "n_trees": 1, "search_k": -1, "kmeans_clusters": 1,
+                    "kmeans_probe": 1, "pca_search_dim": 1, "seed": 0}
+MAX_IMAGE_SIZE = 1024
 
 
 def _project_root() -> Path:
@@ -82,6 +88,38 @@ class Settings:
     run: str = ""
 
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Every field checked when the settings are made (from the environment, the CLI or code), so a bad value
+        is one message naming the setting and its variable, not an error deep inside a page later."""
+        problems = []
+        for f in fields(self):
+            value, kind = getattr(self, f.name), str(f.type)
+            if "Path" in kind:
+                if value is not None and not isinstance(value, (str, os.PathLike)):
+                    problems.append(f"{f.name} must be a path (got {value!r})")
+                elif value is not None and not isinstance(value, Path):
+                    object.__setattr__(self, f.name, Path(value))
+            elif kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
+                problems.append(f"{f.name} must be a whole number (got {value!r})")
+            elif kind == "int" and value < SETTING_MINIMUMS.get(f.name, value):
+                problems.append(f"{f.name} must be at least {SETTING_MINIMUMS[f.name]} (got {value})")
+            elif kind == "bool" and not isinstance(value, bool):
+                problems.append(f"{f.name} must be true or false (got {value!r})")
+            elif kind == "str" and not isinstance(value, str):
+                problems.append(f"{f.name} must be text (got {value!r})")
+        if isinstance(self.image_size, int) and self.image_size > MAX_IMAGE_SIZE:
+            problems.append(f"image_size must be at most {MAX_IMAGE_SIZE} (got {self.image_size})")
+        if isinstance(self.isolate, str) and self.isolate.lower() not in ISOLATE_MODES:
+            problems.append(f"isolate must be one of {', '.join(ISOLATE_MODES)}, not {self.isolate!r}")
+        for name in ("catalog", "backbone"):
+            if isinstance(getattr(self, name), str) and not getattr(self, name).strip():
+                problems.append(f"{name} must not be empty")
+        if isinstance(self.run, str) and ("/" in self.run or self.run.startswith(".")):
+            problems.append(f"run must be a run id, not a path (got {self.run!r})")
+        if problems:
+            raise ValueError("Invalid settings: " + "; ".join(f"{p} ({ENV_PREFIX}{p.split()[0].upper()})"
+                                                             for p in problems))
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)

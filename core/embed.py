@@ -1,34 +1,27 @@
-"""Image → vector, for one query or a whole catalogue, with the result cached on disk.
+"""Image → vector: the ``Embedder`` (a feature network and the input transform it was trained with), a fine-tuned
+run's ``Heads`` and the PCA ``Projection``, and the description whose hash keys everything they produce.
 
-Extraction is split the clip-retrieval way: a reader (``read_batches``) yields batches of domain arrays (sliced
-from memory, or decoded from files by DataLoader workers), the ``Embedder`` (the mapper) turns a batch into
-vectors, and a runner collects them into a resumable memory-mapped file. ``SequentialRunner`` does this in one
-process; a distributed runner (Ray Data, Spark) would call the same ``Embedder`` on shards and write shard files
-for the index builder to read, without touching the model code (README, "Scale beyond one machine").
+A whole catalogue is embedded by a runner (``core.extract``); the Embedder only maps a batch to vectors, so a
+distributed runner can call the same Embedder on shards without touching the model code.
 """
 
 from __future__ import annotations
 
-import json
-import time
 import warnings
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import timm
 import torch
 from torch import nn
 
-from core.artifacts import atomic_path, fingerprint
+from core.artifacts import fingerprint
 from core.backbone import backbone_spec, create_backbone, file_fingerprint, weights_fingerprint
 from core.config import Settings
 from core.domain import ModelInput
 from core.index import l2_normalize
-from core.item_images import FileImages, ItemDataset
-from core.locks import die_with_parent
-from core.progress import Progress, no_progress
+from core.model import EmbeddingOnly, build_net
+from core.runs import RunDir, load_checkpoint, load_weights
 from core.threads import configure_threads
 
 @dataclass
@@ -63,9 +56,6 @@ class Embedder:
     @classmethod
     def from_run(cls, settings: Settings) -> "Embedder":
         """A fine-tuned run's best checkpoint: its embedding layer gives the vectors, its heads the predictions."""
-        from core.model import EmbeddingOnly, build_net
-        from core.runs import RunDir, load_checkpoint, load_weights
-
         run = RunDir.of(settings)
         state = load_checkpoint(run.best)
         recipe = run.config()
@@ -106,8 +96,6 @@ class Embedder:
 def describe_model(settings: Settings) -> dict:
     """Everything that determines the vectors, without loading weights: the model key is a hash of this."""
     if settings.run:
-        from core.runs import RunDir
-
         run = RunDir.of(settings)
         info, recipe = run.info(), run.config()
         spec = backbone_spec(info["backbone"])
@@ -220,91 +208,6 @@ def _inference_graph(network: nn.Module, image_size: int) -> nn.Module:
             return torch.jit.freeze(torch.jit.trace(network, example))
     except Exception:  # noqa: BLE001 - any tracing failure just means "run eagerly"
         return network
-
-
-def read_batches(pixels, batch_size: int, start: int = 0, workers: int = 0) -> Iterator[tuple[int, np.ndarray]]:
-    """(offset, uint8 batch) from ``start`` on. An in-memory array is sliced; a file catalogue is decoded by a
-    DataLoader's worker processes, a few batches ahead of the model, so memory is bounded by the batch."""
-    if not isinstance(pixels, FileImages) or workers <= 0:
-        for offset in range(start, len(pixels), batch_size):
-            yield offset, np.asarray(pixels[offset : offset + batch_size])
-        return
-    loader = torch.utils.data.DataLoader(ItemDataset(pixels, start), batch_size=batch_size, num_workers=workers,
-                                         collate_fn=np.stack, prefetch_factor=4, worker_init_fn=die_with_parent)
-    offset = start
-    for batch in loader:
-        yield offset, batch
-        offset += len(batch)
-
-
-class SequentialRunner:
-    """Embed every batch in this process, reporting progress after each; with ``out`` given, resumable.
-
-    Resumable means: features go straight into a memory-mapped ``out`` file, and every ``commit_every_s`` the
-    rows done so far are flushed and counted in ``out``'s ``.json`` companion. A pass killed at 60 % starts again
-    at the last committed row (at most ``commit_every_s`` of work lost), not at zero. This is the seam a
-    distributed runner replaces (README, "Scale beyond one machine"): it would call the same ``Embedder`` on
-    shards of rows and write one such file per shard.
-    """
-
-    def __init__(self, embedder: Embedder, batch_size: int, progress: Progress = no_progress, workers: int = 0,
-                 commit_every_s: float = 10.0):
-        self.embedder, self.batch_size, self.progress = embedder, batch_size, progress
-        self.workers, self.commit_every_s = workers, commit_every_s
-        self.resumed_from = 0  # the committed row a resumed pass started at
-
-    def run(self, pixels, out: Path | None = None) -> np.ndarray:
-        """Raw features for every item (the projection is fitted on them afterwards)."""
-        n, dim = len(pixels), self.embedder.feature_dim
-        if out is None:
-            features, start = np.empty((n, dim), dtype=np.float32), 0
-        else:
-            features, start = _open_partial(Path(out), n, dim)
-        self.resumed_from = start
-        self.progress("Embedding catalogue", start, n)
-        last_commit = time.monotonic()
-        for offset, batch in read_batches(pixels, self.batch_size, start, self.workers):
-            features[offset : offset + len(batch)] = self.embedder.features(batch)
-            done = offset + len(batch)
-            if out is not None and (time.monotonic() - last_commit > self.commit_every_s or done == n):
-                _commit_partial(Path(out), features, done)
-                last_commit = time.monotonic()
-            self.progress("Embedding catalogue", done, n)
-        return features
-
-
-def _open_partial(path: Path, n: int, dim: int) -> tuple[np.ndarray, int]:
-    """The features file of an interrupted pass and its committed row count, or a new one at row 0."""
-    state_path = path.with_suffix(".json")
-    try:
-        state = json.loads(state_path.read_text())
-        if state.get("shape") == [n, dim] and path.is_file():
-            return np.lib.format.open_memmap(path, mode="r+"), int(state["done"])
-    except (OSError, ValueError, KeyError):
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state_path.unlink(missing_ok=True)
-    features = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
-    _commit_partial(path, features, 0)
-    return features, 0
-
-
-def _commit_partial(path: Path, features: np.ndarray, done: int) -> None:
-    if isinstance(features, np.memmap):
-        features.flush()  # rows are on disk before the count that vouches for them
-    with atomic_path(path.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps({"shape": list(features.shape), "done": done}))
-
-
-def remove_partial(path: Path) -> None:
-    Path(path).unlink(missing_ok=True)
-    Path(path).with_suffix(".json").unlink(missing_ok=True)
-
-
-def map_rows(fn: Callable[[np.ndarray], np.ndarray], rows: np.ndarray, chunk: int = 8192) -> np.ndarray:
-    """``fn`` applied to ``rows`` a chunk at a time: a memory-mapped features file is never read whole."""
-    parts = [fn(np.asarray(rows[start : start + chunk])) for start in range(0, len(rows), chunk)]
-    return np.concatenate(parts) if parts else fn(np.asarray(rows[:0]))
 
 
 def _whitening_scale(variance: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""The built-in catalogue: Fashion-MNIST from Debian's ``dataset-fashion-mnist`` package, read offline.
+"""The benchmark catalogue: Fashion-MNIST (70,000 items, 28×28 grayscale) from Debian's ``dataset-fashion-mnist``
+package, read offline.
 
 Lookup order: ``/usr/share/datasets/fashion-mnist`` (the package installed system-wide), then
 ``<data_dir>/fashion-mnist``. ``fetch`` (run by ``python -m core prepare``, i.e. at set-up time, never by the app)
@@ -14,7 +15,14 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
+from core.artifacts import ArtifactDir, atomic_path, file_checksum, fingerprint, save_npy
+from core.catalog import Catalog
+from core.config import Settings
+from core.domain import FashionMnistDomain
+
+NAME, LABEL = "fashion-mnist", "Fashion-MNIST (70,000 Zalando articles)"
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
 FILES = {
@@ -97,3 +105,65 @@ def load(directory: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             raise ValueError(f"{split}: {len(images)} images but {len(labels)} labels in {directory}")
         out[split] = (images, labels)
     return out
+
+
+def _limit_split(n_items: int, limit: int, share: float) -> int:
+    return n_items if limit <= 0 else min(n_items, max(1, round(limit * share)))
+
+
+def load_catalog(settings: Settings) -> Catalog:
+    """Parse the IDX files once into ``pixels.npy`` + ``items.parquet``; later opens memory-map those."""
+    source_dir = find_dir(settings.data_dir)
+    domain = FashionMnistDomain()
+    files = [source_dir / name for pair in FILES.values() for name in pair]
+    key = fingerprint(
+        {
+            "source": NAME,
+            "files": {f.name: cached_checksum(f, settings.artifacts_dir) for f in files},
+            "limit": settings.catalog_limit,
+        }
+    )
+    store = ArtifactDir(Path(settings.artifacts_dir) / f"{NAME}-{key}" / "catalog")
+    if not (store.verified("pixels.npy") and store.verified("items.parquet")):
+        _build(source_dir, settings.catalog_limit, store)
+    items = pd.read_parquet(store.file("items.parquet"))
+    pixels = np.load(store.file("pixels.npy"), mmap_mode="r")
+    return Catalog(name=NAME, key=f"{NAME}-{key}", items=items, categories=list(CATEGORIES), domain=domain,
+                   pixels=pixels)
+
+
+def _build(source_dir: Path, limit: int, store: ArtifactDir) -> None:
+    splits = load(source_dir)
+    frames, arrays = [], []
+    for split, share in (("train", 6 / 7), ("test", 1 / 7)):
+        images, labels = splits[split]
+        n = _limit_split(len(images), limit, share)
+        arrays.append(images[:n])
+        frames.append(
+            pd.DataFrame(
+                {
+                    "id": [f"{split}-{i:05d}" for i in range(n)],
+                    "label": labels[:n].astype(np.int16),
+                    "category": [CATEGORIES[c] for c in labels[:n]],
+                    "split": split,
+                }
+            )
+        )
+    items = pd.concat(frames, ignore_index=True)
+    save_npy(store.file("pixels.npy"), np.concatenate(arrays))
+    store.record("pixels.npy")
+    with atomic_path(store.file("items.parquet")) as tmp:
+        items.to_parquet(tmp, index=False)
+    store.record("items.parquet", rows=len(items))
+
+
+def cached_checksum(path: Path, artifacts_dir: Path) -> str:
+    """Checksum of a source file, remembered by (path, size, mtime) so warm starts do not re-read 30 MB."""
+    stat = path.stat()
+    memo = Path(artifacts_dir) / ".checksums" / fingerprint({"p": str(path), "s": stat.st_size, "m": stat.st_mtime_ns})
+    if memo.is_file():
+        return memo.read_text().strip()
+    value = file_checksum(path)
+    with atomic_path(memo) as tmp:
+        tmp.write_text(value)
+    return value

@@ -1,4 +1,5 @@
-"""``prepare``: a user's source becomes a named catalogue the app, the CLI and training can open.
+"""``prepare``: a user's source becomes a named catalogue the app, the CLI and training can open (this module only
+writes; ``core.prepared`` reads what it wrote, and ``core.registry`` is the door every catalogue is opened through).
 
 Preparing reads the source (``core.sources``), opens every image once to list the unreadable ones, mines tags
 from descriptions when the source has no tags (``core.tags``), and writes ``<artifacts>/catalogs/<name>/``:
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import re
 import time
 from collections import Counter
@@ -23,24 +23,17 @@ import pandas as pd
 import torch
 
 from core import locks, tags
-from core.artifacts import atomic_path, file_checksum, fingerprint
-from core.catalog import Catalog
+from core.artifacts import atomic_path, file_checksum
+from core.builtin import builtin_names
 from core.config import Settings
-from core.domain import PhotoDomain
-from core.progress import Progress, no_progress
-from core.threads import loader_workers
-from core.item_images import CheckDataset, FileImages
+from core.item_images import CheckDataset
 from core.locks import die_with_parent
-from core.sources import (BOX, TABLE_SUFFIXES, CatalogError, Problem, SourceSpec, parse_tags, read_source,
-                          resolved_path)
+from core.prepared import MAX_PHOTO_SIZE, MIN_PHOTO_SIZE, catalogs_dir, prepared_info, prepared_names
+from core.progress import Progress, no_progress
+from core.sources import TABLE_SUFFIXES, CatalogError, Problem, SourceSpec, parse_tags, read_source, resolved_path
 from core.sources import problems_frame as frame_of
 
-# Bumped whenever what prepare writes for the same source changes (columns, splits, tags): the built-in
-# catalogues, keyed by what ships rather than by the prepared copy, are then prepared again.
-PREPARE_VERSION = 2
-MIN_PHOTO_SIZE, MAX_PHOTO_SIZE = 16, 1024
 MAX_CATEGORIES = np.iinfo(np.int16).max  # labels are stored as int16
-log = logging.getLogger(__name__)
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,47}")  # used with fullmatch: "$" would let a newline through
 SOURCES_LISTED = 500  # the most candidate sources the dashboard lists under its catalogue folders
 SOURCES_SCANNED = 5000  # … and the most folder entries it looks at to find them
@@ -62,10 +55,6 @@ class PrepareReport:
                 "tags": self.vocabulary, "skipped": int(self.problems["skipped"].sum()) if len(self.problems) else 0,
                 "repaired": int((~self.problems["skipped"]).sum()) if len(self.problems) else 0,
                 "problems": self.problems.to_dict("records"), "path": str(self.path)}
-
-
-def catalogs_dir(settings: Settings) -> Path:
-    return Path(settings.artifacts_dir) / "catalogs"
 
 
 def default_name(path: str) -> str:
@@ -150,9 +139,9 @@ def prepare_catalog(spec: SourceSpec, settings: Settings, name: str = "", photo_
     if confine_to is not None:
         spec = confine(spec, confine_to)
     name = name or default_name(spec.path)
-    if not NAME_PATTERN.fullmatch(name) or (name in _builtin_names() and not builtin):
+    if not NAME_PATTERN.fullmatch(name) or (name in builtin_names() and not builtin):
         raise CatalogError(f"Catalogue name {name!r} is not usable: lower-case letters, digits, '-' and '_' "
-                           f"(up to 48), and not a built-in name ({', '.join(_builtin_names())}).")
+                           f"(up to 48), and not a built-in name ({', '.join(builtin_names())}).")
     if not MIN_PHOTO_SIZE <= photo_size <= MAX_PHOTO_SIZE:
         raise CatalogError(f"The photo size must be {MIN_PHOTO_SIZE} to {MAX_PHOTO_SIZE} pixels (got {photo_size}).")
     # One prepare of a name at a time, from the check that the name is free to the last file written: two
@@ -263,120 +252,3 @@ def check_images(paths: list[str], workers: int, progress: Progress = no_progres
         done += len(batch)
         progress("Checking images", done, len(paths))
     return bad
-
-
-def prepared_names(settings: Settings) -> list[str]:
-    """The user's prepared catalogues (the built-in ones, prepared in the same folder, are listed as built-in)."""
-    root = catalogs_dir(settings)
-    names = sorted(p.parent.name for p in root.glob("*/catalog.json")) if root.is_dir() else []
-    return [n for n in names if n not in _builtin_names()]
-
-
-def prepared_info(settings: Settings, name: str) -> dict:
-    """A prepared catalogue's catalog.json, checked: a hand-edited or damaged one is a message naming the file,
-    not a KeyError from deep inside the app."""
-    path = catalogs_dir(settings) / name / "catalog.json"
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise FileNotFoundError(f"Catalogue {name!r} is not prepared (no readable {path}). Prepare it with "
-                                f"`python -m core prepare PATH --name {name}`.") from exc
-    problems = _info_problems(info)
-    if problems:
-        source = info.get("source") if isinstance(info, dict) else None
-        path_given = source.get("path") if isinstance(source, dict) else None
-        raise CatalogError(f"{path} is damaged: {'; '.join(problems)}. Prepare the catalogue again: "
-                           f"python -m core prepare {path_given if isinstance(path_given, str) else 'SOURCE'} "
-                           f"--name {name}")
-    return info
-
-
-def _info_problems(info: object) -> list[str]:
-    if not isinstance(info, dict):
-        return ["it is not a JSON object"]
-    problems = []
-    categories = info.get("categories")
-    if not isinstance(categories, list) or not categories or not all(isinstance(c, str) for c in categories):
-        problems.append("'categories' is missing or not a list of names")
-    size = info.get("photo_size", 224)
-    if not isinstance(size, int) or isinstance(size, bool) or not MIN_PHOTO_SIZE <= size <= MAX_PHOTO_SIZE:
-        problems.append(f"'photo_size' must be a whole number of pixels, {MIN_PHOTO_SIZE} to {MAX_PHOTO_SIZE}")
-    items = info.get("items", 0)
-    if not isinstance(items, int) or isinstance(items, bool) or items < 0:
-        problems.append("'items' must be a count")
-    source = info.get("source", {})
-    if not isinstance(source, dict) or not isinstance(source.get("path", ""), str):
-        problems.append("'source' must be an object with the source's path")
-    if not isinstance(info.get("checksums", {}), dict):
-        problems.append("'checksums' must be an object")
-    return problems
-
-
-def load_prepared(settings: Settings, name: str) -> Catalog:
-    """The catalogue, after its items table is checked against the checksum catalog.json recorded: a flipped bit
-    there would silently relabel items. A damaged table is rebuilt from the source when the source is still
-    readable; otherwise the error names the file."""
-    info = prepared_info(settings, name)
-    folder = catalogs_dir(settings) / name
-    table = folder / "items.parquet"
-    try:
-        actual = file_checksum(table)
-    except OSError as exc:
-        actual = f"unreadable: {exc}"
-    recorded = info.get("checksums", {}).get("items.parquet")
-    if recorded is None and not actual.startswith("unreadable"):  # prepared before checksums: vouch for it now
-        info = {**info, "checksums": {**info.get("checksums", {}), "items.parquet": actual}}
-        with atomic_path(folder / "catalog.json") as tmp:
-            tmp.write_text(json.dumps(info, indent=2))
-    elif actual != recorded:
-        info = _rebuild(settings, name, info, table)
-        actual = info["checksums"]["items.parquet"]
-    items = pd.read_parquet(table)
-    _check_labels(items, list(info["categories"]), folder)
-    domain = PhotoDomain(size=int(info.get("photo_size", 224)))
-    boxes = items[BOX].to_numpy(np.int64) if set(BOX) <= set(items.columns) else None
-    key = fingerprint({"items": actual, "domain": [domain.name, domain.size, domain.crop_pct]})
-    return Catalog(name=name, key=f"{name}-{key}", items=items, categories=list(info["categories"]), domain=domain,
-                   pixels=FileImages(items["path"].to_numpy(), boxes, domain, roots=source_roots(info)),
-                   tags_mined=bool(info.get("tags_mined", False)), tag_sources=dict(info.get("tag_sources") or {}))
-
-
-def source_roots(info: dict) -> tuple[Path, ...]:
-    """Where a prepared catalogue's images may be read from: the source folder (a table's own folder) and the
-    folders it allowed, links followed."""
-    source = info.get("source", {})
-    path = Path(source.get("path", "/"))
-    base = path.parent if info.get("layout") == "table" else path
-    return tuple(p.resolve() for p in (base, *map(Path, source.get("allowed_roots", ()))))
-
-
-def _check_labels(items: pd.DataFrame, categories: list[str], folder: Path) -> None:
-    """catalog.json's category names and the items' labels must agree: they are two files, and either can be
-    edited or damaged without the other (a flipped letter there would rename a category on every result)."""
-    labels = items["label"].to_numpy() if "label" in items.columns else np.array([], dtype=int)
-    known = np.asarray(categories, dtype=object)
-    inside = (labels >= 0) & (labels < len(categories)) if len(labels) else np.array([], dtype=bool)
-    if "label" not in items.columns or not inside.all() or (known[labels] != items["category"].to_numpy()).any():
-        raise CatalogError(f"{folder / 'catalog.json'} and {folder / 'items.parquet'} disagree on the category "
-                           "names; one of them was edited or damaged. Prepare the catalogue again: python -m core "
-                           f"prepare SOURCE --name {folder.name}")
-
-
-def _rebuild(settings: Settings, name: str, info: dict, table: Path) -> dict:
-    source = info.get("source", {})
-    log.warning("%s does not match its checksum in catalog.json; preparing %r again from %s", table, name,
-                source.get("path"))
-    try:
-        spec = SourceSpec.from_dict(source)
-        prepare_catalog(spec, settings, name=name, photo_size=int(info.get("photo_size", 224)),
-                        workers=loader_workers(settings))
-    except (CatalogError, OSError, TypeError, ValueError) as exc:
-        raise CatalogError(f"{table} is damaged (it does not match the checksum in catalog.json) and could not be "
-                           f"rebuilt from its source {source.get('path')}: {exc}") from exc
-    return prepared_info(settings, name)
-
-
-def _builtin_names() -> list[str]:
-    from core.catalog import SOURCES
-
-    return list(SOURCES)

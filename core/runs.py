@@ -17,6 +17,8 @@ them: a checkpoint is never trusted to run code.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -24,6 +26,8 @@ import signal
 import subprocess
 import sys
 import time
+import types
+import typing
 from dataclasses import dataclass
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +44,7 @@ from core.config import Settings, TrainConfig
 CHECKPOINT_FORMAT = "fvs-checkpoint-v2"  # v2: a checksum of the contents inside, required
 LEGACY_FORMATS = ("fvs-checkpoint-v1",)  # written before checksums: read without one
 ACTIVE_STATES = ("starting", "running", "indexing")
+RECENT_S = 3600  # a run that ended badly longer ago than this is in the runs table, not repeated as an alert
 
 
 class CheckpointError(RuntimeError):
@@ -59,6 +64,110 @@ def runs_root(settings: Settings) -> Path:
 def run_roots(settings: Settings) -> list[Path]:
     """Where runs are looked for: this machine's first, then the ones that ship with the project."""
     return [runs_root(settings), Path(settings.shipped_runs_dir)]
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """What a run's status.json holds, and what it means: the one definition the trainer writes and the Model
+    page and the runs table read.
+
+    ``state`` is "new" (no status yet), then "starting", "running" (training epochs), "indexing" (embeddings,
+    index and test figures with the new model), and finally "done", "stopped" (asked to stop; training again
+    resumes) or "failed" (``error`` says why)."""
+
+    state: str = "new"
+    started: float | None = None  # time.time() when this training began
+    updated: float = 0.0  # time.time() of the last write
+    epoch: int = 0  # the epoch under way (1-based; 0 before the first)
+    epochs: int = 0  # of the recipe (0: not reported yet)
+    step: int = 0  # steps done in the epoch under way
+    steps: int = 0  # per epoch
+    images_per_s: float = 0.0
+    eta_s: float = 0.0  # training time left, in seconds
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # one dict per finished epoch
+    train_seconds: float | None = None  # training time so far (every finished epoch)
+    stage: str | None = None  # what is being done outside the training steps (features, index, test)
+    done: int = 0  # of ``stage``
+    total: int = 0  # of ``stage``
+    device: str | None = None  # what trains: "cpu", "cuda", …
+    resumed_from_epoch: int | None = None  # the checkpoint's epoch when training resumed, else None
+    error: str | None = None  # why it failed
+    test: dict[str, Any] = dataclasses.field(default_factory=dict)  # the final test figures (test.json), when done
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "RunStatus":
+        """Tolerant: keys this version does not know (an older or newer file) are ignored, a value of the wrong
+        type reads as its field's default, and anything but a dict reads as the default status."""
+        if not isinstance(data, dict):
+            return cls()
+        hints = _status_hints()
+        return cls(**{name: data[name] for name, hint in hints.items() if name in data and _fits(data[name], hint)})
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def active(self) -> bool:
+        """The file says training is under way; stale if its trainer died (``RunDir.is_active`` knows)."""
+        return self.state in ACTIVE_STATES
+
+    def fraction(self, default_epochs: int) -> float:
+        """How far the run is, in [0, 1]: steps trained while running, items done while indexing, else 0.
+        ``default_epochs``: the recipe's, until the trainer reports its own."""
+        if self.state == "running":
+            epochs, steps = self.epochs or default_epochs, self.steps or 1
+            done = ((self.epoch - 1) * steps + self.step) / (epochs * steps) if self.epoch else 0.0
+        elif self.state == "indexing":
+            done = self.done / max(self.total, 1)
+        else:
+            done = 0.0
+        return min(max(done, 0.0), 1.0)
+
+    def progress_text(self, run_id: str, default_epochs: int) -> str:
+        """The line under the Model page's progress bar."""
+        if self.state == "running":
+            return (f"`{run_id}` · epoch {self.epoch}/{self.epochs or default_epochs}, step {self.step}/"
+                    f"{self.steps or 1} · {self.images_per_s:.0f} images/s · about {self.eta_s / 60:.0f} min left")
+        # starting, or indexing the catalogue with the new model
+        state = "starting" if self.state == "new" else self.state
+        return f"`{run_id}` · {state}: {'…' if self.stage is None else self.stage}"
+
+    def problem(self, run_id: str, now: float | None = None) -> tuple[str, str] | None:
+        """For a run that is not training: ("warning", …) if its trainer died while the file still says it
+        trains, ("error", …) if it failed; None otherwise, and for anything older than RECENT_S."""
+        if (time.time() if now is None else now) - self.updated >= RECENT_S:
+            return None
+        if self.active:
+            return ("warning", f"Run `{run_id}` stopped unexpectedly at epoch {self.epoch}; training it again "
+                               "resumes from its last checkpoint. See its train.log.")
+        if self.state == "failed":
+            return "error", f"Run `{run_id}` failed: {self.error}"
+        return None
+
+
+@functools.cache
+def _status_hints() -> dict[str, Any]:
+    return typing.get_type_hints(RunStatus)
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a value read from JSON has the type a RunStatus field declares."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if isinstance(value, bool):  # JSON's true/false are not numbers here
+        return hint is bool
+    if hint is float:
+        return isinstance(value, (int, float))
+    if origin is list:
+        return isinstance(value, list) and all(_fits(item, args[0]) for item in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(isinstance(key, str) for key in value)
+    return isinstance(value, hint)
 
 
 @dataclass(frozen=True)
@@ -101,14 +210,14 @@ class RunDir:
     def config(self) -> TrainConfig:
         return TrainConfig.from_dict(self.info().get("recipe", {}))
 
-    def status(self) -> dict[str, Any]:
-        return _read_json(self.path / "status.json")
+    def status(self) -> RunStatus:
+        return RunStatus.from_dict(_read_json(self.path / "status.json"))
 
     def test_figures(self) -> dict[str, Any]:
         return _read_json(self.path / "test.json")
 
     def history(self) -> list[dict[str, Any]]:
-        return self.status().get("history", [])
+        return self.status().history
 
     def is_active(self) -> bool:
         """Training right now: a trainer holds the run's lock (from the app or a terminal), or the job the app just
@@ -140,10 +249,13 @@ class RunDir:
         with atomic_path(self.path / name) as tmp:
             tmp.write_text(json.dumps(payload, indent=2, default=str))
 
-    def update_status(self, **fields: Any) -> None:
-        status = self.status()
-        status.update(fields, updated=time.time())
-        self.write_json("status.json", status)
+    def update_status(self, **changes: Any) -> None:
+        """Change some of status.json's fields (a name RunStatus does not have is a TypeError) and its time."""
+        self.write_status(dataclasses.replace(self.status(), **{**changes, "updated": time.time()}))
+
+    def write_status(self, status: RunStatus) -> None:
+        """Replace status.json with ``status``, as it is."""
+        self.write_json("status.json", status.as_dict())
 
     def save_checkpoint(self, path: Path, payload: dict[str, Any]) -> None:
         """Written atomically, with a checksum of its contents inside it: torch.load reads a checkpoint with a
@@ -264,7 +376,7 @@ def job_running(run: RunDir) -> bool:
         finished, code = os.waitpid(pid, os.WNOHANG)  # reap our own finished child (else it stays a zombie)
         if finished:
             # it died without saying why (killed, out of memory), and no other trainer of this run is alive
-            if run.status().get("state") in ACTIVE_STATES and not run._lock_held():
+            if run.status().active and not run._lock_held():
                 run.update_status(state="failed", error=f"the training process ended with exit status "
                                                         f"{os.waitstatus_to_exitcode(code)}; see train.log")
             return False
@@ -296,50 +408,16 @@ def runs_table(runs: list[RunDir]) -> pd.DataFrame:
     rows = []
     for run in runs:
         info, status, test = run.info(), run.status(), run.test_figures()
-        recipe, history = info.get("recipe", {}), status.get("history", [])
+        recipe, history = info.get("recipe", {}), status.history
         rows.append({
             "run": run.id, "backbone": info.get("backbone"),
-            "state": status.get("state", "new") if run.is_active() or status.get("state") not in ACTIVE_STATES
-            else "interrupted", "epochs": f"{len(history)}/{recipe.get('epochs')}",
+            "state": status.state if run.is_active() or not status.active else "interrupted",
+            "epochs": f"{len(history)}/{recipe.get('epochs')}",
             "image px": recipe.get("image_size"), "freeze": recipe.get("freeze"),
             "embedding": recipe.get("embedding_dim"), "triplet": recipe.get("triplet_weight"),
             "best val top-1": max((h["val_top1"] for h in history), default=None),
             "test top-1": test.get("top1"), "test precision@10": test.get("precision_at_10"),
-            "test mAP@10": test.get("map_at_10"), "train min": round(status["train_seconds"] / 60, 1)
-            if "train_seconds" in status else None, "created": info.get("created"),
+            "test mAP@10": test.get("map_at_10"), "train min": round(status.train_seconds / 60, 1)
+            if status.train_seconds is not None else None, "created": info.get("created"),
         })
     return pd.DataFrame(rows)
-
-
-SHIPPED_FILES = ("run.json", "checkpoint-best.pt", "test.json", "status.json")
-CHECK_FILE = "check.json"
-
-
-def ship_run(settings: Settings, run_id: str, n_check: int = 64) -> Path:
-    """Copy a finished run into the shipped runs folder (what ``python -m core ship RUN`` does): its recipe, best
-    checkpoint and figures, and ``check.json``, the category head's predictions for the first ``n_check`` test
-    items, which a test reproduces offline on any machine."""
-    import shutil
-
-    import numpy as np
-
-    from core.catalog import open_catalog
-    from core.embed import Embedder
-
-    run = RunDir(runs_root(settings) / run_id)
-    if not run.is_complete():
-        raise CheckpointError(f"Run {run_id} is not finished (no best checkpoint and test figures under {run.path}).")
-    target = Path(settings.shipped_runs_dir) / run_id
-    target.mkdir(parents=True, exist_ok=True)
-    for name in SHIPPED_FILES:
-        shutil.copy2(run.path / name, target / name)
-    served = settings.replace(run=run_id, backbone=run.info().get("backbone", settings.backbone),
-                              catalog=run.info().get("catalog_name", settings.catalog))
-    catalog, embedder = open_catalog(served), Embedder.from_settings(served)
-    rows = catalog.query_rows()[:n_check]
-    probs = embedder.heads.category_probs(embedder.features(catalog.domain_batch(rows)))
-    check = {"catalog": catalog.key, "ids": catalog.items["id"].to_numpy()[rows].tolist(),
-             "predicted": [catalog.categories[i] for i in np.argmax(probs, axis=1)],
-             "probability": [round(float(p), 4) for p in probs.max(axis=1)]}
-    (target / CHECK_FILE).write_text(json.dumps(check, indent=1) + "\n")
-    return target

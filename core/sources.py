@@ -25,7 +25,6 @@ import pandas as pd
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
-LAYOUTS = ("auto", "folder", "table", "deepfashion")
 TEST_SHARE = 0.15  # of a source without its own split: chosen by a hash of the id, so stable as items are added
 UNCATEGORISED = "uncategorised"
 DEEPFASHION_TYPES = {"1": "upper", "2": "lower", "3": "full"}
@@ -123,10 +122,9 @@ def read_source(spec: SourceSpec, max_items: int = 0) -> SourceTable:
         raise CatalogError(f"{path} does not exist. Give a folder of images, a .csv/.parquet table or a "
                            "DeepFashion folder (with Anno/ and Eval/).")
     layout = spec.resolved_layout()
-    readers = {"folder": read_folder, "table": read_table, "deepfashion": read_deepfashion}
-    if layout not in readers:
+    if layout not in READERS:
         raise CatalogError(f"Unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}.")
-    table = readers[layout](spec, max_items)
+    table = READERS[layout](spec, max_items)
     _check_count(len(table.items), max_items, path)
     return table
 
@@ -600,3 +598,8 @@ def _valid_box(values: list) -> list[int] | None:
     except (TypeError, ValueError):
         return None
     return [x1, y1, x2, y2] if 0 <= x1 < x2 and 0 <= y1 < y2 else None
+
+
+# How each layout is read: the one table of them (LAYOUTS, what the CLI and the Home page offer, adds "auto").
+READERS = {"folder": read_folder, "table": read_table, "deepfashion": read_deepfashion}
+LAYOUTS = ("auto", *READERS)

@@ -9,7 +9,6 @@ uninterrupted run would have had (on CUDA, cuDNN's backward kernels and bf16 mak
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,54 +18,26 @@ import torch
 import torch.nn.functional as F
 from timm.optim import param_groups_weight_decay
 
+from core import tags
 from core.artifacts import ArtifactDir, save_npy
 from core.backbone import backbone_spec, create_backbone, weights_fingerprint
-from core.catalog import Catalog, open_catalog
+from core.catalog import Catalog
 from core.config import Settings, TrainConfig
 from core.domain import ModelInput
-from core.progress import Progress, no_progress
-from core.threads import configure_threads
-from core import tags
-from core.evaluate import nearest, quality_figures
+from core.evaluate import evaluate_workspace, nearest, quality_figures
 from core.model import apply_freeze, build_net, training_loss
-from core.runs import RunDir, load_checkpoint, load_weights, run_id, runs_root
+from core.progress import Progress, no_progress
+from core.registry import open_catalog
+from core.runs import RunDir, RunStatus, load_checkpoint, load_weights, run_id, runs_root, start_job
+from core.splits import Splits
+from core.threads import configure_threads
+from core.workspace import Workspace
 
 STATUS_EVERY_S = 2.0
 
 
 class TrainingStopped(RuntimeError):
     """Raised when the caller asks the loop to stop; the last epoch's checkpoint is the resume point."""
-
-
-@dataclass(frozen=True)
-class Splits:
-    """Row numbers into the catalogue. ``val`` is carved from the train split with the recipe's seed; the test
-    split is only ever used for the final figures."""
-
-    train: np.ndarray
-    val: np.ndarray
-    test: np.ndarray
-
-    @classmethod
-    def of(cls, catalog: Catalog, config: TrainConfig) -> "Splits":
-        split = catalog.items["split"].to_numpy()
-        train = np.flatnonzero(split == "train")
-        if len(train) < 4:
-            raise ValueError(f"The catalogue has {len(train)} train items; fine-tuning needs at least 4.")
-        rng = np.random.default_rng(config.seed)
-        n_val = max(1, round(len(train) * config.val_fraction))
-        if "group" not in catalog.items.columns:
-            shuffled = rng.permutation(train)
-            return cls(np.sort(shuffled[n_val:]), np.sort(shuffled[:n_val]), np.flatnonzero(split == "test"))
-        # whole groups go to validation (colour variants of one product never straddle it), until it is full
-        groups = catalog.items["group"].astype(str).to_numpy()[train]
-        names, counts = np.unique(groups, return_counts=True)
-        order = rng.permutation(len(names))
-        taken = order[: int(np.searchsorted(np.cumsum(counts[order]), n_val)) + 1]
-        in_val = np.isin(groups, names[taken])
-        if in_val.all():
-            raise ValueError("Every train item is in one group; fine-tuning needs at least two groups.")
-        return cls(train[~in_val], train[in_val], np.flatnonzero(split == "test"))
 
 
 def pick_device() -> torch.device:
@@ -206,7 +177,7 @@ class Trainer:
             rows = np.arange(start, min(start + 256, len(self.catalog)))
             with self._autocast():
                 out.append(self.net.backbone(self.inputs(rows)).float().cpu())
-            self.progress("Caching backbone features", rows[-1] + 1, len(self.catalog))
+            self.progress("Caching backbone features", int(rows[-1]) + 1, len(self.catalog))
         features = torch.cat(out).numpy()
         save_npy(path, features)
         store.record(name, shape=list(features.shape))
@@ -346,9 +317,9 @@ def train(settings: Settings, config: TrainConfig, progress: Progress = no_progr
         if run.is_complete():
             run.update_status(state="done", test=run.test_figures())
             return run
-        previous = run.status().get("history", [])
-        run.write_json("status.json", {"state": "starting", "started": time.time(), "updated": time.time(),
-                                       "history": previous})
+
+        previous = run.status().history
+        run.write_status(RunStatus(state="starting", started=time.time(), updated=time.time(), history=previous))
         report = _reporting(run, progress, should_stop)
         try:
             trainer = Trainer(settings, config, catalog, run, report, should_stop)
@@ -389,17 +360,12 @@ def _reporting(run: RunDir, progress: Progress, should_stop: Callable[[], bool])
 
 def evaluate_run(settings: Settings, progress: Progress = no_progress) -> dict:
     """Embeddings + index for the settings' model (built if missing), then its test-split figures."""
-    from core.evaluate import evaluate_workspace
-    from core.workspace import Workspace
-
     return evaluate_workspace(Workspace.open(settings, progress))
 
 
 def start_training(settings: Settings, config: TrainConfig) -> RunDir:
     """Start ``python -m core train`` for this recipe in the background (the Model page's "Train"); the run's
     status.json reports its progress to whoever looks, and a reload or a second tab finds the same job."""
-    from core.runs import start_job
-
     catalog, run = prepare_run(settings, config)
     if run.is_complete() or run.is_active():
         return run

@@ -16,21 +16,24 @@ from PIL import Image
 
 from core import tags
 from core.artifacts import ArtifactDir, atomic_path, save_npy
-from core.catalog import Catalog, open_catalog
+from core.catalog import Catalog
 from core.config import Settings
-from core.embed import (Embedder, Projection, SequentialRunner, describe_model, map_rows, model_key,
-                        remove_partial)
-from core.progress import Progress, no_progress
-from core.threads import loader_workers, single_threaded_blas
+from core.embed import Embedder, Projection, describe_model, model_key
 from core.embedding_map import EmbeddingMap, load_or_compute_map, sample_rows
+from core.evaluate import nearest
+from core.extract import SequentialRunner, map_rows, remove_partial
 from core.images import decode_image
 from core.index import AnnoySearcher, ExactSearcher, Neighbours, Searcher
+from core.progress import Progress, no_progress
 from core.query import QuerySteps, prepare_query
+from core.registry import open_catalog
+from core.runs import RunDir
+from core.splits import Splits
+from core.threads import loader_workers, single_threaded_blas
 
 Box = tuple[int, int, int, int]
 
 VOTE_NEIGHBOURS = 10
-ISOLATE_MODES = ("auto", "on", "off")
 PROBS = "category_probs.npy"  # a fine-tuned run's category head on every item
 TAG_PROBS = "tag_probs.npy"  # … and its tag head, when the catalogue has tags
 
@@ -80,9 +83,6 @@ class Workspace:
     # ---------------------------------------------------------------- building / loading
     @classmethod
     def open(cls, settings: Settings, progress: Progress = no_progress) -> "Workspace":
-        if settings.isolate.lower() not in ISOLATE_MODES:
-            raise ValueError(f"isolate must be one of {', '.join(ISOLATE_MODES)}, not {settings.isolate!r} "
-                             "(FVS_ISOLATE)")
         progress("Loading catalogue", 0, 1)
         catalog = open_catalog(settings)
         settings = settings.for_catalog(catalog.domain.input_size)
@@ -117,8 +117,6 @@ class Workspace:
         store = Workspace.store_for(settings)
         names = ["embeddings.npy", annoy_name(settings)] + (["projection.npz"] if projection_dim(settings) else [])
         if settings.run:
-            from core.runs import RunDir
-
             names += [PROBS] + ([TAG_PROBS] if RunDir.of(settings).info().get("tags") else [])
         return all(store.verified(name, full_check=False) for name in names)
 
@@ -210,8 +208,6 @@ class Workspace:
         rows = np.asarray(rows)
         if self.category_probs is not None:
             return np.asarray(self.category_probs[rows])
-        from core.evaluate import nearest
-
         indices, scores = nearest(np.asarray(self.embeddings)[rows], self.embeddings, VOTE_NEIGHBOURS, query_rows=rows)
         return self.votes(indices, scores)
 
@@ -219,9 +215,6 @@ class Workspace:
         """Where per-label figures are measured: a fine-tuned run's validation split (never trained on, never
         used for its test figures), else the catalogue's test split."""
         if self.settings.run:
-            from core.runs import RunDir
-            from core.train import Splits
-
             return Splits.of(self.catalog, RunDir.of(self.settings).config()).val
         return self.catalog.query_rows()
 

@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageDraw
 
-from core.catalog import Catalog, register_source
+from core.catalog import Catalog
 from core.config import Settings
 from core.domain import FashionMnistDomain
+from core.registry import register_source
 
 SHAPES = ["Square", "Disc", "Bar", "Ring"]
 PER_SHAPE = 16  # 12 train + 4 test each

@@ -95,8 +95,8 @@ def test_an_empty_catalogue_folder_says_where_to_put_one(fresh_app):
 
 
 def test_search_results_show_brand_price_description_and_extra_columns(fresh_app, tmp_path):
-    from core.prepare import prepare_catalog
     from core.config import Settings
+    from core.prepare import prepare_catalog
     from core.sources import SourceSpec
 
     prepare_catalog(SourceSpec(path=str(shop_table(tmp_path / "shop"))), Settings.from_env(), name="shop",

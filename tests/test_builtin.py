@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from core.catalog import catalog_choices, open_catalog
 from core.config import Settings
+from core.registry import catalog_choices, open_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASETS = ROOT.parent / "shared" / "datasets"

@@ -53,6 +53,45 @@ def test_settings_from_environment(monkeypatch):
         Settings.from_env()
 
 
+@pytest.mark.parametrize("field, value, expected", [
+    ("isolate", "sometimes", "isolate must be one of auto, on, off"), ("n_trees", 0, "n_trees must be at least 1"),
+    ("workers", -2, "workers must be at least -1"), ("image_size", 4096, "image_size must be at most 1024"),
+    ("search_k", "2000", "search_k must be a whole number"), ("pca_whiten", "yes", "pca_whiten must be true or false"),
+    ("catalog", " ", "catalog must not be empty"), ("run", "../elsewhere", "run must be a run id")])
+def test_every_setting_is_checked_when_made(field, value, expected):
+    with pytest.raises(ValueError, match=f"{expected}.*FVS_{field.upper()}"):
+        Settings(**{field: value})
+    assert Settings(data_dir="/tmp/x").data_dir.__class__.__name__ == "PosixPath"  # a path given as text
+
+
+def test_each_benchmark_has_its_own_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in ("search", "retrieval", "load", "map", "stream", "photos", "hostile"))
+    with pytest.raises(SystemExit):
+        main(["bench", "stream", "--help"])
+    stream = capsys.readouterr().out
+    assert "--kill-at" in stream and "--no-sweep" not in stream and "--threads" not in stream
+    with pytest.raises(SystemExit):  # another benchmark's option is refused, not silently ignored
+        main(["bench", "stream", "--no-sweep"])
+    assert "unrecognized arguments: --no-sweep" in capsys.readouterr().err
+
+
+def test_the_recipe_flags_set_the_recipe_and_the_settings_flags_the_settings():
+    import argparse
+
+    from core.__main__ import _recipe, _recipe_args, _settings, _source_args
+
+    parser = argparse.ArgumentParser()
+    _source_args(parser)
+    _recipe_args(parser)
+    args = parser.parse_args(["--image-size", "96", "--seed", "3", "--catalog", "luma-shop"])
+    assert _recipe(args).image_size == 96 and _recipe(args).seed == 3
+    settings = _settings(args)
+    assert settings.catalog == "luma-shop" and settings.image_size == 0 and settings.seed == 0
+
+
 def test_retrieval_bench_compares_the_four_methods(tmp_path, capsys):
     assert main(["bench", "retrieval", "--json", "--queries", "16", "--scale", "40,200", "--artifacts-dir",
                  str(tmp_path / "a"), *TINY]) == 0

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from core import fashion_mnist
-from core.catalog import open_catalog
 from core.config import Settings
+from core.registry import open_catalog
 
 
 @pytest.fixture(scope="module")

@@ -24,10 +24,12 @@ from PIL import Image
 from conftest import encoded, garment_file_photo, tiny_settings, write_folder_catalogue, write_photo_records
 from core import locks
 from core.__main__ import main
-from core.bench_hostile import deep_tiff, palette_png
+from core.bench.hostile import deep_tiff, palette_png
 from core.images import ImageDecodeError, decode_image, read_image_file
-from core.prepare import confine, load_prepared, prepare_catalog, prepared_info
+from core.prepare import confine, prepare_catalog
+from core.prepared import load_prepared, prepared_info
 from core.query import QueryError
+from core.registry import open_catalog
 from core.runs import CheckpointError, RunDir, load_checkpoint
 from core.sources import CatalogError, SourceSpec, parse_tags, read_source
 from test_sources import problems_of, write_deepfashion
@@ -121,7 +123,7 @@ import sys, time
 from pathlib import Path
 import numpy as np
 from core.domain import PhotoDomain
-from core.embed import read_batches
+from core.extract import read_batches
 from core.item_images import FileImages
 paths = np.array(sorted(str(p) for p in Path(sys.argv[1]).rglob("*.jpg")) * 20)
 for offset, batch in read_batches(FileImages(paths, None, PhotoDomain(size=32)), 4, workers=2):
@@ -192,13 +194,13 @@ def test_a_flipped_bit_in_a_prepared_items_table_is_rebuilt_from_the_source(tmp_
     table = settings.artifacts_dir / "catalogs" / "shop" / "items.parquet"
     good = pd.read_parquet(table)
     flip_byte(table, table.stat().st_size // 2)
-    catalog = load_prepared(settings, "shop")
+    catalog = open_catalog(settings.replace(catalog="shop"))
     assert "does not match its checksum" in caplog.text
     pd.testing.assert_frame_equal(catalog.items, good)
     flip_byte(table, table.stat().st_size // 2)
     source.unlink()
     with pytest.raises(CatalogError, match=r"items.parquet is damaged .* could not be rebuilt"):
-        load_prepared(settings, "shop")
+        open_catalog(settings.replace(catalog="shop"))
 
 
 def test_a_flipped_byte_inside_a_checkpoint_tensor_is_refused(tmp_path):
@@ -544,7 +546,7 @@ def test_csv_lines_for_an_unclosed_quote_and_a_lone_carriage_return(tmp_path):
 @pytest.mark.parametrize("change, expected", [({"source": "str"}, "'source' must be an object"),
                                               ({"items": "x"}, "'items' must be a count")])
 def test_catalog_json_of_the_wrong_shape_is_named(tmp_path, change, expected):
-    from core.catalog import catalog_choices
+    from core.registry import catalog_choices
 
     settings = tiny_settings(tmp_path)
     prepare_catalog(SourceSpec(path=str(write_folder_catalogue(tmp_path / "shop", 1))), settings, name="shop",

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from conftest import SHAPES, encoded, shape_item, shape_photo, tiny_settings
 from core.__main__ import main
-from core.bench_photos import LabelsError, read_labels, run_photo_bench
+from core.bench.photos import LabelsError, read_labels, run_photo_bench
 from core.domain import FashionMnistDomain, PhotoDomain
 from core.isolate import isolate
 from core.query import prepare_query

@@ -12,10 +12,10 @@ from PIL import Image
 
 from conftest import GARMENTS, garment_file_photo, tiny_settings, write_folder_catalogue, write_photo_records
 from core.__main__ import main
-from core.catalog import catalog_choices, open_catalog
 from core.domain import PhotoDomain
 from core.item_images import load_photo
 from core.prepare import prepare_catalog
+from core.registry import catalog_choices, open_catalog
 from core.sources import CatalogError, SourceSpec, TableColumns, hashed_split, read_source
 
 
@@ -299,7 +299,7 @@ def test_a_group_never_spans_two_splits(tmp_path):
 
 def test_validation_takes_whole_groups(tmp_path):
     from core.config import TrainConfig
-    from core.train import Splits
+    from core.splits import Splits
 
     records = write_photo_records(tmp_path, per_category=12)
     for i, record in enumerate(records):

@@ -16,7 +16,8 @@ from core.config import TrainConfig
 from core.evaluate import nearest, retrieval_scores, tag_f1, top_k_accuracy
 from core.model import apply_freeze, batch_hard_triplet_loss, build_net
 from core.runs import CheckpointError, RunDir, list_runs, load_checkpoint, runs_table
-from core.train import Splits, Trainer, TrainingStopped, prepare_run, train
+from core.splits import Splits
+from core.train import Trainer, TrainingStopped, prepare_run, train
 from core.workspace import Workspace
 
 # Small batches so each epoch has several steps on 43 train items; the tiny network learns from scratch.
@@ -42,7 +43,7 @@ def test_a_tiny_model_learns_the_tiny_catalogue(trained):
     assert len(history) == TINY_RECIPE.epochs and history[-1]["train_loss"] < history[0]["train_loss"]
     assert {"val_top1", "val_top3", "val_top5", "val_precision_at_10", "val_map_at_10", "val_tag_f1_macro",
             "val_tag_f1_samples"} <= set(history[0])
-    assert run.status()["state"] == "done"
+    assert run.status().state == "done"
 
 
 def test_the_fine_tuned_model_serves_search_with_its_head(trained):
@@ -98,7 +99,7 @@ def test_resume_after_an_interruption_gives_the_same_weights(tmp_path, schedule)
 
 
 def test_validation_is_carved_from_train_and_test_is_untouched(settings):
-    from core.catalog import open_catalog
+    from core.registry import open_catalog
 
     catalog = open_catalog(settings)
     splits = Splits.of(catalog, TINY_RECIPE)
@@ -261,7 +262,7 @@ def test_training_a_finished_recipe_again_starts_nothing(trained):
     settings, run = trained
     again = start_training(settings, TINY_RECIPE.replace(triplet_weight=0.5))
     assert again.id == run.id and not (run.path / "job.json").exists()
-    assert run.status()["state"] == "done"
+    assert run.status().state == "done"
 
 
 def test_onecycle_without_warm_up_trains(tmp_path):

@@ -44,21 +44,21 @@ def test_a_background_job_trains_indexes_and_reports(real_settings):
     assert start_training(real_settings, recipe).id == run.id  # a second click finds the same job
     wait_for(lambda: not job_running(run), 240)
     status = run.status()
-    assert status["state"] == "done", (run.path / "train.log").read_text()[-2000:]
-    assert run.is_complete() and len(status["history"]) == 2
-    assert status["test"]["queries"] == 43 and 0 <= status["test"]["top1"] <= 1  # 300 × 1/7 test items
+    assert status.state == "done", (run.path / "train.log").read_text()[-2000:]
+    assert run.is_complete() and len(status.history) == 2
+    assert status.test["queries"] == 43 and 0 <= status.test["top1"] <= 1  # 300 × 1/7 test items
 
 
 def test_stop_ends_the_job_and_training_again_resumes(real_settings):
     recipe = TrainConfig(epochs=40, batch_size=8, image_size=32, embedding_dim=32)
     run = start_training(real_settings, recipe)
-    wait_for(lambda: len(run.status().get("history", [])) >= 1, 240)
+    wait_for(lambda: len(run.status().history) >= 1, 240)
     stop_job(run)
     wait_for(lambda: not job_running(run), 60)
-    assert run.status()["state"] == "stopped" and not run.is_complete()
-    done = len(run.status()["history"])
+    assert run.status().state == "stopped" and not run.is_complete()
+    done = len(run.status().history)
     start_training(real_settings, recipe)
-    wait_for(lambda: run.status().get("resumed_from_epoch") is not None, 120)
-    assert run.status()["resumed_from_epoch"] >= done
+    wait_for(lambda: run.status().resumed_from_epoch is not None, 120)
+    assert run.status().resumed_from_epoch >= done
     stop_job(run)
     wait_for(lambda: not job_running(run), 60)

@@ -10,10 +10,11 @@ from PIL import Image, ImageEnhance
 
 from conftest import COLOURS, GARMENTS, encoded, garment_file_photo, tiny_settings, write_photo_records
 from core import tags
-from core.catalog import open_catalog
 from core.config import TrainConfig
-from core.embed import Embedder, SequentialRunner
+from core.embed import Embedder
+from core.extract import SequentialRunner
 from core.prepare import prepare_catalog
+from core.registry import open_catalog
 from core.sources import SourceSpec
 from core.workspace import Workspace
 

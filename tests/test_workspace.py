@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import SHAPES, encoded, synthetic_photos
-from core.embed import SequentialRunner
+from core.extract import SequentialRunner
 from core.workspace import Workspace
 
 

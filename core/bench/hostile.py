@@ -12,6 +12,7 @@ launcher: see ``LAUNCHER``).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -23,8 +24,10 @@ from pathlib import Path
 from PIL import Image
 
 from core.config import Settings
+from core.progress import Progress
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository: the measured commands run from there
+SERVED = False  # makes catalogues of its own
 
 
 def palette_png(path: Path, width: int, height: int) -> Path:
@@ -141,3 +144,10 @@ def run_hostile_bench(settings: Settings) -> dict:
         results["files"] = {path.name + "_bytes": path.stat().st_size for path in (huge, large, bomb, deep)}
     return results
 
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """No options of its own: the shared ones say which catalogue the measured searches use."""
+
+
+def main(args: argparse.Namespace, settings: Settings, progress: Progress) -> dict:
+    return run_hostile_bench(settings)

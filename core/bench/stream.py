@@ -7,6 +7,7 @@ the second process starts at the row the first had committed, not at zero. Both 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -21,12 +22,15 @@ from PIL import Image, ImageDraw
 
 from core.config import Settings
 from core.embed import describe_model, model_key
-from core.progress import Progress, no_progress
-from core.threads import loader_workers
 from core.prepare import prepare_catalog
+from core.progress import Progress, no_progress
+from core.registry import open_catalog
 from core.sources import SourceSpec
+from core.threads import loader_workers
+from core.workspace import Workspace
 
 CATEGORIES = ("tops", "trousers", "dresses", "bags")
+SERVED = False  # makes a catalogue of its own
 
 
 def write_photos(root: Path, n: int, seed: int = 0, progress: Progress = no_progress) -> Path:
@@ -102,9 +106,6 @@ def run_stream_bench(settings: Settings, items: int, directory: Path, kill_at: f
                              progress=progress)
     check_s = time.perf_counter() - started
     settings = settings.replace(catalog=name)
-    from core.catalog import open_catalog
-    from core.workspace import Workspace
-
     catalog = open_catalog(settings)
     store = Workspace.store_for(settings, catalog)
     resolved = settings.for_catalog(catalog.domain.input_size)
@@ -141,3 +142,13 @@ def run_stream_bench(settings: Settings, items: int, directory: Path, kill_at: f
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
         "embeddings": json.loads(second.stdout.read())["artifacts"],
     }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--items", type=int, default=10_000, help="photo files to generate and embed")
+    parser.add_argument("--dir", type=Path, default=Path("artifacts/bench-stream"), help="where the photos go")
+    parser.add_argument("--kill-at", type=float, default=0.6, help="SIGKILL the extraction at this share")
+
+
+def main(args: argparse.Namespace, settings: Settings, progress: Progress) -> dict:
+    return run_stream_bench(settings, args.items, args.dir, kill_at=args.kill_at, progress=progress)

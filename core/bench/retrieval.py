@@ -9,7 +9,9 @@ also stored beside the model's artifacts so the Model page can show it.
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -18,15 +20,17 @@ from pathlib import Path
 import numpy as np
 
 from core.artifacts import atomic_path, save_npy
-from core.progress import Progress, no_progress
+from core.config import Settings
 from core.evaluate import average_precision_at_k, nearest, precision_at_k, recall_at_k
 from core.index import AnnoySearcher, ExactSearcher, KMeansSearcher, PCASearcher, Searcher, l2_normalize
+from core.progress import Progress, no_progress
 from core.workspace import Workspace
 
 K = 10
 SWEEP_TREES = (8, 16, 32, 64)
 SWEEP_SEARCH_K = (250, 500, 1000, 2000, 4000, 8000)
 RESULT_FILE = "retrieval.json"
+SERVED = True  # measures the catalogue's served model
 
 
 def _mb(n_bytes: float) -> float:
@@ -189,6 +193,23 @@ def run_retrieval_bench(workspace: Workspace, n_queries: int = 500, sweep: bool 
             result["annoy_sweep"] = annoy_sweep(vectors, queries, truth, labels, lab, settings.seed, progress)
         result["scale"] = scale_curve(vectors, labels, settings, scale, lab, min(n_queries, 200), progress)
     return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--queries", type=int, default=200, help="number of queries")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the Annoy n_trees × search_k sweep")
+    parser.add_argument("--scale", default="10000,100000,1000000",
+                        help="comma-separated N for the scale curve ('' to skip)")
+
+
+def main(args: argparse.Namespace, settings: Settings, progress: Progress) -> dict:
+    """The figures, also saved beside the model's artifacts for the Model page."""
+    workspace = Workspace.open(settings, progress)
+    scale = tuple(int(n) for n in args.scale.split(",") if n) if args.scale else ()
+    results = run_retrieval_bench(workspace, n_queries=args.queries, sweep=not args.no_sweep, scale=scale,
+                                  progress=progress)
+    print(f"saved for the Model page: {save_result(workspace, results)}", file=sys.stderr)
+    return results
 
 
 def save_result(workspace: Workspace, result: dict) -> Path:

@@ -8,19 +8,25 @@ category is accepted, and whether the predicted category (head or neighbour vote
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from core.config import Settings
+from core.gallery import tile
 from core.images import ImageDecodeError, decode_image, read_image_file
+from core.progress import Progress
 from core.workspace import Workspace
 
 LABELS = "labels.csv"
 CELL = 112
+SERVED = True  # measures the catalogue's served model
 
 
 class LabelsError(ValueError):
@@ -101,10 +107,33 @@ def run_photo_bench(ws: Workspace, folder: Path, isolate: bool | None = None, k:
     return figures, contact_sheet(ws, sheet_rows)
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folder", nargs="?", type=Path, help="a folder of photos with a labels.csv "
+                        "(file,accepted; accepted categories separated by |)")
+    parser.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
+                        help="separate the garment first (default: the isolate setting; auto = only for "
+                             "fine-tuned models)")
+
+
+def main(args: argparse.Namespace, settings: Settings, progress: Progress) -> dict:
+    """The figures, with the contact sheet written beside the JSON: ``--output``, else a file under the artifacts
+    (``args.output`` is set to it, so that the JSON is written there too)."""
+    if args.folder is None:
+        raise ValueError("bench photos needs a folder: python -m core bench photos DIR (with DIR/labels.csv)")
+    workspace = Workspace.open(settings, progress)
+    output = args.output or (Path(settings.artifacts_dir) / "bench-photos" /
+                             f"{args.folder.resolve().name}-{workspace.embedder.key}" / "photos.json")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    args.output = output
+    results, sheet = run_photo_bench(workspace, args.folder, isolate=args.isolate)
+    results["contact_sheet"] = str(output.with_suffix(".png"))
+    sheet.save(results["contact_sheet"])
+    print(f"contact sheet: {results['contact_sheet']}", file=sys.stderr)
+    return results
+
+
 def contact_sheet(ws: Workspace, rows: list) -> Image.Image:
     """One line per photo: the photo, the query the model saw, the top 5 (green frame: accepted category)."""
-    from core.gallery import tile
-
     label_height = 16
     sheet = Image.new("RGB", (7 * (CELL + 6), len(rows) * (CELL + label_height + 6)), "white")
     draw = ImageDraw.Draw(sheet)

@@ -7,13 +7,18 @@ model, the same memory-mapped Annoy index. This measures what each of them waits
 
 from __future__ import annotations
 
+import argparse
 import threading
 import time
 
 import numpy as np
 
-from core.bench import query_photos
+from core.bench.search import query_photos
+from core.config import Settings
+from core.progress import Progress
 from core.workspace import Workspace
+
+SERVED = True  # measures the catalogue's served model
 
 
 def _latencies(workspace: Workspace, uploads: list[bytes], seconds: float, max_requests: int,
@@ -63,3 +68,13 @@ def run_load(workspace: Workspace, threads: int = 8, seconds: float = 10.0, max_
         "errors": errors[:10],
         "error_count": len(errors),
     }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=8, help="concurrent users")
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration")
+    parser.add_argument("--exact", action="store_true", help="exact search instead of Annoy")
+
+
+def main(args: argparse.Namespace, settings: Settings, progress: Progress) -> dict:
+    return run_load(Workspace.open(settings, progress), threads=args.threads, seconds=args.seconds, exact=args.exact)

@@ -6,6 +6,7 @@ user's first visit also pays); warm is what a revisit does: read the cached map 
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -13,8 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from core.artifacts import ArtifactDir
+from core.config import Settings
 from core.embedding_map import compute_map, load_or_compute_map, sample_rows, silhouette
+from core.progress import Progress
 from core.workspace import Workspace
+
+SERVED = True  # measures the catalogue's served model
 
 
 def run_map_bench(ws: Workspace, points: int = 10_000, method: str = "umap") -> dict:
@@ -37,3 +42,11 @@ def run_map_bench(ws: Workspace, points: int = 10_000, method: str = "umap") -> 
         "silhouette_embeddings": round(silhouette(np.asarray(ws.embeddings)[rows], labels, metric="cosine",
                                                   seed=ws.settings.seed), 4),
     }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--points", type=int, default=10_000, help="items in the UMAP")
+
+
+def main(args: argparse.Namespace, settings: Settings, progress: Progress) -> dict:
+    return run_map_bench(Workspace.open(settings, progress), points=args.points)
