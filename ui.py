@@ -29,7 +29,12 @@ MODEL_CHOICES = [name for name, spec in BACKBONES.items() if spec.has_weights]
 def base_settings() -> Settings:
     """Environment settings (FVS_*), read once per session."""
     if "_base_settings" not in st.session_state:
-        st.session_state["_base_settings"] = Settings.from_env()
+        try:
+            st.session_state["_base_settings"] = Settings.from_env()
+        except ValueError as exc:  # a bad FVS_* value: say which, instead of a traceback on every page
+            st.error(f"**The dashboard's settings are not usable.** {plain(str(exc))}\n\nFix the environment "
+                     "variable and restart the dashboard.")
+            st.stop()
     return st.session_state["_base_settings"]
 
 

@@ -40,11 +40,12 @@ def add_catalogue() -> None:
                 f"images, or a DeepFashion folder into {folders} on the server, then open this again. "
                 "(The operator chooses these folders with `FVS_CATALOG_ROOTS`.)")
         return
+    limit = f"; up to {settings.page_max_items:,} items" if settings.page_max_items else ""
     with st.form("add_catalogue", border=False):
         st.markdown(f"Catalogues on the server, in {folders}: a folder whose subfolders are categories, a CSV or "
                     "Parquet table (an `image` column with paths relative to the table, and optional `id`, "
                     "`category`, `description`, `tags`, `brand`, `price` columns), or a DeepFashion folder. "
-                    f"Images stay where they are; up to {settings.page_max_items:,} items.")
+                    f"Images stay where they are{limit}.")
         source = st.selectbox("Catalogue", sources, key="new_catalog_source",
                               format_func=lambda path: _shown(path, roots))
         c1, c2 = st.columns(2)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from dataclasses import fields
 
-from core.bench import BENCHMARKS, DEFAULT as DEFAULT_BENCHMARK, load as load_benchmark
+from core.bench import BENCHMARKS, DEFAULT as DEFAULT_BENCHMARK, benchmark_module
 from core.config import FREEZE_POLICIES, SCHEDULES, Settings, TrainConfig
 from core.progress import tqdm_progress
 
@@ -55,7 +55,8 @@ RECIPE = "recipe_"  # the dest prefix of the training recipe's flags: ``train --
 
 def _settings(args: argparse.Namespace) -> Settings:
     """The environment's settings with the flags this sub-command has for Settings fields (argparse dests named
-    like the fields; the recipe's flags have dests of their own, so one flag never sets two things)."""
+    like the fields; the recipe's flags and the per-photo ``--isolate`` have dests of their own, so one flag never
+    sets two things)."""
     return Settings.from_env(**{f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)})
 
 
@@ -95,7 +96,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if args.source:
         report = _prepare_source(args, settings)
         settings, out["catalog"] = settings.replace(catalog=report.name), report.summary()
-    elif settings.catalog == "fashion-mnist":
+    elif settings.catalog == fashion_mnist.NAME:
         print(f"Fashion-MNIST files: {fashion_mnist.fetch(settings.data_dir)}", file=sys.stderr)
     if not args.data_only:
         out["workspace"] = Workspace.open(_served(settings), tqdm_progress()).describe()
@@ -176,7 +177,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     # a bad file fails before the model loads, and what cannot be an image is refused before it is read
     photo = decode_image(read_image_file(args.photo), name=str(args.photo))
     workspace = Workspace.open(_served(_settings(args)), tqdm_progress())
-    result = workspace.search(photo, k=args.k, exact=args.exact, isolate=args.isolate)
+    result = workspace.search(photo, k=args.k, exact=args.exact, isolate=args.isolate_photo)
     print(f"predicted ({result.predicted_by}): {', '.join(f'{c} {p:.0%}' for c, p in result.predicted[:3])}; "
           f"{result.latency_ms:.1f} ms ({result.method})")
     shown = [c for c in ("id", "category", "brand", "price", "split", "score") if c in result.hits.columns]
@@ -185,7 +186,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    benchmark = load_benchmark(args.benchmark)
+    benchmark = benchmark_module(args.benchmark)
     settings, progress = _settings(args), tqdm_progress()
     if benchmark.SERVED:  # the others make their own catalogues
         settings = _served(settings)
@@ -208,7 +209,7 @@ class _BenchParser(argparse.ArgumentParser):
     def add_own_arguments(self) -> argparse.ArgumentParser:
         if not self._own_added:
             self._own_added = True
-            load_benchmark(self.benchmark).add_arguments(self)
+            benchmark_module(self.benchmark).add_arguments(self)
         return self
 
     def parse_known_args(self, args=None, namespace=None):
@@ -239,8 +240,12 @@ def _bench_argv(argv: list[str]) -> list[str]:
     if argv[:1] != ["bench"]:
         return argv
     rest = argv[1:]
-    named = bool(rest) and not rest[0].startswith("-")
-    return argv if named or {"-h", "--help"} & set(rest) else ["bench", DEFAULT_BENCHMARK, *rest]
+    if rest and not rest[0].startswith("-"):
+        return argv
+    named = next((token for token in rest if token in BENCHMARKS), None)  # `bench --json retrieval`, as before
+    if named:
+        return ["bench", named, *(token for token in rest if token != named)]
+    return argv if {"-h", "--help"} & set(rest) else ["bench", DEFAULT_BENCHMARK, *rest]
 
 
 def cmd_ship(args: argparse.Namespace) -> int:
@@ -257,6 +262,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from core.sources import LAYOUTS
+
     prog = "fashion-search" if Path(sys.argv[0]).name == "fashion-search" else "python -m core"
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -269,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
                    "table, or a DeepFashion folder")
     p.add_argument("--data-only", action="store_true", help="only get (or validate and register) the catalogue")
     p.add_argument("--name", help="name of your catalogue (default: from the source's file or folder name)")
-    p.add_argument("--layout", default="auto", choices=["auto", "folder", "table", "deepfashion"],
-                   help="how SOURCE is laid out (core.sources.LAYOUTS; auto: from what is there)")
+    p.add_argument("--layout", default="auto", choices=LAYOUTS, help="how SOURCE is laid out (auto: from what is "
+                   "there)")
     for name in ("image", "id", "category", "description", "tags", "brand", "price", "split", "group"):
         p.add_argument(f"--{name}-column", help=f"table: the column holding the {name} (default: {name})"
                        + ("; items of one group share a split (e.g. parent_sku, sender_id)" if name == "group" else ""))
@@ -307,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("photo", type=Path)
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--exact", action="store_true", help="brute-force search instead of Annoy")
-    p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
+    p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None, dest="isolate_photo",
                    help="separate the garment from its surroundings first (default: the isolate setting)")
     p.set_defaults(func=cmd_search)
 

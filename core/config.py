@@ -15,7 +15,7 @@ from typing import Any
 ENV_PREFIX = "FVS_"
 ISOLATE_MODES = ("auto", "on", "off")
 # The smallest value each whole-number setting may take (image_size 0 and workers -1 mean "decide for me").
-SETTING_MINIMUMS = {"catalog_limit": 0, "page_max_items": 1, "image_size": 0, "pca_dim": 0, "batch_size": 1,
+SETTING_MINIMUMS = {"catalog_limit": 0, "page_max_items": 0, "image_size": 0, "pca_dim": 0, "batch_size": 1,
                     "num_threads": 0, "workers": -1, "n_trees": 1, "search_k": -1, "kmeans_clusters": 1,
                     "kmeans_probe": 1, "pca_search_dim": 1, "seed": 0}
 MAX_IMAGE_SIZE = 1024
@@ -42,7 +42,7 @@ class Settings:
     # ``catalogs`` folder beside the data folder. A browser user reaches nothing else on the server; the CLI, run
     # by the machine's owner, reads whatever path it is given.
     catalog_roots: str = ""
-    # The most entries a catalogue added from the dashboard may have (the CLI has no limit).
+    # The most entries a catalogue added from the dashboard may have (0: no limit; the CLI has none).
     page_max_items: int = 50_000
     # 0 = every item. A smaller number keeps a deterministic subset (the first N of each split, in order) for
     # quick demos and tests; it is part of the catalogue fingerprint.

@@ -24,6 +24,7 @@ from core.model import EmbeddingOnly, build_net
 from core.runs import RunDir, load_checkpoint, load_weights
 from core.threads import configure_threads
 
+
 @dataclass
 class Embedder:
     """A feature network plus the input transform it was trained with; ``key`` names what it produces."""

@@ -23,7 +23,7 @@ from core.images import ImageDecodeError, decode_image, read_image_file
 from core.sources import resolved_path
 
 # Pillow releases the GIL while decoding and resizing, so a few threads load a batch in parallel without the
-# start-up cost of worker processes (those are used for whole-catalogue passes, see core.embed).
+# start-up cost of worker processes (those are used for whole-catalogue passes, see core.extract).
 LOAD_THREADS = 4
 
 

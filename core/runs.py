@@ -287,12 +287,6 @@ def list_runs(settings: Settings, catalog_key: str | None = None) -> list[RunDir
     return sorted(runs, key=lambda r: r.info_path.stat().st_mtime, reverse=True)
 
 
-def served_run(settings: Settings, catalog_key: str) -> "RunDir | None":
-    """The model the dashboard serves a catalogue with when none is chosen: its newest complete fine-tuned run
-    (one trained here, or the one that ships with a built-in catalogue), else None (ImageNet features)."""
-    return next((run for run in list_runs(settings, catalog_key) if run.is_complete()), None)
-
-
 def load_checkpoint(path: Path, backbone: str | None = None, categories: list[str] | None = None) -> dict[str, Any]:
     """Read a checkpoint safely and check it is one of ours, for the expected model; clear errors otherwise."""
     path = Path(path)

@@ -16,9 +16,15 @@ import numpy as np
 from core.config import Settings
 from core.embed import Embedder
 from core.registry import open_catalog
-from core.runs import CheckpointError, RunDir, runs_root, served_run
+from core.runs import CheckpointError, RunDir, list_runs, runs_root
 
 IMAGENET = "imagenet"  # run "imagenet": the backbone's ImageNet features, even where a fine-tuned model is served
+
+
+def served_run(settings: Settings, catalog_key: str) -> RunDir | None:
+    """The model the dashboard serves a catalogue with when none is chosen: its newest complete fine-tuned run
+    (one trained here, or the one that ships with a built-in catalogue), else None (ImageNet features)."""
+    return next((run for run in list_runs(settings, catalog_key) if run.is_complete()), None)
 
 
 def served_settings(settings: Settings) -> Settings:

@@ -46,7 +46,10 @@ REQS=requirements.txt
 say "Installing Python packages from $REQS (torch is large: the first run takes a few minutes)"
 # (awk drops the warnings this environment's pip config prints for every package; pipefail keeps pip's status)
 .venv/bin/python -m pip install -q --disable-pip-version-check -r "$REQS" 2>&1 | awk '!/is ignored: it is neither a file nor a directory/'
-# The project itself, editable (its console script `fashion-search`; the dashboard and data stay in this checkout).
+# The project itself, editable (its console script `fashion-search`; the dashboard and data stay in this checkout),
+# built with the pinned setuptools of requirements-build.txt rather than one fetched for an isolated build.
+.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-build.txt 2>&1 \
+  | awk '!/is ignored: it is neither a file nor a directory/'
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 \
   | awk '!/is ignored: it is neither a file nor a directory/'
 

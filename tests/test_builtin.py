@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from core.config import Settings
@@ -47,6 +48,31 @@ def test_the_build_script_makes_what_ships(tmp_path):
     assert sorted(p.name for p in built.glob("LICENSE*")) == sorted(p.name for p in shipped.glob("LICENSE*"))
 
 
+def test_every_builtin_name_is_registered_and_refused_for_a_users_catalogue(tmp_path):
+    from core.builtin import builtin_names
+    from core.prepare import prepare_catalog
+    from core.registry import SOURCES
+    from core.sources import CatalogError, SourceSpec
+
+    assert set(builtin_names()) <= set(SOURCES)
+    for name in builtin_names():
+        with pytest.raises(CatalogError, match="not a built-in name"):
+            prepare_catalog(SourceSpec(path=str(tmp_path)), Settings(artifacts_dir=tmp_path), name=name)
+
+
+def test_a_damaged_copy_of_a_builtin_catalogue_is_prepared_again_from_what_ships(tmp_path, caplog):
+    """Its prepared items table is a copy of what ships in builtin/, so damage there is repaired, not an error."""
+    settings = Settings(artifacts_dir=tmp_path, catalog="luma-shop")
+    good = open_catalog(settings).items
+    table = tmp_path / "catalogs" / "luma-shop" / "items.parquet"
+    data = bytearray(table.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    table.write_bytes(bytes(data))
+    again = open_catalog(settings)
+    assert "does not match its checksum" in caplog.text
+    pd.testing.assert_frame_equal(again.items, good)
+
+
 def test_results_read_like_a_shop(tmp_path):
     luma = open_catalog(Settings(artifacts_dir=tmp_path, catalog="luma-shop"))
     row = int((luma.items["id"] == "24-MB04").to_numpy().argmax())
@@ -65,10 +91,10 @@ def test_a_builtin_catalogue_is_served_by_its_shipped_model(tmp_path, name):
     recorded when it was shipped (check.json, the first 64 test items)."""
     import numpy as np
 
-    from core.__main__ import _served
     from core.embed import Embedder
+    from core.serving import served_settings
 
-    settings = _served(Settings(artifacts_dir=tmp_path, catalog=name))
+    settings = served_settings(Settings(artifacts_dir=tmp_path, catalog=name))
     shipped = ROOT / "models" / settings.run
     assert settings.run and (shipped / "checkpoint-best.pt").is_file()
     catalog = open_catalog(settings)
@@ -87,10 +113,11 @@ def test_a_builtin_catalogue_is_served_by_its_shipped_model(tmp_path, name):
 
 
 def test_imagenet_features_stay_one_flag_away(tmp_path):
-    from core.__main__ import _served
+    from core.serving import served_settings
 
-    assert _served(Settings(artifacts_dir=tmp_path, catalog="luma-shop", run="imagenet")).run == ""
-    assert _served(Settings(artifacts_dir=tmp_path, catalog="fashion-mnist")).run == ""  # nothing shipped for it
+    assert served_settings(Settings(artifacts_dir=tmp_path, catalog="luma-shop", run="imagenet")).run == ""
+    nothing_shipped = Settings(artifacts_dir=tmp_path, catalog="fashion-mnist")
+    assert served_settings(nothing_shipped).run == ""
 
 
 def test_the_mined_vocabulary_is_garment_language():

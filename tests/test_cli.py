@@ -25,6 +25,15 @@ def test_search_prints_ranked_results(tmp_path, capsys):
     assert len(lines) == 5 and lines[1].split() == ["id", "category", "split", "score"]
 
 
+def test_search_isolates_a_photo_when_asked(tmp_path, capsys):
+    photos, items = synthetic_photos()
+    photo = tmp_path / "ring.jpg"
+    photo.write_bytes(encoded(photos[50], "JPEG"))
+    for flag in ("--isolate", "--no-isolate"):  # the photo's isolation, not the isolate setting (text)
+        assert main(["search", str(photo), "-k", "3", flag, "--artifacts-dir", str(tmp_path / "a"), *TINY]) == 0
+        assert capsys.readouterr().out.startswith("predicted (")
+
+
 def test_search_with_a_bad_file_is_an_error_message_not_a_traceback(tmp_path, capsys):
     bad = tmp_path / "notes.jpg"
     bad.write_text("hello")
@@ -76,6 +85,10 @@ def test_each_benchmark_has_its_own_options(capsys):
     with pytest.raises(SystemExit):  # another benchmark's option is refused, not silently ignored
         main(["bench", "stream", "--no-sweep"])
     assert "unrecognized arguments: --no-sweep" in capsys.readouterr().err
+    from core.__main__ import _bench_argv
+
+    assert _bench_argv(["bench", "--json", "--warm"]) == ["bench", "search", "--json", "--warm"]
+    assert _bench_argv(["bench", "--json", "retrieval"]) == ["bench", "retrieval", "--json"]  # as the flat parser
 
 
 def test_the_recipe_flags_set_the_recipe_and_the_settings_flags_the_settings():

@@ -159,12 +159,12 @@ def test_the_photo_benchmark_counts_accepted_neighbours(labelled, shared_workspa
 def test_the_photo_benchmark_command_writes_json_and_a_contact_sheet(labelled, tmp_path, capsys):
     settings = tiny_settings(tmp_path)
     out = tmp_path / "out" / "photos.json"
-    code = main(["bench", "photos", str(labelled), "--json", "--output", str(out), "--catalog", "synthetic",
-                 "--backbone", "test_efficientnet", "--image-size", "32", "--pca-dim", "16", "--n-trees", "4",
-                 "--artifacts-dir", str(settings.artifacts_dir)])
+    code = main(["bench", "photos", str(labelled), "--json", "--output", str(out), "--isolate", "--catalog",
+                 "synthetic", "--backbone", "test_efficientnet", "--image-size", "32", "--pca-dim", "16",
+                 "--n-trees", "4", "--artifacts-dir", str(settings.artifacts_dir)])
     printed = json.loads(capsys.readouterr().out)
     assert code == 0 and printed["photos"] == 4 and json.loads(out.read_text()) == printed
-    assert (tmp_path / "out" / "photos.png").is_file()
+    assert printed["isolate"] is True and (tmp_path / "out" / "photos.png").is_file()
 
 
 @pytest.mark.parametrize("content, message", [
@@ -262,7 +262,6 @@ def test_the_model_page_measures_a_folder_of_photos(app, labelled, monkeypatch):
 
 
 def test_an_unknown_isolate_mode_is_a_clear_error(tmp_path):
-    from core.workspace import Workspace
-
-    with pytest.raises(ValueError, match="isolate must be one of auto, on, off, not 'sometimes'"):
-        Workspace.open(tiny_settings(tmp_path, isolate="sometimes"))
+    """Refused when the settings are made (FVS_ISOLATE, a flag or code), before any workspace opens."""
+    with pytest.raises(ValueError, match="isolate must be one of auto, on, off, not 'sometimes'.*FVS_ISOLATE"):
+        tiny_settings(tmp_path, isolate="sometimes")

@@ -38,6 +38,7 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
 DEFAULT = "search"  # `python -m core bench` with no name
 
 
-def load(name: str) -> ModuleType:
-    """The module of benchmark ``name`` (imported now, if it was not yet)."""
+def benchmark_module(name: str) -> ModuleType:
+    """The module of benchmark ``name`` (imported now, if it was not yet). Not called ``load``: importing the
+    module ``core.bench.load`` would rebind that name on the package."""
     return BENCHMARKS[name].load()

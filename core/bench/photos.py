@@ -110,7 +110,7 @@ def run_photo_bench(ws: Workspace, folder: Path, isolate: bool | None = None, k:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("folder", nargs="?", type=Path, help="a folder of photos with a labels.csv "
                         "(file,accepted; accepted categories separated by |)")
-    parser.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
+    parser.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None, dest="isolate_photo",
                         help="separate the garment first (default: the isolate setting; auto = only for "
                              "fine-tuned models)")
 
@@ -125,7 +125,7 @@ def main(args: argparse.Namespace, settings: Settings, progress: Progress) -> di
                              f"{args.folder.resolve().name}-{workspace.embedder.key}" / "photos.json")
     output.parent.mkdir(parents=True, exist_ok=True)
     args.output = output
-    results, sheet = run_photo_bench(workspace, args.folder, isolate=args.isolate)
+    results, sheet = run_photo_bench(workspace, args.folder, isolate=args.isolate_photo)
     results["contact_sheet"] = str(output.with_suffix(".png"))
     sheet.save(results["contact_sheet"])
     print(f"contact sheet: {results['contact_sheet']}", file=sys.stderr)
