@@ -10,6 +10,7 @@ with st.spinner("Starting the search engine…"):
 pages = [
     st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("app_pages/search.py", title="Search by photo", icon=":material/search:", url_path="search"),
+    st.Page("app_pages/browse.py", title="Browse the catalogue", icon=":material/grid_view:", url_path="browse"),
     st.Page("app_pages/tags.py", title="Tag predictions", icon=":material/sell:", url_path="tags"),
     st.Page("app_pages/map.py", title="Embedding map", icon=":material/scatter_plot:", url_path="map"),
     st.Page("app_pages/model.py", title="Model & index", icon=":material/tune:", url_path="model"),

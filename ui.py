@@ -113,6 +113,32 @@ def sidebar_settings() -> Settings:
     return chosen
 
 
+SEARCH_PAGE, BROWSE_PAGE = "app_pages/search.py", "app_pages/browse.py"
+ITEM_QUERY = "Catalogue item"  # the Search page's query mode for a catalogue item (its radio, key "query_mode")
+_GO_SEARCH = "_search_item_now"
+
+
+def search_with_item(row: int) -> None:
+    """Button callback: search with catalogue item ``row`` on the Search page (the switch happens on the rerun,
+    in ``follow_search_request``: a callback cannot change pages)."""
+    st.session_state["query_mode"], st.session_state["query_row"] = ITEM_QUERY, int(row)
+    st.session_state[_GO_SEARCH] = True
+
+
+def follow_search_request() -> None:
+    """At the top of a page with "Search with this" buttons: go to the Search page if one was pressed."""
+    if st.session_state.pop(_GO_SEARCH, False):
+        st.switch_page(SEARCH_PAGE)
+
+
+def browse_category(category: str) -> None:
+    """Open the Browse page on one category (the Home page's links into it)."""
+    for key in [k for k in st.session_state if str(k).startswith("browse_")]:
+        del st.session_state[key]  # a fresh browse: only this category
+    st.session_state["browse_categories"] = [category]
+    st.switch_page(BROWSE_PAGE)
+
+
 def forget_catalogues() -> None:
     """Drop cached catalogues and workspaces: a catalogue prepared again under the same name has new items."""
     for cached in (_catalog_key, _open_workspace, _check_built):

@@ -93,6 +93,14 @@ def add_catalogue() -> None:
             st.rerun()
 
 
+def pick_category() -> None:
+    """The pill's callback: remember the category and clear the pill (back on Home, nothing is picked)."""
+    state["_browse_to"], state["home_browse"] = state.get("home_browse"), None
+
+
+if state.get("_browse_to"):
+    ui.browse_category(state.pop("_browse_to"))
+
 st.title("Fashion visual search")
 st.markdown(
     "Upload a photo of a garment and this dashboard finds the most similar items in the catalogue, using a "
@@ -123,6 +131,8 @@ left, right = st.columns([3, 2])
 with left:
     st.subheader("A few items from each category")
     st.image(montage(catalog.key, settings.seed, catalog), width="stretch")
+    st.pills("Browse a category", catalog.categories, key="home_browse", format_func=ui.plain, on_change=pick_category,
+             help="Opens the Browse page on that category: every item, with filters and Search with this")
 with right:
     st.subheader("Items per category")
     long = summary.drop(columns="total").reset_index().melt(id_vars="category", var_name="split", value_name="items")

@@ -7,11 +7,13 @@ import streamlit as st
 
 import ui
 from core.embedding_map import components_for, explained_variance, kmeans_clusters, silhouette
+from core.export import csv_bytes, items_table
 from core.gallery import item_grid
 
 SAMPLES = [1_000, 2_000, 5_000, 10_000, 20_000, 0]  # 0 = the whole catalogue
 COLOURS = ["category", "predicted category", "misclassified", "K-Means cluster"]
 
+ui.follow_search_request()
 settings = ui.current_settings()
 ws = ui.workspace(settings)
 catalog, state = ws.catalog, st.session_state
@@ -32,7 +34,8 @@ KEEPS = {"umap": "UMAP keeps neighbourhoods (distances between far clusters mean
          "pca": "PCA keeps the directions of largest variance"}
 st.markdown("Every point is a catalogue item, placed so that items the model finds similar are close. "
             f"{KEEPS[method]}. " + ("Drag to turn the 3-D view; switch 3-D off to select items." if three_d else
-                                   "Drag a box (or pick the lasso in the chart's toolbar) to see the items in it."))
+                                   "Drag a box (or pick the lasso in the chart's toolbar) to see the items in it, "
+                                   "download them, or search with one of them."))
 
 dims = 3 if three_d else 2
 points = len(catalog) if sample == 0 else sample
@@ -98,12 +101,32 @@ elif query.get("model") != ws.embedder.key:
 
 selected = [int(p["customdata"][0]) for p in (event.selection.points if event and not three_d else [])
             if p.get("customdata")]
-if selected:
+if len(selected) == 1:  # one item: it, and the way to its results
+    row = selected[0]
+    left, right = st.columns([1, 4])
+    left.image(catalog.thumbnail(row), width="stretch")
+    title, facts = catalog.headline(row)
+    right.markdown(f"**{ui.plain(title)}**" + (f"  \n{ui.plain(facts)}" if facts else "") +
+                   f"  \n{ui.plain(catalog.items.iloc[row]['id'])}")
+    right.button("Search with this", key="map_search_item", on_click=ui.search_with_item, args=(row,),
+                 type="primary", icon=":material/search:", help="Its most similar items, on the Search page")
+elif selected:
     st.subheader(f"{len(selected):,} selected items")
     left, right = st.columns([1, 2])
     counts = catalog.items["category"].to_numpy()[selected]
     left.dataframe(pd.Series(counts).value_counts().rename_axis("category").reset_index(name="items"),
                    hide_index=True, width="stretch")
+    left.download_button("Download the selection (CSV)", csv_bytes(items_table(catalog, selected)),
+                         file_name=f"{catalog.name}-map-selection.csv", mime="text/csv", key="map_csv",
+                         icon=":material/download:", width="stretch",
+                         help="Every selected item with every column the catalogue has; the map itself downloads "
+                              "as PNG from the chart's toolbar (camera icon)")
+    picked = left.selectbox("Search with one of them", [None, *selected], key="map_pick",
+                            format_func=lambda r: "Choose an item…" if r is None else
+                            f"{catalog.items.iloc[r]['id']} · {catalog.items.iloc[r]['category']}")
+    if picked is not None:
+        left.button("Search with this", key="map_search_picked", on_click=ui.search_with_item, args=(picked,),
+                    icon=":material/search:", width="stretch")
     shown = selected if len(selected) <= 200 else np.random.default_rng(0).choice(selected, 200, replace=False)
     right.image(item_grid(catalog, sorted(shown, key=lambda r: (catalog.labels[r], r))), width="stretch",
                 caption=f"200 of the {len(selected):,} selected items, at random" if len(selected) > 200 else None)
