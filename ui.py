@@ -5,13 +5,17 @@ Only this file and ``app_pages/`` import streamlit; everything they show comes f
 
 from __future__ import annotations
 
+import base64
+import functools
 import hashlib
 import html
 import re
 import time
+from pathlib import Path
 
 import numpy as np
 import streamlit as st
+import streamlit.components.v2  # noqa: F401 - loads st.components.v2 (the hover card and the paste box)
 
 from core.backbone import BACKBONES, WeightsError
 from core.catalog import upscale
@@ -21,6 +25,7 @@ from core.images import ACCEPTED_TYPES, ImageDecodeError, decode_image
 from core.progress import Progress
 from core.registry import catalog_choices, open_catalog
 from core.runs import CheckpointError, RunDir, list_runs
+from core.thumbnails import thumbnails_dir, write_thumbnails
 from core.workspace import Workspace
 
 MODEL_CHOICES = [name for name, spec in BACKBONES.items() if spec.has_weights]
@@ -111,6 +116,32 @@ def sidebar_settings() -> Settings:
         chosen = chosen.replace(backbone=choice, run="")
     st.session_state["_current_settings"] = chosen
     return chosen
+
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"  # Streamlit serves it at app/static/ (.streamlit/config)
+COMPONENTS_DIR = Path(__file__).resolve().parent / "components"
+
+
+@functools.cache
+def _map_hover_component():
+    return st.components.v2.component("fvs_map_hover", js=(COMPONENTS_DIR / "map_hover.js").read_text(),
+                                      isolate_styles=False)
+
+
+def map_hover(chart_key: str, catalog, rows) -> int | None:
+    """Thumbnails on hover for the plotly chart drawn with ``key=chart_key`` (made here for ``rows`` if missing,
+    with a progress bar), and the row of a point the user clicked, if any (once per click)."""
+    folder = thumbnails_dir(STATIC_DIR, catalog)
+    missing = sum(not (folder / f"{int(r)}.jpg").is_file() for r in rows)
+    if missing:
+        bar = st.progress(0.0, text=f"Making {missing:,} thumbnails for the map's hover cards…")
+        write_thumbnails(catalog, rows, folder, progress=lambda stage, done, total: bar.progress(
+            done / max(total, 1), text=f"{stage}: {done:,} / {total:,}"))
+        bar.empty()
+    result = _map_hover_component()(data={"chartKey": chart_key, "thumbs": f"app/static/thumbs/{catalog.key}"},
+                                     key=f"{chart_key}_hover", on_clicked_change=lambda: None)
+    clicked = getattr(result, "clicked", None)
+    return int(clicked) if clicked is not None else None
 
 
 SEARCH_PAGE, BROWSE_PAGE = "app_pages/search.py", "app_pages/browse.py"
@@ -236,6 +267,40 @@ def photo_input(camera: bool, prefix: str = "") -> tuple[object | None, str | No
         given = st.file_uploader("Garment photo", type=UPLOAD_TYPES, key=f"{prefix}upload",
                                  help="JPEG, PNG or WebP; a garment on a plain background works best.")
     return read_upload(given) if given is not None else (None, None)
+
+
+PASTE_MAX_MB = 25  # as .streamlit/config.toml's maxUploadSize: a pasted photo is an upload by another door
+
+
+@functools.cache
+def _paste_component():
+    return st.components.v2.component("fvs_paste_photo", js=(COMPONENTS_DIR / "paste_photo.js").read_text(),
+                                      isolate_styles=False)
+
+
+def paste_input(prefix: str = "") -> tuple[object | None, str | None]:
+    """A photo pasted from the clipboard, as ``photo_input`` returns one: decoded with the same checks as an upload
+    (its bytes are untrusted), kept until another is pasted."""
+    result = _paste_component()(
+        data={"maxBytes": PASTE_MAX_MB * 2**20, "prompt": "Paste a photo here: copy an image, then press Ctrl+V (⌘V)",
+              "notImage": "The clipboard holds no image; copy a photo first.", "pasted": "Pasted",
+              "tooBig": f"That image is over {PASTE_MAX_MB} MB"},
+        key=f"{prefix}paste", on_photo_change=lambda: None)
+    pasted = getattr(result, "photo", None)
+    if not isinstance(pasted, dict) or not isinstance(pasted.get("data"), str):
+        return None, None
+    return read_pasted(pasted["data"], str(pasted.get("name") or "pasted image"))
+
+
+def read_pasted(data_url: str, name: str) -> tuple[object | None, str | None]:
+    """(PIL image, None) or (None, message) for a ``data:image/…;base64,…`` URL; never raises on bad input."""
+    header, _, payload = data_url.partition(",")
+    if not header.startswith("data:") or ";base64" not in header or len(payload) > PASTE_MAX_MB * 2**20 * 4 // 3 + 4:
+        return None, f"“{name}” is not a pasted image this page can read (at most {PASTE_MAX_MB} MB)."
+    try:
+        return decode_image(base64.b64decode(payload, validate=True), name=f"“{name}”"), None
+    except (ValueError, ImageDecodeError) as exc:  # binascii.Error is a ValueError
+        return None, str(exc) if isinstance(exc, ImageDecodeError) else f"“{name}” is not valid base64 data."
 
 
 def read_upload(uploaded) -> tuple[object | None, str | None]:

@@ -34,8 +34,8 @@ KEEPS = {"umap": "UMAP keeps neighbourhoods (distances between far clusters mean
          "pca": "PCA keeps the directions of largest variance"}
 st.markdown("Every point is a catalogue item, placed so that items the model finds similar are close. "
             f"{KEEPS[method]}. " + ("Drag to turn the 3-D view; switch 3-D off to select items." if three_d else
-                                   "Drag a box (or pick the lasso in the chart's toolbar) to see the items in it, "
-                                   "download them, or search with one of them."))
+                                   "Hover a point to see the item, click it to search with it; drag a box (or pick "
+                                   "the lasso in the chart's toolbar) to see the items in it and download them."))
 
 dims = 3 if three_d else 2
 points = len(catalog) if sample == 0 else sample
@@ -64,7 +64,9 @@ if colour.startswith("tag: "):
     tag = colour[len("tag: "):]
     probs = np.asarray(ws.tag_probs())[rows, vocabulary.index(tag)]
     frame[colour] = probs
-hover = ["id", "category"] + [c for c in ("tags", "predicted category") if c in frame]
+# the hover box names the item (its picture is the hover card, ui.map_hover); the coordinates mean nothing alone
+hover = {"id": True, "category": True, **{c: True for c in ("tags", "predicted category") if c in frame},
+         **{axis: False for axis in ["x", "y", "z"][:dims]}}
 plot = px.scatter_3d if three_d else px.scatter
 figure = plot(frame, **{axis: axis for axis in ["x", "y", "z"][:dims]}, color=colour, hover_data=hover,
               custom_data=["row"], height=640, opacity=0.75,
@@ -93,6 +95,9 @@ figure.update_layout(margin=dict(l=0, r=0, t=40, b=0), legend_title_text=colour,
                      dragmode="turntable" if three_d else "select")  # dragging on the 2-D map selects
 event = st.plotly_chart(figure, width="stretch", key="map_chart", on_select="ignore" if three_d else "rerun",
                         selection_mode=("box", "lasso"))
+if not three_d and (clicked := ui.map_hover("map_chart", catalog, rows)) is not None:
+    ui.search_with_item(clicked)  # a click on a point: its results, on the Search page
+    st.switch_page(ui.SEARCH_PAGE)
 if query is None:
     st.caption("Search on the **Search by photo** page and the query appears here as a star, its nearest items ringed.")
 elif query.get("model") != ws.embedder.key:

@@ -1,12 +1,18 @@
-"""Search by photo: a query from an upload, the camera or the catalogue → the most similar catalogue items."""
+"""Search by photo: a query from an upload, the camera or the catalogue → the most similar catalogue items; words
+("blue, zip") re-rank or narrow them, or search the catalogue's text alone."""
+
+import re
 
 import numpy as np
 import streamlit as st
 
 import ui
+from core import export
 from core.query import QueryError
+from core.workspace import WORDS_MODES
 
-UPLOAD, CAMERA, ITEM = "Upload a photo", "Take a photo", "Catalogue item"
+UPLOAD, CAMERA, PASTE, ITEM, WORDS = "Upload a photo", "Take a photo", "Paste a photo", ui.ITEM_QUERY, "Words only"
+WORDS_MODE_LABELS = dict(zip(WORDS_MODES, ("re-rank", "only items that mention them"), strict=True))
 COLUMNS = 5
 
 settings = ui.current_settings()
@@ -31,6 +37,29 @@ def random_item() -> None:
     use_item(int(np.random.default_rng().integers(len(catalog))))
 
 
+def _quoted(words: list[str]) -> str:
+    return ", ".join(f"“{ui.plain(w)}”" for w in words)
+
+
+def words_to_use(typed: str, alone: bool) -> str:
+    """The typed words the search should use: none when no item mentions any of them (said, so that a photo's own
+    results are not mistaken for filtered ones); the words some item mentions otherwise, the others named."""
+    if not typed.strip():
+        return ""
+    index = ws.text_index
+    if not index.query_words(typed):
+        st.caption("Only common words (“the”, “with”…): nothing to match.")
+        return ""
+    unknown = index.unknown(typed)
+    if len(unknown) == len(index.query_words(typed)):
+        st.info(f"No item in this catalogue mentions {_quoted(unknown)}."
+                + ("" if alone else " Showing the query's own results."))
+        return ""
+    if unknown:
+        st.caption(f"No item mentions {_quoted(unknown)}; searching with the other words.")
+    return typed
+
+
 st.title("Search by photo")
 
 with st.sidebar:
@@ -44,21 +73,38 @@ with st.sidebar:
 query_col, results_col = st.columns([2, 5], gap="large")
 
 with query_col:
-    mode = st.radio("Query", [UPLOAD, CAMERA, ITEM], key="query_mode", horizontal=False)
+    mode = st.radio("Query", [UPLOAD, CAMERA, PASTE, ITEM, WORDS], key="query_mode", horizontal=False)
     photo, problem, result = None, None, None
+    chosen_category = None if category == "All categories" else category
     if mode in (UPLOAD, CAMERA):
         photo, problem = ui.photo_input(camera=mode == CAMERA)
-    else:
+    elif mode == PASTE:
+        photo, problem = ui.paste_input()
+    elif mode == ITEM:
         row = state["query_row"]
         st.button("Random catalogue item", icon=":material/casino:", on_click=random_item, width="stretch")
         st.image(catalog.thumbnail(row), caption=f"{ui.plain(catalog.items.iloc[row]['id'])} · "
                                                  f"{ui.plain(catalog.items.iloc[row]['category'])}", width=168)
-        result = ws.search_item(row, k=k, exact=exact, category=None if category == "All categories" else category)
+    # the same label, placeholder and help in every mode: the typed words stay when the query mode changes
+    typed = st.text_input("Words", key="words", placeholder="blue, zip, fleece",
+                          help="Words from the items' names, descriptions, tags, colours and materials: alone "
+                               "(Words only), or with a photo or an item, to re-rank its most similar items or keep "
+                               "only those that mention them.")
+    words_mode = WORDS_MODES[0]
+    if mode != WORDS:
+        words_mode = st.radio("Use the words to", WORDS_MODES, format_func=WORDS_MODE_LABELS.get, key="words_mode",
+                              horizontal=True, persist_state="page")
+    words = words_to_use(typed or "", alone=mode == WORDS)
+    if mode == WORDS:
+        if words:
+            result = ws.search_words(words, k=k, category=chosen_category)
+    elif mode == ITEM:
+        result = ws.search_item(row, k=k, exact=exact, category=chosen_category, words=words, words_mode=words_mode)
 
     if problem:
         st.error(problem)
     if photo is not None:
-        filters = dict(k=k, exact=exact, category=None if category == "All categories" else category)
+        filters = dict(k=k, exact=exact, category=chosen_category, words=words, words_mode=words_mode)
         if state.get("_isolate_model") != ws.embedder.key:  # another model: its own default (auto)
             state["_isolate_model"], state["isolate"] = ws.embedder.key, ws.isolates
         isolate = st.toggle("Isolate the garment", key="isolate",
@@ -78,7 +124,7 @@ with query_col:
                     st.warning(str(exc))
         ui.query_steps(result.steps)
 
-    if result is not None:  # the embedding map page draws the latest query and its neighbours
+    if result is not None and result.vector is not None:  # the map page draws the latest query and its neighbours
         label = "your photo" if photo is not None else catalog.items.iloc[state["query_row"]]["id"]
         state["map_query"] = {"model": ws.embedder.key, "vector": result.vector, "label": label,
                               "neighbours": result.hits["row"].tolist()}
@@ -88,19 +134,32 @@ with query_col:
         st.metric("Predicted category", top, f"{share:.0%} {'of neighbour votes' if voted else 'probability'}",
                   delta_color="off", delta_arrow="off", help=f"From {result.predicted_by}")
         st.caption(" · ".join(f"{ui.plain(name)} {value:.0%}" for name, value in result.predicted[1:4]))
+    if result is not None:
         st.metric("Search latency", f"{result.latency_ms:.1f} ms", result.method, delta_color="off",
                   delta_arrow="off")
         st.caption(" · ".join(f"{stage} {ms:.1f} ms" for stage, ms in result.timings_ms.items()))
 
 with results_col:
     if result is None:
-        if not problem:
-            st.info("Upload a garment photo, take one with your camera, or pick a catalogue item to search.")
-            st.button("Try a random catalogue item", on_click=random_item, type="primary")
+        if not problem and not (mode == WORDS and typed):  # typed words that match nothing were answered above
+            if mode == WORDS:
+                st.info("Type words to search the catalogue's names, descriptions and tags, e.g. “blue hoodie”.")
+            else:
+                st.info("Upload a garment photo, take one with your camera, or pick a catalogue item to search.")
+                st.button("Try a random catalogue item", on_click=random_item, type="primary")
     elif result.hits.empty:
-        st.warning("No catalogue item matches this filter.")
+        if words and (mode == WORDS or words_mode == "narrow"):
+            st.warning(f"No item {'in this category ' if chosen_category else ''}mentions "
+                       f"{_quoted([w for w, _ in ws.text_index.query_words(words)])}.")
+        else:
+            st.warning("No catalogue item matches this filter.")
     else:
-        st.subheader(f"{len(result.hits)} most similar items")
+        if mode == WORDS:
+            st.subheader(f"{len(result.hits)} items that best match the words")
+        elif words and words_mode == "narrow":
+            st.subheader(f"{len(result.hits)} most similar items that mention the words")
+        else:
+            st.subheader(f"{len(result.hits)} most similar items" + (", re-ranked by the words" if words else ""))
         with st.container(key="results"):
             for start in range(0, len(result.hits), COLUMNS):
                 row_hits = result.hits.iloc[start : start + COLUMNS].iterrows()
@@ -116,10 +175,27 @@ with results_col:
                             st.caption(ui.plain(_short(details["description"])))
                         if tags := catalog.item_tags(item_row):
                             st.markdown(" ".join(f":gray-badge[{ui.plain(t)}]" for t in tags))
-                        st.caption(f"similarity {hit['score']:.3f} · {ui.plain(hit['id'])}")
+                        if hit["matched"]:
+                            st.caption("matches: " + ", ".join(ui.plain(w) for w in hit["matched"]))
+                        if mode == WORDS:
+                            scores = f"words {hit['score']:.3f}"
+                        else:
+                            scores = f"similarity {hit['score']:.3f}"
+                            scores += f" · words {hit['text_score']:.3f}" if "text_score" in hit.index else ""
+                        st.caption(f"{scores} · {ui.plain(hit['id'])}")
                         if details:
                             with st.popover("Details", width="stretch"):
                                 st.markdown("  \n".join(f"**{ui.plain(k)}**: {ui.plain(v)}"
                                                          for k, v in details.items()))
                         st.button("Similar", key=f"more-{hit['row']}", on_click=use_item, args=(int(hit["row"]),),
                                   icon=":material/search:", width="stretch", help="Search with this item")
+        extra = {}
+        if words:  # what each item matched, and its text score, beside the catalogue's columns
+            extra = {"matched": result.hits["matched"].tolist(),
+                     "text_score": result.hits["text_score"].astype(float).round(4)}
+        table = export.items_table(catalog, result.hits["row"].to_numpy(), result.hits["score"].to_numpy(), **extra)
+        name = re.sub(r"[^\w.-]+", "-", catalog.name).strip("-") or "catalogue"
+        st.download_button("Download these results (CSV)", data=export.csv_bytes(table),
+                           file_name=f"{name}-search-results.csv", mime="text/csv", key="results_csv",
+                           on_click="ignore", icon=":material/download:",
+                           help="Every column the catalogue has for these items, with their scores.")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from core.query import QuerySteps, prepare_query
 from core.registry import open_catalog
 from core.runs import RunDir
 from core.splits import Splits
+from core.text_search import TextIndex
 from core.threads import loader_workers, single_threaded_blas
 
 Box = tuple[int, int, int, int]
@@ -36,6 +38,12 @@ Box = tuple[int, int, int, int]
 VOTE_NEIGHBOURS = 10
 PROBS = "category_probs.npy"  # a fine-tuned run's category head on every item
 TAG_PROBS = "tag_probs.npy"  # … and its tag head, when the catalogue has tags
+# Words with a photo: "rerank" orders the photo's nearest items by similarity + WORDS_WEIGHT × text score (a cosine
+# in [0, 1]), "narrow" keeps only the items that mention a word, in the photo's order.
+WORDS_MODES = ("rerank", "narrow")
+WORDS_WEIGHT = 1.0
+WORDS_POOL = 100  # at least this many of the photo's nearest items are re-ranked (or 10 × k, whichever is more)
+WORDS_METHOD = "words (TF-IDF)"
 
 
 def projection_dim(settings: Settings) -> int:
@@ -48,7 +56,7 @@ class SearchResult:
     """What a search shows: the query as the model saw it, the ranked hits, and how long it took."""
 
     query_image: Image.Image | None  # the query after the catalogue's conversion (None for catalogue items)
-    hits: pd.DataFrame  # catalogue rows + ``row`` and ``score``, best first
+    hits: pd.DataFrame  # catalogue rows + ``row``, ``score`` (similarity, or a words-only text score), ``matched``
     predicted: list[tuple[str, float]]  # (category, probability or share of neighbour votes), best first
     method: str
     predicted_by: str = "vote of the 10 nearest items"
@@ -145,45 +153,105 @@ class Workspace:
         steps = prepare_query(photo, self.catalog.domain, self.isolates if isolate is None else isolate, box)
         return steps, self.embedder.features(steps.query[None])
 
+    @cached_property
+    def text_index(self) -> TextIndex:
+        """The catalogue's words (category, tags, name, description…) as TF-IDF, built on first use: a fraction of
+        a second, and only sessions that type words pay it. Two sessions racing build the same index twice."""
+        return TextIndex.of(self.catalog)
+
     def search(self, query: Image.Image | bytes, k: int = 10, exact: bool = False, category: str | None = None,
-               isolate: bool | None = None, box: Box | None = None) -> SearchResult:
-        """Search with a photo (PIL image, or raw upload bytes, which are decoded safely)."""
+               isolate: bool | None = None, box: Box | None = None, words: str = "",
+               words_mode: str = "rerank") -> SearchResult:
+        """Search with a photo (PIL image, or raw upload bytes, which are decoded safely); ``words`` re-rank its
+        results or narrow them to the items that mention them (``words_mode``, see WORDS_MODES)."""
         started = time.perf_counter()
         photo = decode_image(query) if isinstance(query, bytes) else query
         steps, vector, probs = self.embed_photo(photo, isolate, box)
         prepared = time.perf_counter()
-        result = self._search_vector(vector, k, exact, category, exclude=None, probs=probs)
+        result = self._search_vector(vector, k, exact, category, exclude=None, probs=probs, words=words,
+                                     words_mode=words_mode)
         result.query_image, result.steps = steps.query_image, steps
         result.timings_ms = {"convert + embed": (prepared - started) * 1e3, **result.timings_ms}
         return result
 
-    def search_item(self, row: int, k: int = 10, exact: bool = False, category: str | None = None) -> SearchResult:
+    def search_item(self, row: int, k: int = 10, exact: bool = False, category: str | None = None,
+                    words: str = "", words_mode: str = "rerank") -> SearchResult:
         """Search with a catalogue item's stored vector; the item itself is left out of its results."""
         probs = np.asarray(self.category_probs[row]) if self.category_probs is not None else None
-        return self._search_vector(np.asarray(self.embeddings[row]), k, exact, category, exclude=row, probs=probs)
+        return self._search_vector(np.asarray(self.embeddings[row]), k, exact, category, exclude=row, probs=probs,
+                                   words=words, words_mode=words_mode)
+
+    def search_words(self, words: str, k: int = 10, category: str | None = None) -> SearchResult:
+        """Words alone: the items that mention them, best TF-IDF score first (ties in catalogue order), for a
+        shopper with no photo. Nothing is predicted: there is no garment to predict a category for."""
+        started = time.perf_counter()
+        text = self.text_index.scores(words)
+        candidates = text > 0
+        if category:
+            candidates &= (self.catalog.items["category"] == category).to_numpy()
+        rows = np.flatnonzero(candidates)
+        rows = rows[np.lexsort((rows, -text[rows]))][:k]
+        hits = self._hits(rows, text[rows], text, words)
+        return SearchResult(None, hits, [], WORDS_METHOD, predicted_by="",
+                            timings_ms={WORDS_METHOD: (time.perf_counter() - started) * 1e3})
 
     def _search_vector(self, vector: np.ndarray, k: int, exact: bool, category: str | None,
-                       exclude: int | None, probs: np.ndarray | None = None) -> SearchResult:
+                       exclude: int | None, probs: np.ndarray | None = None, words: str = "",
+                       words_mode: str = "rerank") -> SearchResult:
+        if words_mode not in WORDS_MODES:
+            raise ValueError(f"words_mode must be one of {WORDS_MODES}, not {words_mode!r}")
         searcher = self.searcher(exact)
         allowed = None
         if category:
             allowed = (self.catalog.items["category"] == category).to_numpy()
         extra = 1 if exclude is not None else 0
+        text, words_ms = None, 0.0
+        if words and self.text_index.query_words(words):  # words with something to match (not only "and", "the")
+            text_started = time.perf_counter()
+            text = self.text_index.scores(words)
+            words_ms = (time.perf_counter() - text_started) * 1e3
+        narrow = text is not None and words_mode == "narrow"
         started = time.perf_counter()
-        found = searcher.search(vector, max(k, VOTE_NEIGHBOURS) + extra, allowed)
+        if narrow:  # the photo's nearest among the items that mention a word: k of them whenever k exist
+            mentions = text > 0 if allowed is None else allowed & (text > 0)
+            found = searcher.search(vector, k + extra, mentions)
+        else:
+            wanted = max(k, VOTE_NEIGHBOURS) if text is None else max(k * 10, WORDS_POOL)
+            found = searcher.search(vector, wanted + extra, allowed)
         elapsed = (time.perf_counter() - started) * 1e3
         found = _drop(found, exclude)
-        hits = self.catalog.items.iloc[found.indices[:k]].copy()
-        hits.insert(0, "row", found.indices[:k])
-        hits["score"] = found.scores[:k]
-        result = SearchResult(None, hits.reset_index(drop=True), [], searcher.name,
-                              timings_ms={f"search ({searcher.name})": elapsed}, vector=np.asarray(vector))
+        ranked = found
+        text_started = time.perf_counter()
+        if text is not None and not narrow:  # re-rank the photo's candidates; ``score`` stays the similarity
+            combined = found.scores + WORDS_WEIGHT * text[found.indices]
+            order = np.argsort(-combined, kind="stable")
+            ranked = Neighbours(found.indices[order], found.scores[order])
+        hits = self._hits(ranked.indices[:k], ranked.scores[:k], text, words)
+        timings = {f"search ({searcher.name})": elapsed}
+        if text is not None:
+            timings[WORDS_METHOD] = words_ms + (time.perf_counter() - text_started) * 1e3
+        method = searcher.name if text is None else f"{searcher.name} + words"
+        result = SearchResult(None, hits, [], method, timings_ms=timings, vector=np.asarray(vector))
         if probs is not None:
             result.predicted, result.predicted_by = self._ranked(probs), "the fine-tuned category head"
         else:  # without a trained head, the category is the similarity-weighted vote of the nearest neighbours
-            votes = found if allowed is None else _drop(searcher.search(vector, VOTE_NEIGHBOURS + extra), exclude)
+            unfiltered = allowed is None and not narrow
+            votes = found if unfiltered else _drop(searcher.search(vector, VOTE_NEIGHBOURS + extra), exclude)
             result.predicted = self._ranked(self.vote(votes))
         return result
+
+    def _hits(self, rows: np.ndarray, scores: np.ndarray, text: np.ndarray | None, words: str) -> pd.DataFrame:
+        """The rows' catalogue records with ``row`` and ``score``, and ``matched`` (the query's words each item
+        mentions; empty lists without words) plus ``text_score`` when words were given."""
+        hits = self.catalog.items.iloc[rows].copy()
+        hits.insert(0, "row", rows)
+        hits["score"] = scores
+        if text is not None:
+            hits["text_score"] = text[rows]
+            hits["matched"] = self.text_index.matched_rows(rows, words)
+        else:
+            hits["matched"] = [[] for _ in range(len(rows))]
+        return hits.reset_index(drop=True)
 
     def vote(self, found: Neighbours) -> np.ndarray:
         """Similarity-weighted shares of the categories among the nearest neighbours, one per category."""

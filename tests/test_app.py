@@ -299,3 +299,26 @@ def test_the_chosen_model_stays_chosen_across_pages(trained_app):
         assert not app.exception, app.exception
         assert app.selectbox(key="model").value == "test_efficientnet", page
     assert any("no tag head" in i.value for i in app.switch_page("app_pages/tags.py").run().info)
+
+
+def test_words_narrow_a_photos_results_and_search_alone(app):
+    search_page(app)
+    photos, _ = synthetic_photos()
+    upload(app, "disc.png", encoded(photos[20]))  # a dark disc: its nearest items are mostly dark
+    app.text_input(key="words").input("Muted").run()
+    app.radio(key="words_mode").set_value("narrow").run()
+    assert not app.exception, app.exception
+    assert result_images(app) == 10
+    captions = [c.value for c in app.get_by_key("results").get("caption")]
+    assert sum(c == "matches: muted" for c in captions) == 10  # every card says which word it matched
+    assert app.get_by_key("results_csv")  # the results' CSV download
+    app.text_input(key="words").input("xyzzy").run()  # a word no item has: said, and the photo's own results
+    assert any("No item in this catalogue mentions" in i.value for i in app.info)
+    assert result_images(app) == 10
+    app.radio(key="query_mode").set_value("Words only").run()
+    app.text_input(key="words").input("round").run()
+    assert not app.exception, app.exception
+    assert result_images(app) == 10
+    captions = [c.value for c in app.get_by_key("results").get("caption")]
+    assert sum(c == "matches: round" for c in captions) == 10
+    assert {m.label: m for m in app.metric}["Search latency"].delta == "words (TF-IDF)"

@@ -72,7 +72,8 @@ def shop() -> Catalog:
         "description": ["soft cotton", "organic cotton", "warm polar fleece", "full zip, warm", "waterproof", ""],
         "colour": ["Blue", "Red", "Blue", "Black", "Blue|Black", "White"], "price": [10, 12, 50, 60, 80, 15.5],
         "tags": [["basic"], ["basic"], ["warm"], ["warm", "zip"], [], ["basic"]]})
-    return Catalog("shop", "shop-k", items, ["Tees", "Jackets"], PhotoDomain(size=32), np.zeros((6, 32, 32, 3), np.uint8))
+    pixels = np.zeros((6, 32, 32, 3), np.uint8)
+    return Catalog("shop", "shop-k", items, ["Tees", "Jackets"], PhotoDomain(size=32), pixels)
 
 
 def test_every_column_is_a_filter():

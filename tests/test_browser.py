@@ -1,5 +1,6 @@
 """End to end in a real browser: start the app, upload a real garment photo in headless Chromium, see K colour
-results.
+results; on the map, select items with a box, hover a point to see its thumbnail and click it to search with it;
+then paste a photo from the clipboard as the query.
 
 Uses Debian's chromium + chromedriver (installed by scripts/setup.sh --dev); nothing is downloaded. Runs on the
 real built-in shop catalogue (440 items, so the first-start build takes seconds) with its shipped fine-tuned model
@@ -8,6 +9,7 @@ and the real weights.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import socket
@@ -32,6 +34,38 @@ const d = context.getImageData(0, 0, canvas.width, canvas.height).data;
 let coloured = 0;
 for (let i = 0; i < d.length; i += 4) coloured += Math.abs(d[i] - d[i + 1]) + Math.abs(d[i + 1] - d[i + 2]) > 40;
 return coloured / (d.length / 4);
+"""
+
+
+# Where the map's outermost catalogue point is on screen (plotly's axes map data to pixels), and which row it is.
+POINT_ON_SCREEN = """
+const chart = document.querySelector('.st-key-map_chart .js-plotly-plot');
+const xa = chart._fullLayout.xaxis, ya = chart._fullLayout.yaxis, r = chart.getBoundingClientRect();
+let best = null;
+for (const trace of chart._fullData.filter(t => t.customdata)) for (let i = 0; i < trace.x.length; i++) {
+  const x = xa._offset + xa.l2p(trace.x[i]), y = ya._offset + ya.l2p(trace.y[i]);
+  const far = Math.max(Math.abs(x / r.width - 0.5), Math.abs(y / r.height - 0.5));
+  if (!best || far > best[4]) best = [x, y, trace.customdata[i][0], [r.width, r.height], far];
+}
+return best.slice(0, 4);
+"""
+CHOSEN_QUERY_MODE = """
+return document.querySelector("[data-testid='stRadio'] input:checked").closest('label').innerText.trim();
+"""
+PASTE_BOX_SHOWN = "return !!document.querySelector('.fvs-paste');"  # components/paste_photo.js is mounted
+# Ctrl+V with a photo on the clipboard, as Chrome delivers it to the page.
+PASTE = """
+const [data, name] = arguments, raw = atob(data), bytes = new Uint8Array(raw.length);
+for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
+const clipboard = new DataTransfer();
+clipboard.items.add(new File([bytes], name, {type: 'image/jpeg'}));
+document.dispatchEvent(new ClipboardEvent('paste', {clipboardData: clipboard, bubbles: true}));
+"""
+# The hover card (components/map_hover.js) once its thumbnail has loaded.
+HOVER_CARD = """
+const card = document.querySelector('.fvs-hover-card'), img = card && card.querySelector('img');
+if (!card || card.style.display !== 'block' || !img.complete || card.dataset.loaded !== card.dataset.row) return false;
+return {row: card.dataset.row, loaded: card.dataset.loaded, width: img.naturalWidth, latency: card.dataset.latencyMs};
 """
 
 
@@ -134,14 +168,16 @@ def test_upload_a_photo_in_chromium_and_see_k_results(running_app, tmp_path):
         assert not browser.find_elements(By.CSS_SELECTOR, "[data-testid='stException']")
         browser.save_screenshot(str(SCREENSHOTS / "browser-search.png"))
 
-        # The embedding map, in the same session: the query is drawn on it, and a dragged box selects items.
+        # The embedding map, in the same session: the query is drawn on it; hovering a point shows its thumbnail.
         next(a for a in browser.find_elements(By.CSS_SELECTOR, "[data-testid='stSidebarNav'] a")
              if "Embedding map" in a.text).click()
         WebDriverWait(browser, 240, poll_frequency=0.5).until(
             lambda b: "Silhouette of the map" in b.find_element(By.TAG_NAME, "body").text)
         print(f"map after {time.time() - t0:.1f} s")
+        WebDriverWait(browser, 60, poll_frequency=0.5).until(
+            lambda b: "query: your photo" in b.find_element(By.CSS_SELECTOR, ".js-plotly-plot").text)
+        # A dragged box selects items (the middle of the map).
         plot = WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".nsewdrag"))[0]
-        assert "query: your photo" in browser.find_element(By.CSS_SELECTOR, ".js-plotly-plot").text
         width, height = plot.size["width"], plot.size["height"]
         ActionChains(browser).move_to_element_with_offset(plot, -width // 3, -height // 3).click_and_hold() \
             .move_by_offset(width * 2 // 3, height * 2 // 3).release().perform()
@@ -149,5 +185,35 @@ def test_upload_a_photo_in_chromium_and_see_k_results(running_app, tmp_path):
             lambda b: "selected items" in b.find_element(By.TAG_NAME, "body").text)
         assert not browser.find_elements(By.CSS_SELECTOR, "[data-testid='stException']")
         browser.save_screenshot(str(SCREENSHOTS / "browser-map.png"))
+
+        # Hovering a point shows the item's own thumbnail at once; clicking it searches with that item
+        # (a point outside the box: the selection's outline takes the pointer inside it).
+        chart = WebDriverWait(browser, 60).until(
+            lambda b: b.find_elements(By.CSS_SELECTOR, ".st-key-map_chart .js-plotly-plot"))[0]
+        x, y, row, box = browser.execute_script(POINT_ON_SCREEN)
+        ActionChains(browser).move_to_element_with_offset(chart, int(x - box[0] / 2), int(y - box[1] / 2)).perform()
+        card = WebDriverWait(browser, 30, poll_frequency=0.1).until(lambda b: b.execute_script(HOVER_CARD))
+        # plotly hovers the nearest point: the one aimed at, or a neighbour in a dense cluster
+        assert card["row"] == card["loaded"] and int(card["row"]) >= 0 and card["width"] > 0, (card, row)
+        print(f"hover card for item {card['row']} in {card['latency']} ms")
+        browser.save_screenshot(str(SCREENSHOTS / "browser-map-hover.png"))
+        ActionChains(browser).click().perform()
+        WebDriverWait(browser, 60, poll_frequency=0.5).until(lambda b: "/search" in b.current_url)
+        WebDriverWait(browser, 120, poll_frequency=0.5).until(
+            lambda b: "most similar items" in b.find_element(By.TAG_NAME, "body").text)
+        assert browser.execute_script(CHOSEN_QUERY_MODE) == "Catalogue item"  # the clicked item is the query
+        assert not browser.find_elements(By.CSS_SELECTOR, "[data-testid='stException']")
+
+        # A photo pasted from the clipboard is a query too (the paste event Chrome sends for Ctrl+V, made here).
+        next(label for label in browser.find_elements(By.CSS_SELECTOR, "[data-testid='stRadio'] label")
+             if label.text.strip() == "Paste a photo").click()
+        WebDriverWait(browser, 60, poll_frequency=0.5).until(lambda b: b.execute_script(PASTE_BOX_SHOWN))
+        browser.execute_script(PASTE, base64.b64encode(photo.read_bytes()).decode(), photo.name)
+        WebDriverWait(browser, 120, poll_frequency=0.5).until(
+            lambda b: "As the catalogue sees it" in b.find_element(By.TAG_NAME, "body").text)
+        assert len(WebDriverWait(browser, 60, poll_frequency=0.5).until(rendered_results)) == K
+        assert not browser.find_elements(By.CSS_SELECTOR, "[data-testid='stException']")
+        browser.save_screenshot(str(SCREENSHOTS / "browser-paste.png"))
+
     finally:
         browser.quit()
