@@ -19,12 +19,17 @@ ws = ui.workspace(settings)
 catalog, state = ws.catalog, st.session_state
 vocabulary = ws.embedder.heads.tags if ws.embedder.heads is not None else []
 
+options = [n for n in SAMPLES if n < len(catalog)] + [0]
+if state.get("map_sample") not in options:  # first visit (a shared link may ask: /map?points=20000), or a new catalogue
+    asked = st.query_params.get("points", "")
+    state["map_sample"] = (min(options, key=lambda n: abs((n or len(catalog)) - int(asked))) if asked.isdigit()
+                           else min(5_000, len(catalog)) if len(catalog) > 5_000 else 0)
+
 with st.sidebar:
     st.header("Map")
     method = st.radio("Projection", ["umap", "pca"], format_func=str.upper, horizontal=True, key="map_method")
-    sample = st.select_slider("Points", [n for n in SAMPLES if n < len(catalog)] + [0], value=min(
-        5_000, len(catalog)) if len(catalog) > 5_000 else 0, key="map_sample",
-        format_func=lambda n: "all" if n == 0 else f"{n:,}", help="A fixed random sample of the catalogue")
+    sample = st.select_slider("Points", options, key="map_sample", format_func=lambda n: "all" if n == 0 else f"{n:,}",
+                              help="A fixed random sample of the catalogue")
     three_d = st.toggle("3-D", key="map_3d")
     colour = st.selectbox("Colour by", COLOURS + [f"tag: {t}" for t in vocabulary], key="map_colour")
     k = st.slider("Clusters (k)", 2, 50, 10, key="map_k") if colour == "K-Means cluster" else 10

@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SLIDER_STEPS = {1_000: 0, 2_000: 1, 5_000: 2, 10_000: 3, 20_000: 4}  # app_pages/map.py SAMPLES
+SIZES = (1_000, 2_000, 5_000, 10_000, 20_000)  # app_pages/map.py SAMPLES, asked for with /map?points=N
 POINTS = """
 const chart = document.querySelector('.st-key-map_chart .js-plotly-plot');
 if (!chart || !chart._fullLayout || !chart._fullData) return null;
@@ -59,13 +59,11 @@ def free_port() -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--catalog", default="fashion-mnist")
-    parser.add_argument("--points", type=int, default=20_000, choices=sorted(SLIDER_STEPS))
+    parser.add_argument("--points", type=int, default=20_000, choices=SIZES)
     parser.add_argument("--hovers", type=int, default=40)
     args = parser.parse_args()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     port = free_port()
@@ -91,12 +89,8 @@ def main() -> int:
     browser = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
     try:
         started = time.time()
-        browser.get(f"{url}/map")
+        browser.get(f"{url}/map?points={args.points}")
         wait = WebDriverWait(browser, 900, poll_frequency=1)
-        wait.until(lambda b: b.execute_script(POINTS, 10))
-        handle = wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "[data-testid='stSlider'] [role='slider']"))[0]
-        steps = SLIDER_STEPS[args.points] - SLIDER_STEPS[5_000]
-        handle.send_keys(*([Keys.ARROW_RIGHT] * steps if steps > 0 else [Keys.ARROW_LEFT] * -steps))
         found = wait.until(lambda b: (p := b.execute_script(POINTS, args.hovers)) and p["total"] >= args.points and p)
         wait.until(lambda b: b.execute_script("return !!document.querySelector('.fvs-hover-card')"))
         drawn = time.time() - started
