@@ -12,6 +12,7 @@ from core.gallery import item_grid
 
 SAMPLES = [1_000, 2_000, 5_000, 10_000, 20_000, 0]  # 0 = the whole catalogue
 COLOURS = ["category", "predicted category", "misclassified", "K-Means cluster"]
+CARDS, CARD_COLUMNS = 24, 6  # a selection this small is shown as cards with "Search with this"
 
 ui.follow_search_request()
 settings = ui.current_settings()
@@ -131,15 +132,25 @@ elif selected:
                          icon=":material/download:", width="stretch",
                          help="Every selected item with every column the catalogue has; the map itself downloads "
                               "as PNG from the chart's toolbar (camera icon)")
-    picked = left.selectbox("Search with one of them", [None, *selected], key="map_pick",
-                            format_func=lambda r: "Choose an item…" if r is None else
-                            f"{catalog.items.iloc[r]['id']} · {catalog.items.iloc[r]['category']}")
+    picked = None if len(selected) <= CARDS else left.selectbox(
+        "Search with one of them", [None, *selected], key="map_pick",
+        format_func=lambda r: "Choose an item…" if r is None else
+        f"{catalog.items.iloc[r]['id']} · {catalog.items.iloc[r]['category']}")
     if picked is not None:
         left.button("Search with this", key="map_search_picked", on_click=ui.search_with_item, args=(picked,),
                     icon=":material/search:", width="stretch")
-    shown = selected if len(selected) <= 200 else np.random.default_rng(0).choice(selected, 200, replace=False)
-    right.image(item_grid(catalog, sorted(shown, key=lambda r: (catalog.labels[r], r))), width="stretch",
-                caption=f"200 of the {len(selected):,} selected items, at random" if len(selected) > 200 else None)
+    if len(selected) <= CARDS:  # few enough to show as cards, each one click from its results
+        with right:
+            for start in range(0, len(selected), CARD_COLUMNS):
+                for col, row in zip(st.columns(CARD_COLUMNS), selected[start : start + CARD_COLUMNS], strict=False):
+                    col.image(catalog.thumbnail(row), width="stretch")
+                    col.caption(f"{ui.plain(catalog.headline(row)[0])} · {ui.plain(catalog.items.iloc[row]['id'])}")
+                    col.button("Search", key=f"map-search-{row}", on_click=ui.search_with_item, args=(row,),
+                               icon=":material/search:", width="stretch", help="Search with this item")
+    else:
+        shown = selected if len(selected) <= 200 else np.random.default_rng(0).choice(selected, 200, replace=False)
+        right.image(item_grid(catalog, sorted(shown, key=lambda r: (catalog.labels[r], r))), width="stretch",
+                    caption=f"200 of the {len(selected):,} selected items, at random" if len(selected) > 200 else None)
 
 cols = st.columns(3)
 map_score = silhouette(emap.coords, frame["category"].to_numpy(), seed=settings.seed)
