@@ -131,17 +131,24 @@ def _map_hover_component():
 def map_hover(chart_key: str, catalog, rows) -> int | None:
     """Thumbnails on hover for the plotly chart drawn with ``key=chart_key`` (made here for ``rows`` if missing,
     with a progress bar), and the row of a point the user clicked, if any (once per click)."""
+    if not st.get_option("server.enableStaticServing"):  # started without .streamlit/config.toml: no hover card
+        return None
     folder = thumbnails_dir(STATIC_DIR, catalog)
     missing = sum(not (folder / f"{int(r)}.jpg").is_file() for r in rows)
     if missing:
         bar = st.progress(0.0, text=f"Making {missing:,} thumbnails for the map's hover cards…")
-        write_thumbnails(catalog, rows, folder, progress=lambda stage, done, total: bar.progress(
-            done / max(total, 1), text=f"{stage}: {done:,} / {total:,}"))
-        bar.empty()
+        try:
+            write_thumbnails(catalog, rows, folder, progress=lambda stage, done, total: bar.progress(
+                done / max(total, 1), text=f"{stage}: {done:,} / {total:,}"))
+        except OSError as exc:  # a read-only checkout: the map works, without pictures on hover
+            st.caption(f"No hover thumbnails: {plain(str(exc))}")
+            return None
+        finally:
+            bar.empty()
     result = _map_hover_component()(data={"chartKey": chart_key, "thumbs": f"app/static/thumbs/{catalog.key}"},
                                      key=f"{chart_key}_hover", on_clicked_change=lambda: None)
-    clicked = getattr(result, "clicked", None)
-    return int(clicked) if clicked is not None else None
+    clicked = getattr(result, "clicked", None)  # sent by the browser: checked, not trusted
+    return clicked if isinstance(clicked, int) and 0 <= clicked < len(catalog) else None
 
 
 SEARCH_PAGE, BROWSE_PAGE = "app_pages/search.py", "app_pages/browse.py"
@@ -280,7 +287,7 @@ def _paste_component():
 
 def paste_input(prefix: str = "") -> tuple[object | None, str | None]:
     """A photo pasted from the clipboard, as ``photo_input`` returns one: decoded with the same checks as an upload
-    (its bytes are untrusted), kept until another is pasted."""
+    (its bytes are untrusted), kept while the Paste mode stays on."""
     result = _paste_component()(
         data={"maxBytes": PASTE_MAX_MB * 2**20, "prompt": "Paste a photo here: copy an image, then press Ctrl+V (⌘V)",
               "notImage": "The clipboard holds no image; copy a photo first.", "pasted": "Pasted",
@@ -294,6 +301,7 @@ def paste_input(prefix: str = "") -> tuple[object | None, str | None]:
 
 def read_pasted(data_url: str, name: str) -> tuple[object | None, str | None]:
     """(PIL image, None) or (None, message) for a ``data:image/…;base64,…`` URL; never raises on bad input."""
+    name = plain(name)  # the file's name is the browser's text, shown in Markdown
     header, _, payload = data_url.partition(",")
     if not header.startswith("data:") or ";base64" not in header or len(payload) > PASTE_MAX_MB * 2**20 * 4 // 3 + 4:
         return None, f"“{name}” is not a pasted image this page can read (at most {PASTE_MAX_MB} MB)."

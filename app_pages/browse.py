@@ -30,10 +30,9 @@ st.markdown("Filter by what the catalogue records, then **Search with this** on 
 facet_options, tag_options, prices = facets(catalog.key, catalog)
 
 top = st.columns([2, 2, 3])
-categories = top[0].multiselect("Category", catalog.categories, key="browse_categories", on_change=reset_page,
-                                format_func=ui.plain)
+categories = top[0].multiselect("Category", catalog.categories, key="browse_categories", on_change=reset_page)
 tags = top[1].multiselect("Tags (all of them)", tag_options, key="browse_tags", on_change=reset_page,
-                          format_func=ui.plain, disabled=not tag_options)
+                          disabled=not tag_options)
 words = top[2].text_input("Words in the name or description", key="browse_words", on_change=reset_page,
                           placeholder="zip fleece", disabled="description" not in catalog.items.columns
                           and "name" not in catalog.items.columns)
@@ -43,8 +42,8 @@ if facet_options or prices:
     with st.expander("More filters", expanded=any(state.get(f"browse_facet_{c}") for c in facet_options)):
         cols = st.columns(4)
         for i, (column, values) in enumerate(facet_options.items()):
-            picked = cols[i % 4].multiselect(column.capitalize(), values, key=f"browse_facet_{column}",
-                                             on_change=reset_page, format_func=ui.plain)
+            picked = cols[i % 4].multiselect(ui.plain(column.capitalize()), values, key=f"browse_facet_{column}",
+                                             on_change=reset_page)  # a column's name is catalogue text
             chosen_facets[column] = tuple(picked)
         if prices:
             low, high = prices

@@ -23,7 +23,8 @@ vocabulary = ws.embedder.heads.tags if ws.embedder.heads is not None else []
 options = [n for n in SAMPLES if n < len(catalog)] + [0]
 if state.get("map_sample") not in options:  # first visit (a shared link may ask: /map?points=20000), or a new catalogue
     asked = st.query_params.get("points", "")
-    state["map_sample"] = (min(options, key=lambda n: abs((n or len(catalog)) - int(asked))) if asked.isdigit()
+    asked = int(asked) if asked.isascii() and asked.isdigit() and len(asked) < 10 else None
+    state["map_sample"] = (min(options, key=lambda n: abs((n or len(catalog)) - asked)) if asked is not None
                            else min(5_000, len(catalog)) if len(catalog) > 5_000 else 0)
 
 with st.sidebar:
@@ -103,7 +104,7 @@ event = st.plotly_chart(figure, width="stretch", key="map_chart", on_select="ign
                         selection_mode=("box", "lasso"))
 if not three_d and (clicked := ui.map_hover("map_chart", catalog, rows)) is not None:
     ui.search_with_item(clicked)  # a click on a point: its results, on the Search page
-    st.switch_page(ui.SEARCH_PAGE)
+    ui.follow_search_request()
 if query is None:
     st.caption("Search on the **Search by photo** page and the query appears here as a star, its nearest items ringed.")
 elif query.get("model") != ws.embedder.key:

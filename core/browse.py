@@ -2,8 +2,8 @@
 
 Facets are found, not configured: a text column whose cells hold few distinct values (a shop's colour, gender,
 material; ``a|b`` cells count as both) becomes a facet; the tags, the category and a numeric price are facets of
-their own, and a words filter reads the name and the description. The same filter serves the Browse page, the CLI
-and the tests.
+their own, and a words filter reads the name, the description and the brand. The same filter serves the Browse page and
+the tests.
 """
 
 from __future__ import annotations

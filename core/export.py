@@ -40,7 +40,13 @@ def csv_bytes(table: pd.DataFrame) -> bytes:
     return table.to_csv(index=False).encode("utf-8-sig")
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as a formula
+
+
 def _cell(value: object) -> object:
+    """Tag lists joined; text that a spreadsheet would run as a formula (catalogue text is untrusted) quoted."""
     if isinstance(value, (list, tuple, np.ndarray)):
-        return "|".join(str(v) for v in value)
+        value = "|".join(str(v) for v in value)
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
     return value

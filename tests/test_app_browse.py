@@ -95,3 +95,19 @@ def test_the_export_has_every_column_but_the_server_paths():
     assert {"name", "description", "colour", "price", "tags", "split"} <= set(table.columns)
     assert "path" not in table.columns and "label" not in table.columns
     assert list(table["tags"]) == ["", "basic"]
+    catalog.items.loc[4, "name"] = '=HYPERLINK("http://x.example","win")'  # untrusted text a spreadsheet would run
+    assert items_table(catalog, [4])["name"][0].startswith("'=")
+
+
+def test_a_click_on_a_map_point_searches_with_it_once(app, monkeypatch):
+    import ui
+
+    clicks = iter([7])  # the component reports one click (a trigger value), then nothing
+    monkeypatch.setattr(ui, "map_hover", lambda *args, **kwargs: next(clicks, None))
+    app.run()
+    app.switch_page("app_pages/map.py").run()
+    assert not app.exception, app.exception
+    assert app.radio(key="query_mode").value == "Catalogue item" and app.session_state["query_row"] == 7
+    app.switch_page("app_pages/map.py").run()  # back to the map: it stays there
+    assert not app.exception, app.exception
+    assert any(m.label == "Silhouette of the map" for m in app.metric)
