@@ -25,7 +25,7 @@ from core.images import ACCEPTED_TYPES, ImageDecodeError, decode_image
 from core.progress import Progress
 from core.registry import catalog_choices, open_catalog
 from core.runs import CheckpointError, RunDir, list_runs
-from core.thumbnails import thumbnails_dir, write_thumbnails
+from core.thumbnails import missing_thumbnails, thumbnails_dir, write_thumbnails
 from core.workspace import Workspace
 
 MODEL_CHOICES = [name for name, spec in BACKBONES.items() if spec.has_weights]
@@ -134,11 +134,11 @@ def map_hover(chart_key: str, catalog, rows) -> int | None:
     if not st.get_option("server.enableStaticServing"):  # started without .streamlit/config.toml: no hover card
         return None
     folder = thumbnails_dir(STATIC_DIR, catalog)
-    missing = sum(not (folder / f"{int(r)}.jpg").is_file() for r in rows)
+    missing = missing_thumbnails(folder, rows)
     if missing:
-        bar = st.progress(0.0, text=f"Making {missing:,} thumbnails for the map's hover cards…")
+        bar = st.progress(0.0, text=f"Making {len(missing):,} thumbnails for the map's hover cards…")
         try:
-            write_thumbnails(catalog, rows, folder, progress=lambda stage, done, total: bar.progress(
+            write_thumbnails(catalog, missing, folder, progress=lambda stage, done, total: bar.progress(
                 done / max(total, 1), text=f"{stage}: {done:,} / {total:,}"))
         except OSError as exc:  # a read-only checkout: the map works, without pictures on hover
             st.caption(f"No hover thumbnails: {plain(str(exc))}")
@@ -156,10 +156,15 @@ ITEM_QUERY = "Catalogue item"  # the Search page's query mode for a catalogue it
 _GO_SEARCH = "_search_item_now"
 
 
-def search_with_item(row: int) -> None:
-    """Button callback: search with catalogue item ``row`` on the Search page (the switch happens on the rerun,
-    in ``follow_search_request``: a callback cannot change pages)."""
+def query_item(row: int) -> None:
+    """Make catalogue item ``row`` the Search page's query (its radio and row; set before they are drawn)."""
     st.session_state["query_mode"], st.session_state["query_row"] = ITEM_QUERY, int(row)
+
+
+def search_with_item(row: int) -> None:
+    """Button callback on another page: search with catalogue item ``row`` on the Search page (the switch happens
+    on the rerun, in ``follow_search_request``: a callback cannot change pages)."""
+    query_item(row)
     st.session_state[_GO_SEARCH] = True
 
 

@@ -24,17 +24,12 @@ if state.get("query_row", len(catalog)) >= len(catalog):  # first visit, or a sm
     state["query_row"] = int(np.random.default_rng().integers(len(catalog)))
 
 
-def use_item(row: int) -> None:
-    """Callback for "search with this item": runs before the rerun, so the mode widget can still change."""
-    state["query_mode"], state["query_row"] = ITEM, int(row)
-
-
 def _short(text: str, limit: int = 90) -> str:
     return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"
 
 
 def random_item() -> None:
-    use_item(int(np.random.default_rng().integers(len(catalog))))
+    ui.query_item(int(np.random.default_rng().integers(len(catalog))))
 
 
 def _quoted(words: list[str]) -> str:
@@ -187,7 +182,7 @@ with results_col:
                             with st.popover("Details", width="stretch"):
                                 st.markdown("  \n".join(f"**{ui.plain(k)}**: {ui.plain(v)}"
                                                          for k, v in details.items()))
-                        st.button("Similar", key=f"more-{hit['row']}", on_click=use_item, args=(int(hit["row"]),),
+                        st.button("Similar", key=f"more-{hit['row']}", on_click=ui.query_item, args=(int(hit["row"]),),
                                   icon=":material/search:", width="stretch", help="Search with this item")
         extra = {}
         if words:  # what each item matched, and its text score, beside the catalogue's columns

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from core.catalog import Catalog
+from core.catalog import Catalog, is_text_column
 from core.sources import parse_tags
 
 MAX_FACET_VALUES = 60  # more distinct values than this and a column is free text (a name), not a facet
 NOT_FACETS = {"id", "path", "label", "category", "tags", "name", "description", "group", "brand"}
-TEXT_COLUMNS = ("name", "description", "brand")  # what the words filter reads, where the catalogue has them
+WORDS_COLUMNS = ("name", "description", "brand")  # what the words filter reads, where the catalogue has them
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ def facet_values(catalog: Catalog) -> dict[str, list[str]]:
     """Column → its values, sorted, for each text column that reads as a facet."""
     out: dict[str, list[str]] = {}
     for column in catalog.items.columns:
-        if column in NOT_FACETS or column.startswith("box_") or not _is_text(catalog.items[column]):
+        if column in NOT_FACETS or column.startswith("box_") or not is_text_column(catalog.items[column]):
             continue
         values: set[str] = set()
         for cell in catalog.items[column].tolist():
@@ -90,13 +90,9 @@ def filter_rows(catalog: Catalog, wanted: ItemFilter) -> np.ndarray:
 
 
 def _text_of(items: pd.DataFrame) -> pd.Series:
-    columns = [c for c in TEXT_COLUMNS if c in items.columns]
+    columns = [c for c in WORDS_COLUMNS if c in items.columns]
     text = pd.Series([""] * len(items), index=items.index, dtype=object)
     for column in columns:
         text = text + " " + items[column].fillna("").astype(str)
     return text.str.lower()
 
-
-def _is_text(values: pd.Series) -> bool:
-    return pd.api.types.is_string_dtype(values) or values.dtype == object and all(
-        isinstance(v, str) for v in values.head(50).tolist())

@@ -113,6 +113,15 @@ class Catalog:
         return table
 
 
+def is_text_column(values: pd.Series) -> bool:
+    """A column of words (a shop's colour, material, name), judged by its dtype or, for plain objects, by its first
+    50 non-empty cells: what the Browse page's facets and the words search both read."""
+    if pd.api.types.is_string_dtype(values):
+        return True
+    sample = values.dropna().head(50)
+    return len(sample) > 0 and all(isinstance(v, str) for v in sample)
+
+
 def upscale(image: Image.Image, size: int) -> Image.Image:
     factor = max(1, size // max(image.size))
     return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)

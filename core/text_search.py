@@ -15,9 +15,8 @@ import unicodedata
 from functools import cache
 
 import numpy as np
-import pandas as pd
 
-from core.catalog import Catalog
+from core.catalog import Catalog, is_text_column
 from core.lexicon import FASHION_WORDS
 
 # The text a shop gives an item beyond its category and tags; any other string column it brought is read too.
@@ -47,7 +46,6 @@ def stop_words() -> frozenset[str]:
     return frozenset(ENGLISH_STOP_WORDS - FASHION_WORDS)
 
 
-
 def stem(token: str) -> str:
     """A plural-folding stem, the same for documents and queries: "dresses" → "dress", "zips" → "zip",
     "hoodies"/"hoodie"/"hoody" → "hoodi". Deliberately small (no verb or adjective forms): an unexpected conflation
@@ -75,15 +73,8 @@ def text_columns(catalog: Catalog) -> list[str]:
     string column it brought (``gender``, ``climate``…); never the image path or bookkeeping."""
     items = catalog.items
     named = [c for c in TEXT_COLUMNS if c in items.columns]
-    others = [c for c in catalog.extra_columns() if c not in named and _is_text(items[c])]
+    others = [c for c in catalog.extra_columns() if c not in named and is_text_column(items[c])]
     return [c for c in [*named, *others] if c not in NEVER]
-
-
-def _is_text(column: pd.Series) -> bool:
-    if pd.api.types.is_string_dtype(column):
-        return True
-    sample = column.dropna().head(50)
-    return len(sample) > 0 and all(isinstance(v, str) for v in sample)
 
 
 def fields(catalog: Catalog) -> tuple[list[str], list[str]]:
