@@ -14,10 +14,13 @@ from typing import Any
 
 ENV_PREFIX = "FVS_"
 ISOLATE_MODES = ("auto", "on", "off")
+INFERENCE_MODES = ("auto", "onnx", "torchscript", "eager")
+RUNNERS = ("sequential", "ray")
 # The smallest value each whole-number setting may take (image_size 0 and workers -1 mean "decide for me").
 SETTING_MINIMUMS = {"catalog_limit": 0, "page_max_items": 0, "image_size": 0, "pca_dim": 0, "batch_size": 1,
                     "num_threads": 0, "workers": -1, "n_trees": 1, "search_k": -1, "kmeans_clusters": 1,
-                    "kmeans_probe": 1, "pca_search_dim": 1, "seed": 0}
+                    "kmeans_probe": 1, "pca_search_dim": 1, "hnsw_m": 2, "hnsw_ef_construction": 1,
+                    "hnsw_ef": 1, "ray_shard_rows": 1, "seed": 0}
 MAX_IMAGE_SIZE = 1024
 
 
@@ -72,6 +75,15 @@ class Settings:
     num_threads: int = 0  # 0 = all cores
     # DataLoader worker processes that decode a file catalogue's images ahead of the model; -1: min(8, cores).
     workers: int = -1
+    # What runs the backbone at inference: "onnx" (ONNX Runtime, ~2x the images/s of TorchScript on CPU with the
+    # same vectors, BENCHMARKS.md "Faster CPU embedding"), "torchscript" (a frozen trace), "eager" (plain PyTorch),
+    # or "auto" = onnx where onnxruntime is installed, else torchscript.
+    inference: str = "auto"
+    # Who embeds a whole catalogue: "sequential" (this process, DataLoader workers decoding) or "ray" (Ray Data:
+    # decode tasks and embedding actors on a Ray cluster, shards resumable; core/ray_runner.py).
+    runner: str = "sequential"
+    ray_address: str = ""  # the cluster to join ("" = start a local one; "auto" = the one `ray start` made here)
+    ray_shard_rows: int = 4096  # rows per shard file: the unit of resume
 
     # Annoy parameters: see BENCHMARKS.md for the sweep that chose them.
     n_trees: int = 32
@@ -82,6 +94,10 @@ class Settings:
     kmeans_clusters: int = 256
     kmeans_probe: int = 12
     pca_search_dim: int = 64
+    # HNSW (hnswlib) beside Annoy in the lab: graph degree, build-time and query-time candidate lists.
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 200
+    hnsw_ef: int = 64
 
     # A fine-tuned run to serve (``python -m core train`` prints its id; the sidebar lists them). Empty: the
     # backbone's ImageNet weights with the PCA projection above.
@@ -112,6 +128,10 @@ class Settings:
             problems.append(f"image_size must be at most {MAX_IMAGE_SIZE} (got {self.image_size})")
         if isinstance(self.isolate, str) and self.isolate.lower() not in ISOLATE_MODES:
             problems.append(f"isolate must be one of {', '.join(ISOLATE_MODES)}, not {self.isolate!r}")
+        for name, allowed in (("inference", INFERENCE_MODES), ("runner", RUNNERS)):
+            value = getattr(self, name)
+            if isinstance(value, str) and value not in allowed:
+                problems.append(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
         for name in ("catalog", "backbone"):
             if isinstance(getattr(self, name), str) and not getattr(self, name).strip():
                 problems.append(f"{name} must not be empty")
