@@ -8,6 +8,7 @@ config, so the embedding, training and query paths all ask these two objects and
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,6 +26,8 @@ class Domain(Protocol):
     name: str
     shape: tuple[int, ...]
     input_size: int  # the model input size a search uses by default (Settings.image_size 0)
+    # The shorter side a catalogue photo must be decoded at for ``convert`` (None: as large as an upload's).
+    decode_side: int | None
     # Items are garments alone on a plain ground (cut-outs): a photo is like them only once its garment is
     # isolated. Photo catalogues are not: isolating a query only moves it away from them.
     cutout: bool
@@ -58,6 +61,7 @@ class FashionMnistDomain:
     # 28-px items upsampled to 64 keep CPU extraction fast (~850 images/s on 2 cores) while giving the ImageNet
     # features enough spatial resolution.
     input_size: int = 64
+    decode_side: None = None  # the trim finds the garment's edges on the full-resolution photo
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -133,6 +137,11 @@ class PhotoDomain:
     @property
     def input_size(self) -> int:
         return self.size
+
+    @property
+    def decode_side(self) -> int:
+        """The shorter side ``convert`` resizes to: a catalogue photo need not be decoded any larger."""
+        return math.ceil(self.size / self.crop_pct)
 
     def is_native(self, photo: Image.Image) -> bool:
         return False

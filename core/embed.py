@@ -7,19 +7,18 @@ distributed runner can call the same Embedder on shards without touching the mod
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import timm
 import torch
-from torch import nn
 
 from core.artifacts import fingerprint
 from core.backbone import backbone_spec, create_backbone, file_fingerprint, weights_fingerprint
 from core.config import Settings
 from core.domain import ModelInput
 from core.index import l2_normalize
+from core.inference import Network, inference_network, onnx_file, resolve_runtime
 from core.model import EmbeddingOnly, build_net
 from core.runs import RunDir, load_checkpoint, load_weights
 from core.threads import configure_threads
@@ -29,7 +28,7 @@ from core.threads import configure_threads
 class Embedder:
     """A feature network plus the input transform it was trained with; ``key`` names what it produces."""
 
-    network: nn.Module
+    network: Network  # the feature network, run by ``runtime`` (core.inference)
     transform: ModelInput
     key: str
     description: dict
@@ -38,6 +37,7 @@ class Embedder:
     heads: "Heads | None" = None  # a fine-tuned run's category (and tag) heads
     pca_dim: int = 0  # the projection to fit on the catalogue (0: the features are the vectors)
     pca_whiten: bool = False
+    runtime: str = "eager"  # what runs ``network``: onnx, torchscript or eager (the vectors agree either way)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Embedder":
@@ -51,8 +51,12 @@ class Embedder:
         config = timm.data.resolve_data_config(
             {"input_size": (3, settings.image_size, settings.image_size), "mean": tuple(description["mean"]),
              "std": tuple(description["std"])}, model=network)
-        return cls(_inference_graph(network.eval(), settings.image_size), ModelInput.from_data_config(config),
-                   model_key(description), description, pca_dim=settings.pca_dim, pca_whiten=settings.pca_whiten)
+        key = model_key(description)
+        runtime = resolve_runtime(settings.inference)
+        graph = inference_network(network.eval(), settings.image_size, runtime,
+                                  onnx_file(settings.artifacts_dir, key, settings.image_size))
+        return cls(graph, ModelInput.from_data_config(config), key, description, pca_dim=settings.pca_dim,
+                   pca_whiten=settings.pca_whiten, runtime=runtime)
 
     @classmethod
     def from_run(cls, settings: Settings) -> "Embedder":
@@ -65,12 +69,15 @@ class Embedder:
         load_weights(net, state, run.best)
         description = describe_model(settings)
         transform = ModelInput(recipe.image_size, tuple(description["mean"]), tuple(description["std"]))
-        return cls(_inference_graph(EmbeddingOnly(net).eval(), recipe.image_size), transform, model_key(description),
-                   description, heads=Heads.from_state(state))
+        key, runtime = model_key(description), resolve_runtime(settings.inference)
+        graph = inference_network(EmbeddingOnly(net).eval(), recipe.image_size, runtime,
+                                  onnx_file(settings.artifacts_dir, key, recipe.image_size))
+        return cls(graph, transform, key, description, heads=Heads.from_state(state), runtime=runtime)
 
     def __post_init__(self) -> None:
-        # Two single-image passes: they give the feature size, and TorchScript's profiling executor optimises
-        # on its first calls, which would otherwise land on the user's first query (~300 ms instead of ~10).
+        # Two single-image passes: they give the feature size, and the runtimes optimise on their first calls
+        # (TorchScript's profiling executor, ONNX Runtime's allocations), which would otherwise land on the
+        # user's first query (~300 ms instead of ~10).
         with torch.inference_mode():
             zeros = torch.zeros(1, 3, self.transform.size, self.transform.size)
             for _ in range(2):
@@ -196,19 +203,6 @@ class Projection:
     def load(cls, path) -> "Projection":
         with np.load(path) as data:
             return cls(data["mean"], data["components"], data["scale"])
-
-
-def _inference_graph(network: nn.Module, image_size: int) -> nn.Module:
-    """A frozen TorchScript trace: batch-norm folded into the convolutions, ~1.5x faster on CPU (BENCHMARKS.md).
-
-    Falls back to the eager module if tracing fails (an exotic timm architecture)."""
-    example = torch.zeros(2, 3, image_size, image_size)
-    try:
-        with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.jit.freeze(torch.jit.trace(network, example))
-    except Exception:  # noqa: BLE001 - any tracing failure just means "run eagerly"
-        return network
 
 
 def _whitening_scale(variance: np.ndarray) -> np.ndarray:

@@ -67,8 +67,12 @@ def _too_big(name: str, size: int) -> str:
     return f"{name} is {size / 2**20:.0f} MB; the limit is {MAX_BYTES // 2**20} MB."
 
 
-def decode_image(data: bytes, name: str = "upload") -> Image.Image:
-    """Decode ``data`` to an upright 8-bit RGB image, raising ImageDecodeError with a readable reason."""
+def decode_image(data: bytes, name: str = "upload", draft_to: int = WORKING_SIZE) -> Image.Image:
+    """Decode ``data`` to an upright 8-bit RGB image, raising ImageDecodeError with a readable reason.
+
+    A JPEG is decoded at the smallest of 1/1, 1/2, 1/4, 1/8 scale whose sides are at least ``draft_to``: an
+    upload keeps ``WORKING_SIZE`` (it is shown, cropped and isolated); a catalogue pass asks for what its model
+    input needs, which decodes a 12 MP phone photo about 10x faster (BENCHMARKS.md, "Faster CPU embedding")."""
     if not data:
         raise ImageDecodeError(f"{name} is empty (0 bytes). Please choose a JPEG, PNG or WebP photo.")
     if len(data) > MAX_BYTES:
@@ -84,7 +88,8 @@ def decode_image(data: bytes, name: str = "upload") -> Image.Image:
                 f"{name} is too large: {width}×{height} pixels ({width * height / 1e6:.0f} MP); {kind} up to "
                 f"{limit / 1e6:.0f} MP are accepted. Please downscale it first."
             )
-        image.draft("RGB", (WORKING_SIZE, WORKING_SIZE))
+        side = min(draft_to, WORKING_SIZE)
+        image.draft("RGB", (side, side))
         large = image.size[0] * image.size[1] > LARGE_PIXELS  # the size it will be decoded at
         with _large_slots if large else contextlib.nullcontext():
             image.load()  # decode now so truncation errors surface here, not in the model
