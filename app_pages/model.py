@@ -192,14 +192,14 @@ st.header("Retrieval methods compared")
 st.markdown(
     "Exact brute force is the ground truth; **K-Means** searches only the clusters closest to the query, **PCA** "
     "searches exactly on fewer dimensions, **Annoy** walks a forest of random-projection trees (what the search "
-    "page uses). Latency is the search step alone; recall@10 is measured against exact search; precision@10 and "
-    "mAP@10 count neighbours of the query's category."
+    "page uses), **HNSW** walks a layered graph of near neighbours (hnswlib). Latency is the search step alone; "
+    "recall@10 is measured against exact search; precision@10 and mAP@10 count neighbours of the query's category."
 )
 
 with st.form("retrieval-bench"):
     left, middle, right = st.columns(3)
     n_queries = left.number_input("Queries", min_value=20, max_value=5000, value=300, step=50, key="bench_queries")
-    sweep = middle.checkbox("Annoy sweep (n_trees × search_k)", value=True)
+    sweep = middle.checkbox("Sweeps (Annoy n_trees × search_k, HNSW M × ef)", value=True)
     scale = right.multiselect("Scale curve at N", [10_000, 100_000, 1_000_000], default=[10_000, 100_000],
                               key="bench_scale",
                               format_func=lambda n: f"{n:,}", help="Sizes above the catalogue use synthetic vectors "
@@ -208,7 +208,7 @@ with st.form("retrieval-bench"):
                                       key="bench_run")
 
 if run_bench:
-    bar = st.progress(0.0, text="Building the four indexes…")
+    bar = st.progress(0.0, text="Building the five indexes…")
 
     def progress(stage: str, done: int, total: int) -> None:
         bar.progress(done / max(total, 1), text=f"{stage}: {done} / {total}")
@@ -235,19 +235,32 @@ if measured_with != current:
 st.caption(f"{result['n_items']:,} items · {result['dim']}-d · {result['queries']} queries · {result['latency']}")
 st.dataframe(methods_table(result).rename(columns=METHOD_COLUMNS), width="stretch")
 
-if result.get("annoy_sweep"):
-    st.subheader("Annoy: recall against latency")
-    sweep_table = pd.DataFrame(result["annoy_sweep"])
-    sweep_table["trees"] = sweep_table["n_trees"].astype(str)
-    figure = px.line(sweep_table, x="p50_ms", y="recall_at_10", color="trees", markers=True,
-                     hover_data=["search_k", "build_s", "disk_mb"], labels={"p50_ms": "p50 latency (ms)",
-                                                                           "recall_at_10": "recall@10"})
-    chosen = sweep_table[(sweep_table["n_trees"] == settings.n_trees) & (sweep_table["search_k"] == settings.search_k)]
+
+def sweep_chart(rows: list[dict], line: str, legend: str, knob: str, default: dict, hover: list[str]) -> None:
+    """Recall against latency: one line per build-time setting ``line``, its points the query-time ``knob``;
+    the current settings starred, so a change of default can be judged against its neighbours."""
+    table = pd.DataFrame(rows)
+    chosen = table[(table[list(default)] == pd.Series(default)).all(axis=1)]
+    table[legend] = table[line].astype(str)
+    figure = px.line(table, x="p50_ms", y="recall_at_10", color=legend, markers=True, hover_data=[knob, *hover],
+                     labels={"p50_ms": "p50 latency (ms)", "recall_at_10": "recall@10"})
     if not chosen.empty:
         figure.add_scatter(x=chosen["p50_ms"], y=chosen["recall_at_10"], mode="markers", name="default",
                            marker=dict(symbol="star", size=18, color="black"))
     figure.add_hline(y=0.95, line_dash="dot", annotation_text="recall 0.95")
     st.plotly_chart(figure, width="stretch")
+
+
+if result.get("annoy_sweep"):
+    st.subheader("Annoy: recall against latency")
+    sweep_chart(result["annoy_sweep"], "n_trees", "trees", "search_k",
+                {"n_trees": settings.n_trees, "search_k": settings.search_k}, ["build_s", "disk_mb"])
+
+if result.get("hnsw_sweep"):
+    st.subheader("HNSW: recall against latency")
+    sweep_chart(result["hnsw_sweep"], "m", "M", "ef",
+                {"m": settings.hnsw_m, "ef": settings.hnsw_ef, "ef_construction": settings.hnsw_ef_construction},
+                ["build_s", "memory_mb"])
 
 if result.get("scale"):
     st.subheader("How each method grows with N")

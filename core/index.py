@@ -1,20 +1,25 @@
-"""Nearest-neighbour search over unit-length embeddings: four methods behind one interface.
+"""Nearest-neighbour search over unit-length embeddings: five methods behind one interface.
 
 ``ExactSearcher`` is the ground truth (one matrix-vector product). ``AnnoySearcher`` is the fast path the app uses:
 an angular Annoy forest, saved to disk and memory-mapped on load, so every Streamlit session shares one read-only
 copy in the page cache. ``KMeansSearcher`` (cluster, then search the closest clusters) and ``PCASearcher`` (exact
-search on fewer dimensions) are the two classic alternatives, kept for the retrieval comparison.
-Scores are cosine similarities (Annoy's angular distance d = sqrt(2 - 2 cos)).
+search on fewer dimensions) are the two classic alternatives, and ``HNSWSearcher`` (an hnswlib graph) the usual
+modern one, kept for the retrieval comparison.
+Scores are cosine similarities (Annoy's angular distance d = sqrt(2 - 2 cos); hnswlib's inner-product distance
+d = 1 - cos).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from annoy import AnnoyIndex
+
+if TYPE_CHECKING:  # imported where an HNSW index is built or loaded: the app's search path does not need it
+    import hnswlib
 
 
 @dataclass(frozen=True)
@@ -198,6 +203,93 @@ class PCASearcher:
     @property
     def memory_bytes(self) -> int:
         return int(self.components.nbytes + self.reduced.nbytes)
+
+
+class HNSWSearcher:
+    """A hierarchical navigable small-world graph (hnswlib) over inner products, which on unit-length vectors are
+    cosines. Unlike Annoy's file, hnswlib loads the whole graph, with its own copy of the vectors, into each
+    process's memory: it is in the lab as the comparison, not as the app's index."""
+
+    name = "hnsw"
+
+    def __init__(self, index: "hnswlib.Index", ef: int, fallback: ExactSearcher):
+        self.index, self.fallback = index, fallback
+        self.ef = ef
+
+    @property
+    def ef(self) -> int:
+        return self._ef
+
+    @ef.setter
+    def ef(self, ef: int) -> None:
+        # The candidate list kept while walking the graph: hnswlib searches with max(ef, k) itself, so a query for
+        # more than ef neighbours still gets its k. Set once here and not per query, because ef is state of the
+        # shared index (a per-query change would race between threads searching it).
+        self._ef = int(ef)
+        self.index.set_ef(self._ef)
+
+    @classmethod
+    def build(cls, embeddings: np.ndarray, m: int, ef_construction: int, ef: int, seed: int = 0,
+              num_threads: int = -1) -> "HNSWSearcher":
+        """Insert every row (row i gets label i). Builds on all cores by default (``num_threads=-1``), and then
+        the graph depends on the threads' interleaving, not only on ``seed``; ``num_threads=1`` makes it
+        reproducible at the cost of the build time."""
+        import hnswlib
+
+        data = np.ascontiguousarray(embeddings, dtype=np.float32)
+        index = hnswlib.Index(space="ip", dim=data.shape[1])
+        index.init_index(max_elements=max(len(data), 1), M=m, ef_construction=ef_construction, random_seed=seed)
+        index.add_items(data, np.arange(len(data)), num_threads=num_threads)
+        return cls(index, ef, ExactSearcher(embeddings))
+
+    def save(self, path: Path) -> None:
+        self.index.save_index(str(path))
+
+    @classmethod
+    def load(cls, path: Path, embeddings: np.ndarray, ef: int) -> "HNSWSearcher":
+        import hnswlib
+
+        index = hnswlib.Index(space="ip", dim=embeddings.shape[1])
+        index.load_index(str(path), max_elements=len(embeddings))
+        if index.get_current_count() != len(embeddings):
+            raise ValueError(f"{path} holds {index.get_current_count()} items, the embeddings {len(embeddings)}")
+        # hnswlib's file does not say its dimension and loads at any: compare stored vectors with the rows instead
+        # (never the last row, which a too-large dimension would read past).
+        sample = np.unique([0, len(embeddings) // 2])
+        if len(embeddings) and not np.allclose(index.get_items(sample), embeddings[sample], atol=1e-6):
+            raise ValueError(f"{path} holds other vectors than the embeddings (another model, or another dimension)")
+        return cls(index, ef, ExactSearcher(embeddings))
+
+    def search(self, vector: np.ndarray, k: int, allowed: np.ndarray | None = None) -> Neighbours:
+        vector = np.asarray(vector, dtype=np.float32)
+        n_items = self.index.get_current_count()
+        if allowed is None:
+            return self._walk(vector, min(k, n_items), None)
+        n_allowed = int(np.count_nonzero(allowed))
+        k = min(k, n_allowed)
+        # With a filter the walk stops only once it holds max(ef, k) allowed rows, so it expands about that many
+        # nodes divided by the allowed share, scoring up to 2·M neighbours at each, and asks Python about every
+        # row it meets; brute force over the allowed rows scores each once. When the walk would score more rows
+        # than that (n_allowed² ≤ 2·M·ef·N), brute force is cheaper, and exact.
+        if n_allowed * n_allowed <= 2 * self.index.M * max(self.ef, k) * n_items:
+            return self.fallback.search(vector, k, allowed)
+        return self._walk(vector, k, allowed)
+
+    def _walk(self, vector: np.ndarray, k: int, allowed: np.ndarray | None) -> Neighbours:
+        if k <= 0:
+            return Neighbours(np.empty(0, np.int64), np.empty(0, np.float32))
+        try:
+            labels, distances = self.index.knn_query(vector, k=k, num_threads=1,
+                                                     filter=None if allowed is None else allowed.__getitem__)
+        except RuntimeError:  # hnswlib's "cannot return the results": the walk reached fewer than k (allowed) rows
+            return self.fallback.search(vector, k, allowed)
+        return Neighbours(labels[0].astype(np.int64), (1.0 - distances[0]).astype(np.float32))
+
+    @property
+    def memory_bytes(self) -> int:
+        # Graph links and hnswlib's own copy of the vectors (what its file holds, and what each process keeps in
+        # memory); the shared embeddings behind the exact fallback are not counted, as for Annoy.
+        return int(self.index.index_file_size())
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

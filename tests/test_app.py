@@ -161,10 +161,10 @@ def test_model_page_runs_the_retrieval_comparison_and_charts_it(app):
     app.button(key="bench_run").click().run()  # the form's submit button
     assert not app.exception, app.exception
     table = app.dataframe[-1].value
-    assert list(table.index) == ["exact", "kmeans", "pca", "annoy"]
+    assert list(table.index) == ["exact", "kmeans", "pca", "annoy", "hnsw"]
     assert table.loc["exact", "recall@10"] == 1.0
     charts = app.get("plotly_chart")
-    assert len(charts) == 3  # sweep, scale latency, scale memory
+    assert len(charts) == 4  # Annoy sweep, HNSW sweep, scale latency, scale memory
 
 
 @pytest.fixture

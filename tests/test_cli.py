@@ -105,20 +105,24 @@ def test_the_recipe_flags_set_the_recipe_and_the_settings_flags_the_settings():
     assert settings.catalog == "luma-shop" and settings.image_size == 0 and settings.seed == 0
 
 
-def test_retrieval_bench_compares_the_four_methods(tmp_path, capsys):
+def test_retrieval_bench_compares_the_five_methods(tmp_path, capsys):
     assert main(["bench", "retrieval", "--json", "--queries", "16", "--scale", "40,200", "--artifacts-dir",
                  str(tmp_path / "a"), *TINY]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["n_items"] == 64 and set(report["methods"]) == {"exact", "kmeans", "pca", "annoy"}
+    assert report["n_items"] == 64 and set(report["methods"]) == {"exact", "kmeans", "pca", "annoy", "hnsw"}
     for figures in report["methods"].values():
         for key in ("build_s", "disk_mb", "memory_mb", "p50_ms", "p99_ms", "recall_at_10", "precision_at_10",
                     "map_at_10"):
             assert isinstance(figures[key], (int, float)), key
     assert report["methods"]["exact"]["recall_at_10"] == 1.0
     assert len(report["annoy_sweep"]) == 24
+    assert [(row["m"], row["ef"]) for row in report["hnsw_sweep"]] == [(m, ef) for m in (8, 16, 32)
+                                                                       for ef in (16, 32, 64, 128, 256)]
+    assert report["methods"]["hnsw"]["recall_at_10"] >= 0.9  # 64 items: the graph reaches nearly every one
+    assert report["settings"]["hnsw_m"] == Settings().hnsw_m
     sources = {(row["n"], row["source"]) for row in report["scale"]}
     assert sources == {(40, "real"), (200, "synthetic")}
-    assert {row["method"] for row in report["scale"]} == {"exact", "kmeans", "pca", "annoy"}
+    assert {row["method"] for row in report["scale"]} == {"exact", "kmeans", "pca", "annoy", "hnsw"}
 
 
 def test_load_script_runs_briefly_with_concurrent_users(tmp_path, capsys):

@@ -27,8 +27,8 @@ class Benchmark:
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
     Benchmark("search", "core.bench.search", "cold build, warm load, query latency, recall and precision (default)"),
-    Benchmark("retrieval", "core.bench.retrieval", "exact, K-Means, PCA and Annoy side by side; Annoy sweep; scale "
-              "curve"),
+    Benchmark("retrieval", "core.bench.retrieval", "exact, K-Means, PCA, Annoy and HNSW side by side; Annoy and "
+              "HNSW sweeps; scale curve"),
     Benchmark("load", "core.bench.load", "concurrent searches on one shared Workspace"),
     Benchmark("map", "core.bench.map", "UMAP time, cold and warm, and silhouettes"),
     Benchmark("stream", "core.bench.stream", "a photo-file catalogue embedded, killed and resumed"),

@@ -1,8 +1,9 @@
-"""The retrieval lab: exact, K-Means, PCA and Annoy measured side by side on the catalogue's own vectors.
+"""The retrieval lab: exact, K-Means, PCA, Annoy and HNSW measured side by side on the catalogue's own vectors.
 
-For each method: build time, size on disk and in memory, query latency (p50/p99, search only, back-to-back),
-recall@10 against exact search, and precision@10 / mAP@10 by category. Then an Annoy sweep over ``n_trees`` ×
-``search_k`` and a scale curve at larger N (real vectors where the catalogue has that many, otherwise vectors drawn
+For each method: build time, size on disk and in memory, query latency (p50/p99, search only, back-to-back, one
+thread; index builds use every core), recall@10 against exact search, and precision@10 / mAP@10 by category. Then
+an Annoy sweep over ``n_trees`` × ``search_k``, an HNSW sweep over ``M`` × ``ef`` (``ef_construction`` from the
+settings), and a scale curve at larger N (real vectors where the catalogue has that many, otherwise vectors drawn
 from per-category Gaussians fitted to the real ones, labelled ``synthetic``). The result is one JSON document,
 also stored beside the model's artifacts so the Model page can show it.
 """
@@ -22,13 +23,16 @@ import numpy as np
 from core.artifacts import atomic_path, save_npy
 from core.config import Settings
 from core.evaluate import average_precision_at_k, nearest, precision_at_k, recall_at_k
-from core.index import AnnoySearcher, ExactSearcher, KMeansSearcher, PCASearcher, Searcher, l2_normalize
+from core.index import (AnnoySearcher, ExactSearcher, HNSWSearcher, KMeansSearcher, PCASearcher, Searcher,
+                        l2_normalize)
 from core.progress import Progress, no_progress
 from core.workspace import Workspace
 
 K = 10
 SWEEP_TREES = (8, 16, 32, 64)
 SWEEP_SEARCH_K = (250, 500, 1000, 2000, 4000, 8000)
+SWEEP_M = (8, 16, 32)
+SWEEP_EF = (16, 32, 64, 128, 256)  # from the first power of two above the K + 1 = 11 neighbours measure() asks
 RESULT_FILE = "retrieval.json"
 SERVED = True  # measures the catalogue's served model
 
@@ -94,6 +98,10 @@ def build_methods(vectors: np.ndarray, settings, directory: Path,
         AnnoySearcher.build(vectors, tmp, settings.n_trees, seed=settings.seed)
     seconds = time.perf_counter() - started
     built["annoy"] = (AnnoySearcher.load(annoy_path, vectors, settings.search_k), seconds, annoy_path.stat().st_size)
+
+    timed("hnsw", lambda: HNSWSearcher.build(vectors, settings.hnsw_m, settings.hnsw_ef_construction,
+                                             settings.hnsw_ef, settings.seed),
+          directory / f"hnsw-{settings.hnsw_m}.bin", lambda s, p: s.save(p))
     return built
 
 
@@ -114,6 +122,25 @@ def annoy_sweep(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, lab
                          "disk_mb": _mb(path.stat().st_size), **figures})
             progress("Annoy sweep", len(rows), total)
         path.unlink()
+    return rows
+
+
+def hnsw_sweep(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, labels: np.ndarray, settings,
+               progress: Progress = no_progress) -> list[dict]:
+    """One graph per ``M`` (the build is the expensive part), then every query-time ``ef`` on it."""
+    rows = []
+    total = len(SWEEP_M) * len(SWEEP_EF)
+    for m in SWEEP_M:
+        started = time.perf_counter()
+        searcher = HNSWSearcher.build(vectors, m, settings.hnsw_ef_construction, SWEEP_EF[0], settings.seed)
+        build_s = time.perf_counter() - started
+        for ef in SWEEP_EF:
+            searcher.ef = ef
+            figures = measure(searcher, vectors, labels, queries, truth)
+            rows.append({"m": m, "ef": ef, "ef_construction": settings.hnsw_ef_construction,
+                         "build_s": round(build_s, 2), "memory_mb": _mb(searcher.memory_bytes), **figures})
+            progress("HNSW sweep", len(rows), total)
+        del searcher  # freed before the next M's graph is built, not after
     return rows
 
 
@@ -173,7 +200,8 @@ def run_retrieval_bench(workspace: Workspace, n_queries: int = 500, sweep: bool 
         "latency": "search only, back-to-back queries on one thread",
         "settings": {"n_trees": settings.n_trees, "search_k": settings.search_k,
                      "kmeans_clusters": settings.kmeans_clusters, "kmeans_probe": settings.kmeans_probe,
-                     "pca_search_dim": settings.pca_search_dim},
+                     "pca_search_dim": settings.pca_search_dim, "hnsw_m": settings.hnsw_m,
+                     "hnsw_ef_construction": settings.hnsw_ef_construction, "hnsw_ef": settings.hnsw_ef},
         "model_key": workspace.embedder.key,
         "catalog_key": workspace.catalog.key,
         "methods": {},
@@ -191,13 +219,15 @@ def run_retrieval_bench(workspace: Workspace, n_queries: int = 500, sweep: bool 
             figures["speedup_vs_exact"] = round(exact_p50 / max(figures["p50_ms"], 1e-9), 1)
         if sweep:
             result["annoy_sweep"] = annoy_sweep(vectors, queries, truth, labels, lab, settings.seed, progress)
+            result["hnsw_sweep"] = hnsw_sweep(vectors, queries, truth, labels, settings, progress)
         result["scale"] = scale_curve(vectors, labels, settings, scale, lab, min(n_queries, 200), progress)
     return result
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queries", type=int, default=200, help="number of queries")
-    parser.add_argument("--no-sweep", action="store_true", help="skip the Annoy n_trees × search_k sweep")
+    parser.add_argument("--no-sweep", action="store_true",
+                        help="skip the sweeps (Annoy n_trees × search_k, HNSW M × ef)")
     parser.add_argument("--scale", default="10000,100000,1000000",
                         help="comma-separated N for the scale curve ('' to skip)")
 
