@@ -14,7 +14,7 @@ from typing import Any
 
 ENV_PREFIX = "FVS_"
 ISOLATE_MODES = ("auto", "on", "off")
-INFERENCE_MODES = ("auto", "onnx", "torchscript", "eager")
+INFERENCE_MODES = ("auto", "cuda", "onnx", "torchscript", "eager")
 RUNNERS = ("sequential", "ray")
 # The smallest value each whole-number setting may take (image_size 0 and workers -1 mean "decide for me").
 SETTING_MINIMUMS = {"catalog_limit": 0, "page_max_items": 0, "image_size": 0, "pca_dim": 0, "batch_size": 1,
@@ -75,9 +75,10 @@ class Settings:
     num_threads: int = 0  # 0 = all cores
     # DataLoader worker processes that decode a file catalogue's images ahead of the model; -1: min(8, cores).
     workers: int = -1
-    # What runs the backbone at inference: "onnx" (ONNX Runtime, ~2x the images/s of TorchScript on CPU with the
-    # same vectors, BENCHMARKS.md "Faster CPU embedding"), "torchscript" (a frozen trace), "eager" (plain PyTorch),
-    # or "auto" = onnx where onnxruntime is installed, else torchscript.
+    # What runs the backbone at inference: "cuda" (the frozen trace on the GPU), "onnx" (ONNX Runtime on the CPU,
+    # ~2x the images/s of TorchScript with the same vectors, BENCHMARKS.md "Faster CPU embedding"), "torchscript"
+    # (a frozen trace on the CPU), "eager" (plain PyTorch), or "auto": cuda where a GPU is visible, else onnx
+    # where onnxruntime is installed, else torchscript.
     inference: str = "auto"
     # Who embeds a whole catalogue: "sequential" (this process, DataLoader workers decoding) or "ray" (Ray Data:
     # decode tasks and embedding actors on a Ray cluster, shards resumable; core/ray_runner.py).

@@ -32,13 +32,17 @@ class InferenceError(RuntimeError):
 
 
 def resolve_runtime(requested: str) -> str:
-    """``auto`` → ``onnx`` where ONNX Runtime (and the exporter's ``onnx``) are installed, else ``torchscript``."""
+    """``auto`` → ``cuda`` where a GPU is visible (a Ray actor given one, a GPU workstation), else ``onnx`` where
+    ONNX Runtime (and the exporter's ``onnx``) are installed, else ``torchscript``."""
     have_onnx = all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
     if requested == "auto":
-        return "onnx" if have_onnx else "torchscript"
+        return "cuda" if torch.cuda.is_available() else "onnx" if have_onnx else "torchscript"
     if requested == "onnx" and not have_onnx:
         raise InferenceError("inference 'onnx' needs the packages onnxruntime and onnx: "
                              "pip install -r requirements.txt (or set FVS_INFERENCE=torchscript).")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise InferenceError("inference 'cuda' needs a CUDA GPU and a CUDA build of torch; none is visible here "
+                             "(set FVS_INFERENCE=auto to use the CPU).")
     return requested
 
 
@@ -53,6 +57,8 @@ def inference_network(network: nn.Module, image_size: int, runtime: str, onnx_pa
         except Exception as exc:  # noqa: BLE001 - any export failure just means "use TorchScript"
             warnings.warn(f"ONNX export failed ({type(exc).__name__}: {exc}); using TorchScript", stacklevel=2)
             runtime = "torchscript"
+    if runtime == "cuda":
+        return DeviceNetwork(network, image_size, torch.device("cuda"))
     if runtime == "torchscript":
         return frozen_trace(network, image_size)
     return network
@@ -68,9 +74,9 @@ def _onnx_network(network: nn.Module, image_size: int, path: Path | None) -> "On
         return OnnxNetwork(export_onnx(network, image_size, path))
 
 
-def frozen_trace(network: nn.Module, image_size: int) -> nn.Module:
+def frozen_trace(network: nn.Module, image_size: int, device: torch.device | None = None) -> nn.Module:
     """A frozen TorchScript trace (batch-norm folded into the convolutions), or the eager module if tracing fails."""
-    example = torch.zeros(2, 3, image_size, image_size)
+    example = torch.zeros(2, 3, image_size, image_size, device=device)
     try:
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -125,3 +131,15 @@ class OnnxNetwork:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
         return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
+
+
+class DeviceNetwork:
+    """The frozen trace on an accelerator, behind the CPU call signature: batches go over and features come back,
+    so the transform, the heads and the runners stay on the CPU side unchanged."""
+
+    def __init__(self, network: nn.Module, image_size: int, device: torch.device):
+        self.device = device
+        self.network = frozen_trace(network.to(device), image_size, device)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.network(images.to(self.device, non_blocking=True)).float().cpu()

@@ -83,7 +83,7 @@ def test_a_network_that_cannot_be_exported_runs_with_torchscript(tmp_path, monke
 
 
 def test_a_bad_runtime_name_is_refused_when_the_settings_are_made(tmp_path):
-    with pytest.raises(ValueError, match="inference must be one of auto, onnx, torchscript, eager"):
+    with pytest.raises(ValueError, match="inference must be one of auto, cuda, onnx, torchscript, eager"):
         tiny_settings(tmp_path, inference="tensorrt")
 
 
@@ -130,3 +130,26 @@ def test_a_large_jpeg_is_decoded_only_as_large_as_its_crop_needs(tmp_path):
     assert 256 <= min(drafted.size) < 768 and drafted.size == (600, 450)  # decoded at 1/4 scale
     boxed = load_photo(str(path), box=(0, 0, 600, 600), min_side=256)  # a small box needs more of the photo
     assert boxed.size == (256, 256)
+
+
+def test_the_device_wrapper_hands_features_back_on_the_cpu(tmp_path):
+    """What the cuda runtime runs, exercised on the CPU device (CI has no GPU)."""
+    import torch
+
+    from core.inference import DeviceNetwork
+
+    eager = Embedder.from_settings(tiny_settings(tmp_path, inference="eager"))
+    wrapped = DeviceNetwork(eager.network, 32, torch.device("cpu"))
+    batch = eager.transform(_batch())
+    out = wrapped(batch)
+    assert out.device.type == "cpu" and out.dtype == torch.float32
+    np.testing.assert_allclose(out.numpy(), eager.features(_batch()), rtol=1e-3, atol=1e-4)
+
+
+def test_cuda_without_a_gpu_is_a_message(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InferenceError, match="needs a CUDA GPU"):
+        resolve_runtime("cuda")
+    assert resolve_runtime("auto") == "onnx"
