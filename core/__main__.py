@@ -22,7 +22,7 @@ from pathlib import Path
 from dataclasses import fields
 
 from core.bench import BENCHMARKS, DEFAULT as DEFAULT_BENCHMARK, benchmark_module
-from core.config import FREEZE_POLICIES, SCHEDULES, Settings, TrainConfig
+from core.config import FREEZE_POLICIES, RUNNERS, SCHEDULES, Settings, TrainConfig
 from core.progress import tqdm_progress
 
 
@@ -48,6 +48,16 @@ def _settings_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--n-trees", type=int)
     parser.add_argument("--search-k", type=int)
+
+
+def _runner_args(parser: argparse.ArgumentParser) -> None:
+    """Who embeds the catalogue (dests named like the Settings fields, which ``_settings`` picks up)."""
+    parser.add_argument("--runner", choices=RUNNERS, help="sequential (this process, default) or ray (Ray Data: "
+                        "decode tasks and embedding actors on a Ray cluster; pip install -r requirements-scale.txt)")
+    parser.add_argument("--ray-address", help="--runner ray: the cluster to join, e.g. HEAD:6379 ('auto': the one "
+                        "`ray start` made here; default: start a local one on this machine)")
+    parser.add_argument("--ray-shard-rows", type=int, help="--runner ray: rows per shard file, the unit of resume "
+                        "(default: 4096)")
 
 
 RECIPE = "recipe_"  # the dest prefix of the training recipe's flags: ``train --image-size`` is the recipe's
@@ -272,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("prepare", help="get the built-in catalogue, or validate and register your own (SOURCE), "
                                        "then build embeddings + Annoy index")
     _settings_args(p)
+    _runner_args(p)
     p.add_argument("source", nargs="?", help="your catalogue: a folder of category subfolders, a .csv/.parquet "
                    "table, or a DeepFashion folder")
     p.add_argument("--data-only", action="store_true", help="only get (or validate and register) the catalogue")

@@ -27,6 +27,7 @@ from core.images import decode_image
 from core.index import AnnoySearcher, ExactSearcher, Neighbours, Searcher
 from core.progress import Progress, no_progress
 from core.query import QuerySteps, prepare_query
+from core.ray_runner import RayRunner, remove_shards
 from core.registry import open_catalog
 from core.runs import RunDir
 from core.splits import Splits
@@ -351,7 +352,7 @@ def load_or_build_embeddings(store: ArtifactDir, catalog: Catalog, embedder: Emb
             pass  # recorded but unreadable: rebuild below
     # Features stream into a resumable file beside the artifacts: a pass killed at 60 % continues from there.
     partial = store.file("features.partial.npy")
-    runner = SequentialRunner(embedder, settings.batch_size, progress, workers=loader_workers(settings))
+    runner = catalogue_runner(embedder, settings, progress)
     started = time.perf_counter()
     features = runner.run(catalog.pixels, out=partial)
     embedder.projection = None
@@ -378,8 +379,16 @@ def load_or_build_embeddings(store: ArtifactDir, catalog: Catalog, embedder: Emb
                  images_per_s=round(embedded / max(seconds, 1e-9), 1))
     del features
     remove_partial(partial)
+    remove_shards(partial)  # the Ray runner's resumable shards, whichever runner finished the pass
     store.update_meta(catalog=catalog.key, model=embedder.description)
     return np.load(store.file(name), mmap_mode="r")
+
+
+def catalogue_runner(embedder: Embedder, settings: Settings, progress: Progress) -> SequentialRunner | RayRunner:
+    """Who embeds the whole catalogue (``settings.runner``): this process, or Ray Data on a cluster."""
+    if settings.runner == "ray":
+        return RayRunner(settings, embedder.feature_dim, progress)
+    return SequentialRunner(embedder, settings.batch_size, progress, workers=loader_workers(settings))
 
 
 def annoy_name(settings: Settings) -> str:

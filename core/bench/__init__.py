@@ -32,6 +32,8 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
     Benchmark("load", "core.bench.load", "concurrent searches on one shared Workspace"),
     Benchmark("map", "core.bench.map", "UMAP time, cold and warm, and silhouettes"),
     Benchmark("stream", "core.bench.stream", "a photo-file catalogue embedded, killed and resumed"),
+    Benchmark("runners", "core.bench.runners", "a photo-file catalogue embedded by the sequential and the Ray Data "
+              "runner on this machine"),
     Benchmark("photos", "core.bench.photos", "real photos (DIR with labels.csv) against their labels, contact sheet"),
     Benchmark("hostile", "core.bench.hostile", "peak memory under inputs that used to exhaust it"),
 )}
