@@ -321,6 +321,7 @@ class Workspace:
             "model_key": self.embedder.key,
             "run": self.settings.run or None,
             "model": self.embedder.description,
+            "inference": self.embedder.runtime,
             "dim": int(self.embeddings.shape[1]),
             "artifacts": str(self.store.path),
             "n_trees": self.settings.n_trees,
@@ -376,7 +377,8 @@ def load_or_build_embeddings(store: ArtifactDir, catalog: Catalog, embedder: Emb
     save_npy(store.file(name), embeddings)
     embedded = len(embeddings) - runner.resumed_from
     store.record(name, shape=list(embeddings.shape), seconds=round(seconds, 2), resumed_from=runner.resumed_from,
-                 images_per_s=round(embedded / max(seconds, 1e-9), 1))
+                 images_per_s=round(embedded / max(seconds, 1e-9), 1), inference=embedder.runtime,
+                 runner=settings.runner)
     del features
     remove_partial(partial)
     remove_shards(partial)  # the Ray runner's resumable shards, whichever runner finished the pass

@@ -31,6 +31,8 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
               "HNSW sweeps; scale curve"),
     Benchmark("load", "core.bench.load", "concurrent searches on one shared Workspace"),
     Benchmark("map", "core.bench.map", "UMAP time, cold and warm, and silhouettes"),
+    Benchmark("embed", "core.bench.embed", "where a photo catalogue's embedding time goes; each runtime and decode "
+              "option side by side, speedup and vector agreement"),
     Benchmark("stream", "core.bench.stream", "a photo-file catalogue embedded, killed and resumed"),
     Benchmark("runners", "core.bench.runners", "a photo-file catalogue embedded by the sequential and the Ray Data "
               "runner on this machine"),
