@@ -9,9 +9,12 @@ calls the same Embedder on shards and writes one such file per shard for the ind
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -50,9 +53,10 @@ class SequentialRunner:
     """
 
     def __init__(self, embedder: Embedder, batch_size: int, progress: Progress = no_progress, workers: int = 0,
-                 commit_every_s: float = 10.0):
+                 commit_every_s: float = 10.0, streams: tuple[int, int] = (1, 0)):
         self.embedder, self.batch_size, self.progress = embedder, batch_size, progress
         self.workers, self.commit_every_s = workers, commit_every_s
+        self.streams = streams  # (batches in flight, threads each), core.threads.embedding_streams
         self.resumed_from = 0  # the committed row a resumed pass started at
 
     def run(self, pixels, out: Path | None = None) -> np.ndarray:
@@ -65,14 +69,39 @@ class SequentialRunner:
         self.resumed_from = start
         self.progress("Embedding catalogue", start, n)
         last_commit = time.monotonic()
-        for offset, batch in read_batches(pixels, self.batch_size, start, self.workers):
-            features[offset : offset + len(batch)] = self.embedder.features(batch)
+        for offset, batch in self._embedded(read_batches(pixels, self.batch_size, start, self.workers)):
+            features[offset : offset + len(batch)] = batch
             done = offset + len(batch)
             if out is not None and (time.monotonic() - last_commit > self.commit_every_s or done == n):
                 _commit_partial(Path(out), features, done)
                 last_commit = time.monotonic()
             self.progress("Embedding catalogue", done, n)
         return features
+
+
+    def _embedded(self, batches: Iterable[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
+        """(offset, features) in order. With more than one stream, that many batches are embedded at once, each
+        by its own single-stream copy of the network (ONNX Runtime releases the GIL while it runs)."""
+        count, threads = self.streams
+        if count <= 1 or not hasattr(self.embedder.network, "with_threads"):
+            for offset, batch in batches:
+                yield offset, self.embedder.features(batch)
+            return
+        copies = [dataclasses.replace(self.embedder, network=self.embedder.network.with_threads(threads))
+                  for _ in range(count)]
+        in_flight: deque = deque()
+        with ThreadPoolExecutor(count, thread_name_prefix="embed-stream") as pool:
+            for i, (offset, batch) in enumerate(batches):
+                in_flight.append((offset, pool.submit(copies[i % count].features, batch)))
+                if len(in_flight) == count:
+                    yield _oldest(in_flight)
+            while in_flight:
+                yield _oldest(in_flight)
+
+
+def _oldest(in_flight: deque) -> tuple[int, np.ndarray]:
+    offset, result = in_flight.popleft()
+    return offset, result.result()
 
 
 def _open_partial(path: Path, n: int, dim: int) -> tuple[np.ndarray, int]:

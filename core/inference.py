@@ -121,12 +121,17 @@ class OnnxNetwork:
     def __init__(self, model: bytes, threads: int | None = None):
         import onnxruntime as ort
 
+        self.model = model
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: its optimiser's notes are not the user's business
         self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+
+    def with_threads(self, threads: int) -> "OnnxNetwork":
+        """Another session of the same model on ``threads`` threads (a catalogue pass's stream, core.extract)."""
+        return OnnxNetwork(self.model, threads)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)

@@ -20,6 +20,17 @@ def loader_workers(settings: Settings) -> int:
     return settings.workers if settings.workers >= 0 else min(8, os.cpu_count() or 1)
 
 
+def embedding_streams(settings: Settings, runtime: str) -> tuple[int, int]:
+    """(batches embedded at once, threads each) for a catalogue pass. ONNX Runtime's threads wait for each other
+    at every layer, and the DataLoader workers decoding beside them keep taking a core away: two batches in
+    flight on half the threads each keep both cores busy (63 → 76 images/s on 2 cores, BENCHMARKS.md). Queries
+    keep one session on every thread (lowest latency for one image)."""
+    cores = settings.num_threads or os.cpu_count() or 1
+    if runtime != "onnx" or cores < 2:
+        return 1, cores
+    return 2, cores // 2
+
+
 def single_threaded_blas() -> None:
     """Numpy's BLAS on one thread, set once for the process when serving queries: a search's matrix-vector scan
     is memory-bound, and idle-spinning BLAS threads would otherwise steal the cores from the next query's model

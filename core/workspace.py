@@ -32,7 +32,7 @@ from core.registry import open_catalog
 from core.runs import RunDir
 from core.splits import Splits
 from core.text_search import TextIndex
-from core.threads import loader_workers, single_threaded_blas
+from core.threads import embedding_streams, loader_workers, single_threaded_blas
 
 Box = tuple[int, int, int, int]
 
@@ -390,7 +390,8 @@ def catalogue_runner(embedder: Embedder, settings: Settings, progress: Progress)
     """Who embeds the whole catalogue (``settings.runner``): this process, or Ray Data on a cluster."""
     if settings.runner == "ray":
         return RayRunner(settings, embedder.feature_dim, progress)
-    return SequentialRunner(embedder, settings.batch_size, progress, workers=loader_workers(settings))
+    return SequentialRunner(embedder, settings.batch_size, progress, workers=loader_workers(settings),
+                            streams=embedding_streams(settings, embedder.runtime))
 
 
 def annoy_name(settings: Settings) -> str:

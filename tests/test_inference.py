@@ -111,7 +111,7 @@ def test_embed_bench_reports_speedup_and_agreement(photo_shop):
     assert result["adopted_runtime"] == "onnx" and result["items"] == len(open_catalog(photo_shop))
     assert {"eager", "eager_channels_last", "torchscript", "onnx"} <= set(result["model"])
     assert all(v["min_cosine_to_eager"] > 0.9999 for v in result["model"].values())
-    assert len(result["end_to_end"]) == 4 and all(p["images_per_s"] > 0 for p in result["end_to_end"].values())
+    assert len(result["end_to_end"]) == 5 and all(p["images_per_s"] > 0 for p in result["end_to_end"].values())
     assert result["speedup"] > 0 and set(result["stages"]) == {"read_ms", "decode_ms", "decode_draft_ms",
                                                                  "convert_ms"}
     assert result["agreement"]["min_cosine"] > 0.9999 and result["agreement"]["same_top10_share"] == 1.0

@@ -76,6 +76,19 @@ def test_decoding_in_worker_processes_gives_the_same_features(shop):
     inline = SequentialRunner(embedder, batch_size=5, workers=0).run(catalog.pixels)
     workers = SequentialRunner(embedder, batch_size=5, workers=2).run(catalog.pixels)
     np.testing.assert_allclose(inline, workers, atol=1e-5)
+    assert embedder.runtime == "onnx"  # two batches in flight, each on its own single-threaded session
+    streams = SequentialRunner(embedder, batch_size=5, workers=2, streams=(2, 1)).run(catalog.pixels)
+    np.testing.assert_allclose(inline, streams, atol=1e-5)
+
+
+def test_a_catalogue_pass_runs_two_onnx_streams_on_two_cores_or_more():
+    from core.config import Settings
+    from core.threads import embedding_streams
+
+    assert embedding_streams(Settings(num_threads=2), "onnx") == (2, 1)
+    assert embedding_streams(Settings(num_threads=16), "onnx") == (2, 8)
+    assert embedding_streams(Settings(num_threads=1), "onnx") == (1, 1)
+    assert embedding_streams(Settings(num_threads=2), "torchscript") == (1, 2)
 
 
 def test_extraction_killed_at_60_percent_resumes_instead_of_restarting(shop, tmp_path):

@@ -7,8 +7,9 @@ In one run on the same cores, on a prepared photo catalogue (the served one by d
 - **model**: images/s of the backbone alone on a batch, for each runtime: eager PyTorch (also channels-last),
   the frozen TorchScript trace, ONNX Runtime and, where installed, OpenVINO, each with its cosine to eager;
 - **end_to_end**: the whole pass (``SequentialRunner``: DataLoader workers decoding, the model, the features file)
-  for the baseline (eager, full decode), the previous default (TorchScript), the adopted path (``auto``) and the
-  drafted decode, with peak memory; then workers × batch size for the adopted path;
+  for the baseline (eager, full decode), the previous default (TorchScript), ONNX Runtime on one stream, the
+  adopted path (``auto``, with its streams: ``core.threads.embedding_streams``) and the drafted decode, with peak
+  memory; then workers × batch size × streams for the adopted runtime;
 - **agreement**: the adopted path's vectors against the baseline's: per-item cosine, and the share of test-split
   queries whose top 10 (served vectors: the same PCA applied to both) are the same items.
 
@@ -37,7 +38,7 @@ from core.inference import OnnxNetwork, export_onnx, frozen_trace, onnx_file
 from core.item_images import FileImages
 from core.progress import Progress, no_progress
 from core.registry import open_catalog
-from core.threads import configure_threads, loader_workers
+from core.threads import configure_threads, embedding_streams, loader_workers
 
 SERVED = True  # measures the catalogue's served model
 K = 10
@@ -135,15 +136,17 @@ def _peak_rss_mb() -> int | None:
     return None
 
 
-def end_to_end(embedder: Embedder, pixels, batch_size: int, workers: int) -> tuple[np.ndarray, dict]:
+def end_to_end(embedder: Embedder, pixels, batch_size: int, workers: int, streams: tuple[int, int] = (1, 0)
+               ) -> tuple[np.ndarray, dict]:
     """One whole pass as the app makes it, and its figures."""
     _reset_peak_rss()
-    runner = SequentialRunner(embedder, batch_size, workers=workers)
+    runner = SequentialRunner(embedder, batch_size, workers=workers, streams=streams)
     started = time.perf_counter()
     features = runner.run(pixels)
     seconds = time.perf_counter() - started
     return features, {"images_per_s": round(len(pixels) / seconds, 1), "seconds": round(seconds, 1),
-                      "batch_size": batch_size, "workers": workers, "peak_rss_mb": _peak_rss_mb()}
+                      "batch_size": batch_size, "workers": workers, "streams": streams[0],
+                      "peak_rss_mb": _peak_rss_mb()}
 
 
 def agreement(reference: np.ndarray, candidate: np.ndarray, test_rows: np.ndarray, train_rows: np.ndarray,
@@ -195,12 +198,17 @@ def run_embed_bench(settings: Settings, items: int = 2000, stage_items: int = 20
     for path in pixels.paths:  # the first pass must not pay for a cold page cache alone
         Path(path).read_bytes()
     passes, features = {}, {}
-    for label, embedder, images in (("baseline (eager, full decode)", base, pixels),
-                                    ("torchscript, full decode", embedders["torchscript"], pixels),
-                                    (f"adopted ({adopted.runtime}, full decode)", adopted, pixels),
-                                    (f"{adopted.runtime}, draft decode", adopted, drafted)):
-        features[label], passes[label] = end_to_end(embedder, images, resolved.batch_size, workers)
-    grid = [end_to_end(adopted, _head(pixels, 1000), b, w)[1] for w in worker_counts for b in batch_sizes]
+    streams = embedding_streams(resolved, adopted.runtime)
+    for label, embedder, images, how in (("baseline (eager, full decode)", base, pixels, (1, 0)),
+                                         ("torchscript, full decode", embedders["torchscript"], pixels, (1, 0)),
+                                         (f"{adopted.runtime}, one stream", adopted, pixels, (1, 0)),
+                                         (f"adopted ({adopted.runtime}, {streams[0]} streams)", adopted, pixels,
+                                          streams),
+                                         (f"{adopted.runtime}, {streams[0]} streams, draft decode", adopted, drafted,
+                                          streams)):
+        features[label], passes[label] = end_to_end(embedder, images, resolved.batch_size, workers, how)
+    grid = [end_to_end(adopted, _head(pixels, 1000), b, w, how)[1] for w in worker_counts for b in batch_sizes
+            for how in dict.fromkeys([(1, 0), streams])]
 
     progress("Comparing vectors", 3, 4)
     split = catalog.items["split"].to_numpy()[:n]
@@ -209,8 +217,7 @@ def run_embed_bench(settings: Settings, items: int = 2000, stage_items: int = 20
         test_rows = rows[:: max(1, n // 500)]
     if not len(train_rows):
         train_rows = rows
-    labels = list(passes)
-    baseline, previous, adopted_label, draft_label = labels
+    baseline, previous, _, adopted_label, draft_label = list(passes)
     result = {
         "catalog": settings.catalog, "items": n, "image_size": resolved.image_size, "backbone": resolved.backbone,
         "threads": torch.get_num_threads(), "workers": workers, "batch_size": resolved.batch_size,
