@@ -329,8 +329,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="separate the garment from its surroundings first (default: the isolate setting)")
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("bench", help="figures: search (default), retrieval, load, map, stream, photos DIR, hostile "
-                                     "(python -m core bench --help lists them)",
+    p = sub.add_parser("bench", help="figures: " + ", ".join(
+                           f"{name} (default)" if name == DEFAULT_BENCHMARK else name for name in BENCHMARKS)
+                       + " (python -m core bench --help lists them)",
                        description="The figures of BENCHMARKS.md, one benchmark at a time (`python -m core bench "
                                    "BENCHMARK --help` for its options); with no name, search.")
     _bench_args(p)

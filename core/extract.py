@@ -69,7 +69,9 @@ class SequentialRunner:
         self.resumed_from = start
         self.progress("Embedding catalogue", start, n)
         last_commit = time.monotonic()
-        for offset, batch in self._embedded(read_batches(pixels, self.batch_size, start, self.workers)):
+        # Streams share the batch: two of 16 hold what one of 32 holds, so memory still follows batch_size.
+        size = max(1, self.batch_size // self._stream_count())
+        for offset, batch in self._embedded(read_batches(pixels, size, start, self.workers)):
             features[offset : offset + len(batch)] = batch
             done = offset + len(batch)
             if out is not None and (time.monotonic() - last_commit > self.commit_every_s or done == n):
@@ -79,11 +81,15 @@ class SequentialRunner:
         return features
 
 
+    def _stream_count(self) -> int:
+        """Streams need a runtime that can make single-stream copies of its network (ONNX Runtime)."""
+        return self.streams[0] if hasattr(self.embedder.network, "with_threads") else 1
+
     def _embedded(self, batches: Iterable[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
         """(offset, features) in order. With more than one stream, that many batches are embedded at once, each
         by its own single-stream copy of the network (ONNX Runtime releases the GIL while it runs)."""
-        count, threads = self.streams
-        if count <= 1 or not hasattr(self.embedder.network, "with_threads"):
+        count, threads = self._stream_count(), self.streams[1]
+        if count <= 1:
             for offset, batch in batches:
                 yield offset, self.embedder.features(batch)
             return

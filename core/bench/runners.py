@@ -20,13 +20,14 @@ import numpy as np
 from core.bench.stream import write_photos
 from core.config import Settings
 from core.embed import Embedder, describe_model, model_key
-from core.extract import SequentialRunner, remove_partial
+from core.extract import remove_partial
 from core.prepare import prepare_catalog
 from core.progress import Progress, no_progress
 from core.ray_runner import RayRunner, cluster, remove_shards
 from core.registry import open_catalog
 from core.sources import SourceSpec
 from core.threads import loader_workers
+from core.workspace import catalogue_runner
 
 SERVED = False  # makes a catalogue of its own
 
@@ -58,12 +59,12 @@ def run_runners_bench(settings: Settings, items: int, directory: Path, progress:
 
 def _sequential_pass(embedder: Embedder, settings: Settings, pixels, directory: Path, progress: Progress
                      ) -> tuple[np.ndarray, float]:
-    """A cold pass into a resumable file, as ``prepare`` makes it (a leftover one is removed first)."""
+    """A cold pass into a resumable file, as ``prepare`` makes it (its workers and streams; a leftover file is
+    removed first)."""
     out = directory / "sequential.partial.npy"
     remove_partial(out)
     started = time.perf_counter()
-    runner = SequentialRunner(embedder, settings.batch_size, _named(progress, "sequential"),
-                              workers=loader_workers(settings))
+    runner = catalogue_runner(embedder, settings.replace(runner="sequential"), _named(progress, "sequential"))
     features = np.array(runner.run(pixels, out=out))
     seconds = time.perf_counter() - started
     remove_partial(out)
