@@ -22,7 +22,7 @@ from pathlib import Path
 from dataclasses import fields
 
 from core.bench import BENCHMARKS, DEFAULT as DEFAULT_BENCHMARK, benchmark_module
-from core.config import FREEZE_POLICIES, RUNNERS, SCHEDULES, Settings, TrainConfig
+from core.config import FREEZE_POLICIES, INFERENCE_MODES, RUNNERS, SCHEDULES, Settings, TrainConfig
 from core.progress import tqdm_progress
 
 
@@ -46,6 +46,8 @@ def _settings_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pca-whiten", action="store_const", const=True, help="whiten the PCA (more precise, "
                         "harder for Annoy)")
     parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--inference", choices=INFERENCE_MODES, help="what runs the model: auto (default: cuda on a "
+                        "GPU, else ONNX Runtime), cuda, onnx, torchscript, eager")
     parser.add_argument("--n-trees", type=int)
     parser.add_argument("--search-k", type=int)
 

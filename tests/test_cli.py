@@ -162,3 +162,9 @@ def test_train_with_a_bad_recipe_is_an_error_message(tmp_path, capsys):
     assert "freeze must be one of full, last, heads" in capsys.readouterr().err
     assert main(["evaluate", "--run", "missing-run", "--artifacts-dir", str(tmp_path)]) == 2
     assert "No fine-tuned run 'missing-run'" in capsys.readouterr().err
+
+
+def test_prepare_names_the_inference_runtime_it_was_asked_for(tmp_path, capsys):
+    for runtime in ("torchscript", "onnx"):
+        assert main(["prepare", "--inference", runtime, "--artifacts-dir", str(tmp_path / "a"), *TINY]) == 0
+        assert json.loads(capsys.readouterr().out)["inference"] == runtime
