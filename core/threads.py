@@ -23,8 +23,9 @@ def loader_workers(settings: Settings) -> int:
 def embedding_streams(settings: Settings, runtime: str) -> tuple[int, int]:
     """(batches embedded at once, threads each) for a catalogue pass. ONNX Runtime's threads wait for each other
     at every layer, and the DataLoader workers decoding beside them keep taking a core away: two batches in
-    flight on half the threads each keep both cores busy (63 → 76 images/s on 2 cores, BENCHMARKS.md). Queries
-    keep one session on every thread (lowest latency for one image)."""
+    flight on half the threads each keep both cores busy (67 → 77 images/s on 2 cores, BENCHMARKS.md). The
+    streams share the batch, so memory still follows ``batch_size``. Queries keep one session on every thread
+    (lowest latency for one image)."""
     cores = settings.num_threads or os.cpu_count() or 1
     if runtime != "onnx" or cores < 2:
         return 1, cores
