@@ -37,7 +37,7 @@ class Embedder:
     heads: "Heads | None" = None  # a fine-tuned run's category (and tag) heads
     pca_dim: int = 0  # the projection to fit on the catalogue (0: the features are the vectors)
     pca_whiten: bool = False
-    runtime: str = "eager"  # what runs ``network``: onnx, torchscript or eager (the vectors agree either way)
+    runtime: str = "eager"  # what runs ``network``: cuda, onnx, torchscript or eager (core.inference)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Embedder":

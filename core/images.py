@@ -70,9 +70,10 @@ def _too_big(name: str, size: int) -> str:
 def decode_image(data: bytes, name: str = "upload", draft_to: int = WORKING_SIZE) -> Image.Image:
     """Decode ``data`` to an upright 8-bit RGB image, raising ImageDecodeError with a readable reason.
 
-    A JPEG is decoded at the smallest of 1/1, 1/2, 1/4, 1/8 scale whose sides are at least ``draft_to``: an
-    upload keeps ``WORKING_SIZE`` (it is shown, cropped and isolated); a catalogue pass asks for what its model
-    input needs, which decodes a 12 MP phone photo about 10x faster (BENCHMARKS.md, "Faster CPU embedding")."""
+    A JPEG is decoded at the smallest of 1/1, 1/2, 1/4, 1/8 scale whose sides are at least ``draft_to``. Uploads
+    and catalogue passes keep ``WORKING_SIZE``. A smaller ``draft_to`` decodes a 12 MP photo about 6x faster but
+    moves its vectors (cosine 0.98 to a full decode, BENCHMARKS.md "Faster CPU embedding"), so only the benchmark
+    asks for one."""
     if not data:
         raise ImageDecodeError(f"{name} is empty (0 bytes). Please choose a JPEG, PNG or WebP photo.")
     if len(data) > MAX_BYTES:

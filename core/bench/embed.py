@@ -32,7 +32,7 @@ from core.config import Settings
 from core.embed import Embedder, Projection
 from core.evaluate import nearest
 from core.extract import SequentialRunner
-from core.images import decode_image, read_image_file
+from core.images import WORKING_SIZE, decode_image, read_image_file
 from core.index import l2_normalize
 from core.inference import OnnxNetwork, export_onnx, frozen_trace, onnx_file
 from core.item_images import FileImages
@@ -54,7 +54,7 @@ def stage_times(images: FileImages, rows: np.ndarray) -> dict:
         read = time.perf_counter()
         photo = decode_image(data, name=path)
         decoded = time.perf_counter()
-        decode_image(data, name=path, draft_to=images.domain.decode_side or 0)
+        decode_image(data, name=path, draft_to=images.domain.decode_side or WORKING_SIZE)
         drafted = time.perf_counter()
         images.domain.convert(photo)
         converted = time.perf_counter()
