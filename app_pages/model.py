@@ -199,7 +199,7 @@ st.markdown(
 with st.form("retrieval-bench"):
     left, middle, right = st.columns(3)
     n_queries = left.number_input("Queries", min_value=20, max_value=5000, value=300, step=50, key="bench_queries")
-    sweep = middle.checkbox("Sweeps (Annoy n_trees × search_k, HNSW M × ef)", value=True)
+    sweep = middle.checkbox("Sweeps (Annoy, HNSW)", value=True, help="Annoy: n_trees × search_k; HNSW: M × ef")
     scale = right.multiselect("Scale curve at N", [10_000, 100_000, 1_000_000], default=[10_000, 100_000],
                               key="bench_scale",
                               format_func=lambda n: f"{n:,}", help="Sizes above the catalogue use synthetic vectors "
