@@ -52,9 +52,7 @@ class Embedder:
             {"input_size": (3, settings.image_size, settings.image_size), "mean": tuple(description["mean"]),
              "std": tuple(description["std"])}, model=network)
         key = model_key(description)
-        runtime = resolve_runtime(settings.inference)
-        graph = inference_network(network.eval(), settings.image_size, runtime,
-                                  onnx_file(settings.artifacts_dir, key, settings.image_size))
+        graph, runtime = _for_runtime(network, settings.image_size, settings, key)
         return cls(graph, ModelInput.from_data_config(config), key, description, pca_dim=settings.pca_dim,
                    pca_whiten=settings.pca_whiten, runtime=runtime)
 
@@ -69,9 +67,8 @@ class Embedder:
         load_weights(net, state, run.best)
         description = describe_model(settings)
         transform = ModelInput(recipe.image_size, tuple(description["mean"]), tuple(description["std"]))
-        key, runtime = model_key(description), resolve_runtime(settings.inference)
-        graph = inference_network(EmbeddingOnly(net).eval(), recipe.image_size, runtime,
-                                  onnx_file(settings.artifacts_dir, key, recipe.image_size))
+        key = model_key(description)
+        graph, runtime = _for_runtime(EmbeddingOnly(net), recipe.image_size, settings, key)
         return cls(graph, transform, key, description, heads=Heads.from_state(state), runtime=runtime)
 
     def __post_init__(self) -> None:
@@ -203,6 +200,13 @@ class Projection:
     def load(cls, path) -> "Projection":
         with np.load(path) as data:
             return cls(data["mean"], data["components"], data["scale"])
+
+
+def _for_runtime(network: torch.nn.Module, image_size: int, settings: Settings, key: str) -> tuple[Network, str]:
+    """The network (put in eval mode) ready for the settings' runtime, its ONNX export cached under the model key."""
+    runtime = resolve_runtime(settings.inference)
+    return inference_network(network.eval(), image_size, runtime,
+                             onnx_file(settings.artifacts_dir, key, image_size)), runtime
 
 
 def _whitening_scale(variance: np.ndarray) -> np.ndarray:

@@ -80,7 +80,6 @@ class SequentialRunner:
             self.progress("Embedding catalogue", done, n)
         return features
 
-
     def _stream_count(self) -> int:
         """Streams need a runtime that can make single-stream copies of its network (ONNX Runtime)."""
         return self.streams[0] if hasattr(self.embedder.network, "with_threads") else 1

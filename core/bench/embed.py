@@ -34,7 +34,7 @@ from core.evaluate import nearest
 from core.extract import SequentialRunner
 from core.images import WORKING_SIZE, decode_image, read_image_file
 from core.index import l2_normalize
-from core.inference import OnnxNetwork, export_onnx, frozen_trace, onnx_file
+from core.inference import OnnxNetwork, export_onnx, onnx_file
 from core.item_images import FileImages
 from core.progress import Progress, no_progress
 from core.registry import open_catalog
@@ -75,15 +75,17 @@ def _openvino(model: bytes, threads: int) -> Callable[[torch.Tensor], torch.Tens
     return lambda x: torch.from_numpy(compiled(x.numpy())[0])
 
 
-def runtimes(network: torch.nn.Module, size: int, onnx_path: Path) -> dict[str, Callable]:
-    """Every runtime the stage table compares, each a callable from a float batch to features."""
+def runtimes(eager: torch.nn.Module, torchscript: torch.nn.Module, size: int, onnx_path: Path
+             ) -> dict[str, Callable]:
+    """Every runtime the model table compares, each a callable from a float batch to features: the eager and
+    TorchScript embedders' own networks, and the rest made from the eager one."""
     threads = torch.get_num_threads()
-    model = export_onnx(network, size, onnx_path)
-    last = _channels_last_copy(network)
+    model = export_onnx(eager, size, onnx_path)
+    last = _channels_last_copy(eager)
     found = {
-        "eager": network,
+        "eager": eager,
         "eager_channels_last": lambda x: last(x.contiguous(memory_format=torch.channels_last)),
-        "torchscript": frozen_trace(network, size),
+        "torchscript": torchscript,
         "onnx": OnnxNetwork(model, threads),
     }
     openvino = _openvino(model, threads)
@@ -189,9 +191,8 @@ def run_embed_bench(settings: Settings, items: int = 2000, stage_items: int = 20
     adopted = embedders["auto"]
     base = embedders["eager"]
     progress("Timing the runtimes", 1, 4)
-    network = _eager_network(resolved)
     batch = base.transform(pixels[: resolved.batch_size])
-    models = model_speeds(runtimes(network, resolved.image_size,
+    models = model_speeds(runtimes(base.network, embedders["torchscript"].network, resolved.image_size,
                                    onnx_file(resolved.artifacts_dir, base.key, resolved.image_size)), batch, repeats)
 
     progress("Embedding end to end", 2, 4)
@@ -234,10 +235,6 @@ def run_embed_bench(settings: Settings, items: int = 2000, stage_items: int = 20
 
 def _head(pixels: FileImages, n: int) -> FileImages:
     return dataclasses.replace(pixels, paths=pixels.paths[:n], boxes=None if pixels.boxes is None else pixels.boxes[:n])
-
-
-def _eager_network(settings: Settings) -> torch.nn.Module:
-    return Embedder.from_settings(settings.replace(inference="eager")).network
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
