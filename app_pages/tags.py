@@ -41,12 +41,15 @@ if not has_head:
     st.caption("The ImageNet model has no category head: its category is the similarity-weighted vote of the 10 "
                "nearest catalogue items. A fine-tuned model (sidebar) predicts with its own head.")
 
-threshold = 0.5
+threshold = ws.tag_threshold
 if vocabulary:
     with st.sidebar:
         st.header("Tags")
-        threshold = st.slider("Tag threshold", 0.05, 0.95, 0.5, 0.05, key="tag_threshold",
-                              help="A tag is predicted when its probability reaches this value")
+        # keyed by the model, so picking another model starts from the threshold that model chose on validation
+        threshold = st.slider("Tag threshold", 0.05, 0.95, ws.tag_threshold, 0.05, key=f"tag_threshold_{ws.embedder.key}",
+                              help="A tag is predicted when its probability reaches this value. It starts at "
+                                   f"{ws.tag_threshold:.2f}, the threshold the model's run found best on its "
+                                   "validation split")
 
 query_col, result_col = st.columns([2, 3], gap="large")
 with query_col:

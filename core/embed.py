@@ -140,6 +140,8 @@ class Heads:
     tags: list[str]
     tag_w: np.ndarray | None = None
     tag_b: np.ndarray | None = None
+    # where a tag counts as predicted: chosen on the run's validation split (older runs: 0.5)
+    tag_threshold: float = 0.5
 
     @classmethod
     def from_state(cls, state: dict) -> "Heads":
@@ -149,7 +151,8 @@ class Heads:
             return model[name].float().numpy() if name in model else None
 
         return cls(list(state["categories"]), array("category_head.weight"), array("category_head.bias"),
-                   list(state["tags"]), array("tag_head.weight"), array("tag_head.bias"))
+                   list(state["tags"]), array("tag_head.weight"), array("tag_head.bias"),
+                   float(state.get("tag_threshold", 0.5)))
 
     def category_probs(self, features: np.ndarray) -> np.ndarray:
         logits = features @ self.category_w.T + self.category_b

@@ -68,6 +68,23 @@ def tag_f1(true: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
             "tag_f1_samples": float(np.mean(f1(hits.sum(axis=1), misses.sum(axis=1), 1.0))) if len(true) else 0.0}
 
 
+TAG_THRESHOLDS = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2))
+
+
+def best_tag_threshold(true: np.ndarray, probabilities: np.ndarray, default: float = 0.5) -> tuple[float, float]:
+    """(threshold, micro-F1) of the one threshold that maximises micro-F1 on these items, ties going to the one
+    nearest ``default``.
+
+    A tag head's probabilities are not calibrated the same way on every catalogue (a few hundred shop items, tens of
+    tags per item), so 0.5 is a guess; the run picks its threshold on its validation split and serves it."""
+    true, probabilities = np.asarray(true).astype(bool), np.asarray(probabilities)
+    if true.size == 0:
+        return default, 0.0
+    scored = [(tag_f1(true, probabilities >= t)["tag_f1_micro"], -abs(t - default), float(t)) for t in TAG_THRESHOLDS]
+    f1, _, threshold = max(scored)
+    return threshold, f1
+
+
 def nearest(queries: np.ndarray, gallery: np.ndarray, k: int, query_rows: np.ndarray | None = None,
             chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Exact cosine top-k (unit vectors) as (indices, scores), best first; a query's own row in the gallery
@@ -114,10 +131,11 @@ def evaluate_workspace(ws, k: int = 10) -> dict:
     else:
         probs, classifier = ws.votes(indices, scores), "similarity-weighted vote of the 10 nearest items"
     tag_probs = ws.tag_probs()
-    tags = None if tag_probs is None else (ws.tag_truth()[rows], np.asarray(tag_probs)[rows] >= 0.5)
+    tags = None if tag_probs is None else (ws.tag_truth()[rows], np.asarray(tag_probs)[rows] >= ws.tag_threshold)
     return {"catalog": ws.catalog.name, "model_key": ws.embedder.key, "run": ws.settings.run or None,
             "split": "test" if (ws.catalog.items["split"].to_numpy() == "test").any() else "all",
             "queries": len(rows), "classifier": classifier,
+            **({"tag_threshold": ws.tag_threshold} if tag_probs is not None else {}),
             **quality_figures(probs, labels[rows], labels[indices[:, :k]], labels, tags, k)}
 
 

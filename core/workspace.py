@@ -309,6 +309,11 @@ class Workspace:
         """(N, T) tag probabilities of every item from a fine-tuned tag head; None without one."""
         return self._tag_probs
 
+    @property
+    def tag_threshold(self) -> float:
+        """Where a tag head's probability counts as a predicted tag: the threshold its run chose on validation."""
+        return self.embedder.heads.tag_threshold if self.embedder.heads is not None else 0.5
+
     def tag_truth(self) -> np.ndarray:
         """The items' own tags against the model's tag vocabulary, (N, T) 0/1."""
         return tags.binarize(self.catalog.items, self.embedder.heads.tags if self.embedder.heads else [])

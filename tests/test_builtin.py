@@ -110,6 +110,8 @@ def test_a_builtin_catalogue_is_served_by_its_shipped_model(tmp_path, name):
     if name == "luma-shop":  # the shop's own columns reach the tag head, beside the words of its descriptions
         assert {"Blue", "Fleece", "Striped", "Men", "hoodie", "zip"} <= set(embedder.heads.tags)
         assert catalog.tag_sources["Blue"] == "colour" and catalog.tag_sources["zip"] == "description"
+        # its tags are decided at the threshold its validation chose, the one its recorded figures used
+        assert embedder.heads.tag_threshold == figures["tag_threshold"] != 0.5
 
 
 def test_imagenet_features_stay_one_flag_away(tmp_path):

@@ -13,8 +13,8 @@ from sklearn.metrics import f1_score, top_k_accuracy_score
 from conftest import encoded, synthetic_photos, tiny_settings
 from core.backbone import create_backbone
 from core.config import TrainConfig
-from core.evaluate import nearest, retrieval_scores, tag_f1, top_k_accuracy
-from core.model import apply_freeze, batch_hard_triplet_loss, build_net
+from core.evaluate import best_tag_threshold, nearest, retrieval_scores, tag_f1, top_k_accuracy
+from core.model import apply_freeze, batch_hard_triplet_loss, build_net, start_tags_at_their_frequency
 from core.runs import CheckpointError, RunDir, list_runs, load_checkpoint, runs_table
 from core.splits import Splits
 from core.train import Trainer, TrainingStopped, prepare_run, train
@@ -193,6 +193,34 @@ def test_serving_a_damaged_run_says_so(trained, tmp_path):
 
 
 # ---------------------------------------------------------------- metrics and losses
+def test_a_run_serves_the_tag_threshold_its_validation_chose(trained):
+    settings, run = trained
+    best = load_checkpoint(run.best)
+    chosen = [h for h in run.history() if h["epoch"] == best["epoch"]][0]
+    assert 0.05 <= best["tag_threshold"] <= 0.95 and best["tag_threshold"] == chosen["val_tag_threshold"]
+    assert chosen["val_tag_f1_micro_tuned"] >= chosen["val_tag_f1_micro"]  # 0.5 is one of the thresholds tried
+    ws = Workspace.open(settings.replace(run=run.id))
+    assert ws.tag_threshold == best["tag_threshold"] == run.test_figures()["tag_threshold"]
+
+
+def test_the_best_tag_threshold_is_the_one_with_the_best_micro_f1():
+    true = np.array([[1, 0], [1, 0], [0, 1], [0, 0]])
+    probs = np.array([[0.32, 0.1], [0.4, 0.2], [0.1, 0.33], [0.2, 0.05]])  # every real tag scores 0.3-0.4
+    threshold, f1 = best_tag_threshold(true, probs)
+    assert threshold == 0.3 and f1 == 1.0
+    assert tag_f1(true, probs >= 0.5)["tag_f1_micro"] == 0.0
+    # ties go to the threshold nearest 0.5: here everything from 0.35 to 0.95 misses the same way
+    assert best_tag_threshold(np.array([[0, 0]]), np.array([[0.3, 0.1]]))[0] == 0.5
+
+
+def test_the_tag_head_starts_at_each_tags_share():
+    net = build_net(create_backbone("test_efficientnet"), TINY_RECIPE, n_categories=4, n_tags=3)
+    tags = torch.tensor([[1, 0, 0], [1, 1, 0], [1, 0, 0], [0, 0, 0]], dtype=torch.float32)
+    start_tags_at_their_frequency(net, tags)
+    # a tag nobody has starts near 0, not at 0.5 (clamped at 1e-3 so its logit is finite)
+    assert torch.allclose(net.tag_head.bias.sigmoid(), torch.tensor([0.75, 0.25, 1e-3]), atol=1e-4)
+
+
 def test_top_k_accuracy_agrees_with_scikit_learn():
     rng = np.random.default_rng(0)
     scores = rng.random((200, 6))
