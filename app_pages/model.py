@@ -137,7 +137,8 @@ if runs:
         left.plotly_chart(px.line(losses, x="epoch", y="value", color="curve", markers=True, height=300,
                                   title="Training loss"), width="stretch")
         quality = history.melt(id_vars="epoch", value_vars=[c for c in ("val_top1", "val_precision_at_10",
-                                                                        "val_map_at_10") if c in history],
+                                                                        "val_map_at_10", "val_tag_f1_micro_tuned")
+                                                            if c in history],
                                var_name="curve")
         right.plotly_chart(px.line(quality, x="epoch", y="value", color="curve", markers=True, height=300,
                                    title="Validation"), width="stretch")
@@ -147,6 +148,12 @@ if runs:
         for col, (key, label) in zip(cols, (("top1", "Test top-1"), ("top3", "Top-3"), ("top5", "Top-5"),
                                             ("precision_at_10", "precision@10"), ("map_at_10", "mAP@10")), strict=True):
             col.metric(label, f"{figures[key]:.1%}" if key.startswith("top") else f"{figures[key]:.3f}")
+        if "tag_f1_micro" in figures:
+            cols = st.columns(5)
+            for col, average in zip(cols, ("micro", "macro", "samples"), strict=False):
+                col.metric(f"Tag F1 {average}", f"{figures[f'tag_f1_{average}']:.3f}")
+            cols[3].metric("Tag threshold", f"{figures.get('tag_threshold', 0.5):.2f}",
+                           help="Chosen on the run's validation split: the threshold with the best micro-F1")
     with st.expander("Recipe and files"):
         st.json(run.info().get("recipe", {}))
         st.caption(f"`{run.path}`")

@@ -207,6 +207,9 @@ def test_model_page_lists_runs_with_curves_and_test_figures(trained_app):
     assert list(runs["run"]) == [run.id] and runs.loc[0, "state"] == "done" and runs.loc[0, "epochs"] == "4/4"
     labels = {m.label: m.value for m in app.metric}
     assert labels["Test top-1"].endswith("%") and float(labels["precision@10"]) > 0
+    # the synthetic catalogue has tags: their test F1 and the threshold the run chose on validation
+    assert float(labels["Tag F1 micro"]) == pytest.approx(run.test_figures()["tag_f1_micro"], abs=5e-4)
+    assert float(labels["Tag threshold"]) == pytest.approx(run.test_figures()["tag_threshold"])
     assert len(app.get("plotly_chart")) >= 2  # loss and validation curves
     assert app.get("form")  # the train form is there, collapsed
 
