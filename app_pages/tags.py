@@ -46,7 +46,8 @@ if vocabulary:
     with st.sidebar:
         st.header("Tags")
         # keyed by the model, so picking another model starts from the threshold that model chose on validation
-        threshold = st.slider("Tag threshold", 0.05, 0.95, ws.tag_threshold, 0.05, key=f"tag_threshold_{ws.embedder.key}",
+        threshold = st.slider("Tag threshold", 0.05, 0.95, ws.tag_threshold, 0.05,
+                              key=f"tag_threshold_{ws.embedder.key}",
                               help="A tag is predicted when its probability reaches this value. It starts at "
                                    f"{ws.tag_threshold:.2f}, the threshold the model's run found best on its "
                                    "validation split")

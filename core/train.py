@@ -293,7 +293,7 @@ class Trainer:
             self.history.append(record)
             self.epoch = epoch + 1
             # the first epoch with the best validation top-1, not a later tie: on the shop, later epochs with the
-            # same validation top-1 had better tags but lost 3-6 of 66 test categories (BENCHMARKS.md)
+            # same validation top-1 had better tags but lost 2-6 of 66 test categories (BENCHMARKS.md)
             if record["val_top1"] > self.best_top1:
                 self.best_top1 = record["val_top1"]
                 self.run.save_checkpoint(self.run.best, self._payload(False, record.get("val_tag_threshold", 0.5)))
