@@ -12,6 +12,7 @@ from core.bench.retrieval import load_result, methods_table, run_retrieval_bench
 from core.config import FREEZE_POLICIES, TrainConfig
 from core.prepare import confined
 from core.runs import list_runs, runs_table, stop_job
+from core.tags import DEFAULT_THRESHOLD
 from core.train import start_training
 
 METHOD_COLUMNS = {"build_s": "build (s)", "disk_mb": "disk (MB)", "memory_mb": "memory (MB)", "p50_ms": "p50 (ms)",
@@ -152,7 +153,7 @@ if runs:
             cols = st.columns(5)
             for col, average in zip(cols, ("micro", "macro", "samples"), strict=False):
                 col.metric(f"Tag F1 {average}", f"{figures[f'tag_f1_{average}']:.3f}")
-            cols[3].metric("Tag threshold", f"{figures.get('tag_threshold', 0.5):.2f}",
+            cols[3].metric("Tag threshold", f"{figures.get('tag_threshold', DEFAULT_THRESHOLD):.2f}",
                            help="Chosen on the run's validation split: the threshold with the best micro-F1")
     with st.expander("Recipe and files"):
         st.json(run.info().get("recipe", {}))

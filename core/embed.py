@@ -21,6 +21,7 @@ from core.index import l2_normalize
 from core.inference import Network, inference_network, onnx_file, resolve_runtime
 from core.model import EmbeddingOnly, build_net
 from core.runs import RunDir, load_checkpoint, load_weights
+from core.tags import DEFAULT_THRESHOLD
 from core.threads import configure_threads
 
 
@@ -140,8 +141,8 @@ class Heads:
     tags: list[str]
     tag_w: np.ndarray | None = None
     tag_b: np.ndarray | None = None
-    # where a tag counts as predicted: chosen on the run's validation split (older runs: 0.5)
-    tag_threshold: float = 0.5
+    # where a tag counts as predicted: chosen on the run's validation split (older runs: the default)
+    tag_threshold: float = DEFAULT_THRESHOLD
 
     @classmethod
     def from_state(cls, state: dict) -> "Heads":
@@ -152,7 +153,7 @@ class Heads:
 
         return cls(list(state["categories"]), array("category_head.weight"), array("category_head.bias"),
                    list(state["tags"]), array("tag_head.weight"), array("tag_head.bias"),
-                   float(state.get("tag_threshold", 0.5)))
+                   float(state.get("tag_threshold", DEFAULT_THRESHOLD)))
 
     def category_probs(self, features: np.ndarray) -> np.ndarray:
         logits = features @ self.category_w.T + self.category_b

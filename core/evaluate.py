@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from core.tags import DEFAULT_THRESHOLD
+
 
 def recall_at_k(approx: Sequence[int], exact: Sequence[int], k: int) -> float:
     """Share of the true k nearest neighbours that the approximate search also returned in its top k."""
@@ -71,7 +73,8 @@ def tag_f1(true: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
 TAG_THRESHOLDS = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2))
 
 
-def best_tag_threshold(true: np.ndarray, probabilities: np.ndarray, default: float = 0.5) -> tuple[float, float]:
+def best_tag_threshold(true: np.ndarray, probabilities: np.ndarray,
+                       default: float = DEFAULT_THRESHOLD) -> tuple[float, float]:
     """(threshold, micro-F1) of the one threshold that maximises micro-F1 on these items, ties going to the one
     nearest ``default``.
 

@@ -47,6 +47,10 @@ def binarize(items: pd.DataFrame, vocab: list[str]) -> np.ndarray:
 # LemmInflect's English lexicon (installed with the package, nothing downloaded at run time) plus two context
 # rules, instead of a statistical tagger whose model would have to be fetched (NLTK's and spaCy's are not on the
 # package registry): see ``part_of_speech``.
+# Where a tag head's probability counts as a predicted tag when its run chose no threshold of its own (runs from
+# before each run picked one on validation: core.evaluate.best_tag_threshold).
+DEFAULT_THRESHOLD = 0.5
+
 WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
 
 

@@ -30,6 +30,7 @@ from core.progress import Progress, no_progress
 from core.registry import open_catalog
 from core.runs import RunDir, RunStatus, load_checkpoint, load_weights, run_id, runs_root, start_job
 from core.splits import Splits
+from core.tags import DEFAULT_THRESHOLD
 from core.threads import configure_threads
 from core.workspace import Workspace
 
@@ -174,8 +175,9 @@ class Trainer:
                 return torch.from_numpy(features).to(self.device)
         self.net.backbone.eval()
         out = []
-        for start in range(0, len(self.catalog), self.inference_rows):
-            rows = np.arange(start, min(start + self.inference_rows, len(self.catalog)))
+        step = self.inference_rows
+        for start in range(0, len(self.catalog), step):
+            rows = np.arange(start, min(start + step, len(self.catalog)))
             with self._autocast():
                 out.append(self.net.backbone(self.inputs(rows)).float().cpu())
             self.progress("Caching backbone features", int(rows[-1]) + 1, len(self.catalog))
@@ -220,14 +222,14 @@ class Trainer:
         labels = self.catalog.labels[rows]
         neighbours, _ = nearest(predicted["embeddings"], predicted["embeddings"], 10, query_rows=np.arange(len(rows)))
         tag_truth = self.tags[torch.as_tensor(rows, device=self.device)].cpu().numpy() > 0.5
-        tags = (tag_truth, predicted["tags"] >= 0.5) if self.tag_names else None
+        tags = (tag_truth, predicted["tags"] >= DEFAULT_THRESHOLD) if self.tag_names else None
         out = quality_figures(predicted["categories"], labels, labels[neighbours], labels, tags)
         if self.tag_names:
             out["tag_threshold"], out["tag_f1_micro_tuned"] = best_tag_threshold(tag_truth, predicted["tags"])
         return out
 
     # ---------------------------------------------------------------- checkpoints
-    def _payload(self, with_optimizer: bool, tag_threshold: float = 0.5) -> dict:
+    def _payload(self, with_optimizer: bool, tag_threshold: float = DEFAULT_THRESHOLD) -> dict:
         payload = {"run": self.run.id, "backbone": self.settings.backbone, "catalog": self.catalog.key,
                    "categories": list(self.catalog.categories), "tags": self.tag_names, "tag_threshold": tag_threshold,
                    "recipe": self.config.as_dict(), "epoch": self.epoch, "history": self.history,
@@ -296,7 +298,7 @@ class Trainer:
             # same validation top-1 had better tags but lost 2-6 of 66 test categories (BENCHMARKS.md)
             if record["val_top1"] > self.best_top1:
                 self.best_top1 = record["val_top1"]
-                self.run.save_checkpoint(self.run.best, self._payload(False, record.get("val_tag_threshold", 0.5)))
+                self.run.save_checkpoint(self.run.best, self._payload(False, record.get("val_tag_threshold", DEFAULT_THRESHOLD)))
             self.run.save_checkpoint(self.run.last, self._payload(with_optimizer=True))
             self.run.update_status(state="running", epoch=self.epoch, epochs=self.config.epochs, step=steps,
                                    steps=steps, history=self.history,

@@ -312,7 +312,7 @@ class Workspace:
     @property
     def tag_threshold(self) -> float:
         """Where a tag head's probability counts as a predicted tag: the threshold its run chose on validation."""
-        return self.embedder.heads.tag_threshold if self.embedder.heads is not None else 0.5
+        return self.embedder.heads.tag_threshold if self.embedder.heads is not None else tags.DEFAULT_THRESHOLD
 
     def tag_truth(self) -> np.ndarray:
         """The items' own tags against the model's tag vocabulary, (N, T) 0/1."""
