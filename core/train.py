@@ -298,7 +298,8 @@ class Trainer:
             # same validation top-1 had better tags but lost 2-6 of 66 test categories (BENCHMARKS.md)
             if record["val_top1"] > self.best_top1:
                 self.best_top1 = record["val_top1"]
-                self.run.save_checkpoint(self.run.best, self._payload(False, record.get("val_tag_threshold", DEFAULT_THRESHOLD)))
+                threshold = record.get("val_tag_threshold", DEFAULT_THRESHOLD)
+                self.run.save_checkpoint(self.run.best, self._payload(False, threshold))
             self.run.save_checkpoint(self.run.last, self._payload(with_optimizer=True))
             self.run.update_status(state="running", epoch=self.epoch, epochs=self.config.epochs, step=steps,
                                    steps=steps, history=self.history,
