@@ -17,16 +17,16 @@ import numpy as np
 import streamlit as st
 import streamlit.components.v2  # noqa: F401 - loads st.components.v2 (the hover card and the paste box)
 
-from core.backbone import BACKBONES, WeightsError
-from core.catalog import upscale
+from core.catalog.base import upscale
+from core.catalog.fashion_mnist import MissingDataError
+from core.catalog.registry import catalog_choices, open_catalog
+from core.catalog.thumbnails import missing_thumbnails, thumbnails_dir, write_thumbnails
 from core.config import Settings
-from core.fashion_mnist import MissingDataError
-from core.images import ACCEPTED_TYPES, ImageDecodeError, decode_image
+from core.model.backbone import BACKBONES, WeightsError
+from core.model.runs import CheckpointError, RunDir, list_runs
+from core.photo.decode import ACCEPTED_TYPES, ImageDecodeError, decode_image
 from core.progress import Progress
-from core.registry import catalog_choices, open_catalog
-from core.runs import CheckpointError, RunDir, list_runs
-from core.thumbnails import missing_thumbnails, thumbnails_dir, write_thumbnails
-from core.workspace import Workspace
+from core.search.workspace import Workspace
 
 MODEL_CHOICES = [name for name, spec in BACKBONES.items() if spec.has_weights]
 

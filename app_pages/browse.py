@@ -3,8 +3,8 @@
 import streamlit as st
 
 import ui
-from core.browse import ItemFilter, facet_values, filter_rows, price_range, tag_values
-from core.export import csv_bytes, items_table
+from core.search.browse import ItemFilter, facet_values, filter_rows, price_range, tag_values
+from core.search.export import csv_bytes, items_table
 
 COLUMNS, ROWS = 5, 4
 PAGE_SIZE = COLUMNS * ROWS

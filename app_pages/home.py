@@ -6,11 +6,11 @@ import plotly.express as px
 import streamlit as st
 
 import ui
-from core.backbone import BACKBONES
-from core.gallery import category_montage
-from core.prepare import prepare_catalog, sources_under
-from core.runs import RunDir
-from core.sources import LAYOUTS, CatalogError, SourceSpec, TableColumns
+from core.catalog.montage import category_montage
+from core.catalog.prepare import prepare_catalog, sources_under
+from core.catalog.sources import LAYOUTS, CatalogError, SourceSpec, TableColumns
+from core.model.backbone import BACKBONES
+from core.model.runs import RunDir
 from core.threads import loader_workers
 
 settings = ui.current_settings()
@@ -30,7 +30,7 @@ def montage(catalog_key: str, seed: int, _catalog):
 
 
 def add_catalogue() -> None:
-    """Validate and register a catalogue from the operator's catalogue folders (core.prepare), then offer to switch
+    """Validate and register a catalogue from the operator's catalogue folders (core.catalog.prepare), then offer to switch
     to it. A browser user picks from what lies there: no other path on the server can be read or probed."""
     roots = settings.allowed_catalog_roots()
     sources = sources_under(roots)

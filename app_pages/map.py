@@ -6,9 +6,9 @@ import plotly.express as px
 import streamlit as st
 
 import ui
-from core.embedding_map import components_for, explained_variance, kmeans_clusters, silhouette
-from core.export import csv_bytes, items_table
-from core.gallery import item_grid
+from core.catalog.montage import item_grid
+from core.search.embedding_map import components_for, explained_variance, kmeans_clusters, silhouette
+from core.search.export import csv_bytes, items_table
 
 SAMPLES = [1_000, 2_000, 5_000, 10_000, 20_000, 0]  # 0 = the whole catalogue
 COLOURS = ["category", "predicted category", "misclassified", "K-Means cluster"]

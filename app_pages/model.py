@@ -9,11 +9,11 @@ import streamlit as st
 import ui
 from core.bench.photos import LabelsError, run_photo_bench
 from core.bench.retrieval import load_result, methods_table, run_retrieval_bench, save_result
+from core.catalog.prepare import confined
 from core.config import FREEZE_POLICIES, TrainConfig
-from core.prepare import confined
-from core.runs import list_runs, runs_table, stop_job
-from core.tags import DEFAULT_THRESHOLD
-from core.train import start_training
+from core.model.runs import list_runs, runs_table, stop_job
+from core.text.tags import DEFAULT_THRESHOLD
+from core.training.trainer import start_training
 
 METHOD_COLUMNS = {"build_s": "build (s)", "disk_mb": "disk (MB)", "memory_mb": "memory (MB)", "p50_ms": "p50 (ms)",
                   "p99_ms": "p99 (ms)", "speedup_vs_exact": "speed-up vs exact", "recall_at_10": "recall@10",
@@ -177,7 +177,7 @@ if measure:
     else:
         try:
             with st.spinner("Searching with every photo…"):
-                # a browser user reaches the catalogue folders only (core.prepare.confined), as on the Home page
+                # a browser user reaches the catalogue folders only (core.catalog.prepare.confined), as on the Home page
                 photos = confined(Path(folder.strip()), settings.allowed_catalog_roots(), "Photos are measured")
                 figures, sheet = run_photo_bench(ws, photos, isolate=isolate)
             st.session_state["photo_bench"] = {"model": ws.embedder.key, "folder": folder.strip(),

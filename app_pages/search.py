@@ -7,9 +7,9 @@ import numpy as np
 import streamlit as st
 
 import ui
-from core import export
-from core.query import QueryError
-from core.workspace import WORDS_MODES
+from core.photo.query_steps import QueryError
+from core.search import export
+from core.search.workspace import WORDS_MODES
 
 UPLOAD, CAMERA, PASTE, ITEM, WORDS = "Upload a photo", "Take a photo", "Paste a photo", ui.ITEM_QUERY, "Words only"
 WORDS_MODE_LABELS = dict(zip(WORDS_MODES, ("re-rank", "only items that mention them"), strict=True))

@@ -7,7 +7,7 @@ import plotly.express as px
 import streamlit as st
 
 import ui
-from core.evaluate import label_report, tag_f1
+from core.search.metrics import label_report, tag_f1
 
 UPLOAD, CAMERA, ITEM = "Upload a photo", "Take a photo", "Evaluation item"
 GALLERY = 12

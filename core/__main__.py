@@ -17,11 +17,11 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
-from dataclasses import fields
-
-from core.bench import BENCHMARKS, DEFAULT as DEFAULT_BENCHMARK, benchmark_module
+from core.bench import BENCHMARKS, benchmark_module
+from core.bench import DEFAULT as DEFAULT_BENCHMARK
 from core.config import FREEZE_POLICIES, INFERENCE_MODES, RUNNERS, SCHEDULES, Settings, TrainConfig
 from core.progress import tqdm_progress
 
@@ -73,7 +73,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _served(settings: Settings) -> Settings:
-    from core.serving import served_settings
+    from core.search.serving import served_settings
 
     return served_settings(settings)
 
@@ -101,8 +101,8 @@ def _recipe(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from core import fashion_mnist
-    from core.workspace import Workspace
+    from core.catalog import fashion_mnist
+    from core.search.workspace import Workspace
 
     settings, out = _settings(args), {}
     if args.source:
@@ -118,9 +118,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def _prepare_source(args: argparse.Namespace, settings: Settings):
-    """Validate, summarise and register a user's catalogue (see core.prepare)."""
-    from core.prepare import prepare_catalog
-    from core.sources import SourceSpec, TableColumns
+    """Validate, summarise and register a user's catalogue (see core.catalog.prepare)."""
+    from core.catalog.prepare import prepare_catalog
+    from core.catalog.sources import SourceSpec, TableColumns
 
     columns = TableColumns(**{name: getattr(args, f"{name}_column") for name in TableColumns.__dataclass_fields__
                               if getattr(args, f"{name}_column")})
@@ -151,7 +151,7 @@ def _prepare_source(args: argparse.Namespace, settings: Settings):
 def cmd_train(args: argparse.Namespace) -> int:
     import signal
 
-    from core.train import TrainingStopped, train
+    from core.training.trainer import TrainingStopped, train
 
     stop = {"requested": False}
 
@@ -174,7 +174,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from core.train import evaluate_run
+    from core.training.trainer import evaluate_run
 
     figures = evaluate_run(_served(_settings(args)), tqdm_progress())
     print(json.dumps(figures, indent=2) if args.json else "\n".join(f"{k:>20}: {v}" for k, v in figures.items()))
@@ -182,9 +182,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from core.workspace import Workspace
-
-    from core.images import decode_image, read_image_file
+    from core.photo.decode import decode_image, read_image_file
+    from core.search.workspace import Workspace
 
     # a bad file fails before the model loads, and what cannot be an image is refused before it is read
     photo = decode_image(read_image_file(args.photo), name=str(args.photo))
@@ -261,7 +260,7 @@ def _bench_argv(argv: list[str]) -> list[str]:
 
 
 def cmd_ship(args: argparse.Namespace) -> int:
-    from core.serving import ship_run
+    from core.search.serving import ship_run
 
     print(ship_run(_settings(args), args.run_id))
     return 0
@@ -274,7 +273,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from core.sources import LAYOUTS
+    from core.catalog.sources import LAYOUTS
 
     prog = "fashion-search" if Path(sys.argv[0]).name == "fashion-search" else "python -m core"
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,

@@ -39,7 +39,7 @@ class Settings:
     shipped_runs_dir: Path = field(default_factory=lambda: _project_root() / "models")
 
     # What is searched.
-    # The default demo: real colour photos (core/builtin.py). "fashion-mnist" is the 70,000-item benchmark catalogue.
+    # The default demo: real colour photos (core/catalog/builtin.py). "fashion-mnist" is the 70,000-item benchmark catalogue.
     catalog: str = "garment-photos"
     # Folders whose catalogues the dashboard's "Add your own catalogue" may read (comma-separated). Empty: a
     # ``catalogs`` folder beside the data folder. A browser user reaches nothing else on the server; the CLI, run
@@ -64,7 +64,7 @@ class Settings:
     # pca_dim 0 keeps the raw features.
     pca_dim: int = 256
     pca_whiten: bool = False
-    # Real photos: separate the garment from its surroundings (GrabCut, core/isolate.py) before the catalogue's
+    # Real photos: separate the garment from its surroundings (GrabCut, core/photo/isolate.py) before the catalogue's
     # conversion: "on", "off", or "auto" = on for fine-tuned models on a catalogue of cut-outs (Fashion-MNIST),
     # off for ImageNet features and for photo catalogues. Measured on our real photos (BENCHMARKS.md, "Real
     # photos"), isolation lifts a fine-tuned model on Fashion-MNIST from 0.33 to 0.69 of the top 10 in an accepted
@@ -81,7 +81,7 @@ class Settings:
     # where onnxruntime is installed, else torchscript.
     inference: str = "auto"
     # Who embeds a whole catalogue: "sequential" (this process, DataLoader workers decoding) or "ray" (Ray Data:
-    # decode tasks and embedding actors on a Ray cluster, shards resumable; core/ray_runner.py).
+    # decode tasks and embedding actors on a Ray cluster, shards resumable; core/embedding/ray_runner.py).
     runner: str = "sequential"
     ray_address: str = ""  # the cluster to join ("" = start a local one; "auto" = the one `ray start` made here)
     ray_shard_rows: int = 4096  # rows per shard file: the unit of resume

@@ -26,7 +26,7 @@ from PIL import Image, ImageOps
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from core.builtin import write_manifest  # noqa: E402 - the project's own code, run as a script
+from core.catalog.builtin import write_manifest  # noqa: E402 - the project's own code, run as a script
 
 SHORTER_SIDE = 256
 QUALITY = 82

@@ -18,8 +18,8 @@ from sklearn.decomposition import PCA
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core.config import Settings  # noqa: E402
-from core.index import l2_normalize  # noqa: E402
-from core.workspace import Workspace  # noqa: E402
+from core.search.workspace import Workspace  # noqa: E402
+from core.vectors import l2_normalize  # noqa: E402
 
 
 def measure(vectors: np.ndarray, labels: np.ndarray, queries: np.ndarray, name: str) -> None:

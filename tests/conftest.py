@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageDraw
 
-from core.catalog import Catalog
+from core.catalog.base import Catalog
+from core.catalog.registry import register_source
 from core.config import Settings
-from core.domain import FashionMnistDomain
-from core.registry import register_source
+from core.photo.domain import FashionMnistDomain
 
 SHAPES = ["Square", "Disc", "Bar", "Ring"]
 PER_SHAPE = 16  # 12 train + 4 test each
@@ -112,7 +112,7 @@ def app(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def shared_workspace(tmp_path_factory):
-    from core.workspace import Workspace
+    from core.search.workspace import Workspace
 
     return Workspace.open(tiny_settings(tmp_path_factory.mktemp("ws")))
 

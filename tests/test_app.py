@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from streamlit.testing.v1 import AppTest
-
 from conftest import encoded, synthetic_photos
-from core.runs import load_checkpoint
+from streamlit.testing.v1 import AppTest
 from test_images import bomb_png
+
+from core.model.runs import load_checkpoint
 
 
 def search_page(app: AppTest) -> AppTest:
@@ -131,7 +131,7 @@ def test_a_bad_setting_is_a_message_not_a_traceback(app, monkeypatch):
 
 
 def test_missing_catalogue_gets_instructions_not_a_traceback(app, monkeypatch, tmp_path):
-    from core import fashion_mnist
+    from core.catalog import fashion_mnist
 
     monkeypatch.setattr(fashion_mnist, "SYSTEM_DIR", tmp_path / "nowhere")
     monkeypatch.setenv("FVS_CATALOG", "fashion-mnist")
@@ -172,9 +172,10 @@ def test_model_page_runs_the_retrieval_comparison_and_charts_it(app):
 def trained_app(app, tmp_path_factory, monkeypatch):
     """The app with one fine-tuned run of the tiny catalogue, in an artifacts directory of its own (a finished run
     becomes the sidebar's default model, which the other tests must not get)."""
-    from core.config import Settings
-    from core.train import train
     from test_train import TINY_RECIPE
+
+    from core.config import Settings
+    from core.training.trainer import train
 
     root = tmp_path_factory.getbasetemp() / "app-trained-artifacts"
     monkeypatch.setenv("FVS_ARTIFACTS_DIR", str(root))

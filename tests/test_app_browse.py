@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from core.browse import ItemFilter, facet_values, filter_rows, price_range, tag_values
-from core.catalog import Catalog
-from core.domain import PhotoDomain
-from core.export import items_table
+from core.catalog.base import Catalog
+from core.photo.domain import PhotoDomain
+from core.search.browse import ItemFilter, facet_values, filter_rows, price_range, tag_values
+from core.search.export import items_table
 
 
 def browse(app):
@@ -35,7 +35,7 @@ def test_filters_narrow_the_grid_and_search_with_this_opens_its_results(app):
 
 
 def test_the_csv_holds_exactly_the_filtered_items(app, monkeypatch):
-    from core import export
+    from core.search import export
 
     written = []
 

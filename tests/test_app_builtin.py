@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from streamlit.testing.v1 import AppTest
-
 from conftest import APP
+from streamlit.testing.v1 import AppTest
 
 TIMEOUT = 400  # the first open embeds the catalogue (the garment photos: 5,096 at 224 px)
 

@@ -6,15 +6,12 @@ import base64
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from conftest import APP, TIMEOUT, encoded, garment_file_photo, write_photo_records
 from streamlit.testing.v1 import AppTest
-
-from conftest import encoded, garment_file_photo, write_photo_records
-from conftest import APP, TIMEOUT
 from test_app import result_images
-
-import numpy as np
 
 
 @pytest.fixture
@@ -95,9 +92,9 @@ def test_an_empty_catalogue_folder_says_where_to_put_one(fresh_app):
 
 
 def test_search_results_show_brand_price_description_and_extra_columns(fresh_app, tmp_path):
+    from core.catalog.prepare import prepare_catalog
+    from core.catalog.sources import SourceSpec
     from core.config import Settings
-    from core.prepare import prepare_catalog
-    from core.sources import SourceSpec
 
     prepare_catalog(SourceSpec(path=str(shop_table(tmp_path / "shop"))), Settings.from_env(), name="shop",
                     photo_size=64)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.backbone import WeightsError, create_backbone, load_state_dict_by_order, packaged_weights_file
+from core.model.backbone import WeightsError, create_backbone, load_state_dict_by_order, packaged_weights_file
 
 
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])

@@ -20,7 +20,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import tshirt_photo
 
 ROOT = Path(__file__).resolve().parent.parent

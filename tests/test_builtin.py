@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from core.catalog.registry import catalog_choices, open_catalog
 from core.config import Settings
-from core.registry import catalog_choices, open_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -49,10 +49,10 @@ def test_the_build_script_makes_what_ships(tmp_path):
 
 
 def test_every_builtin_name_is_registered_and_refused_for_a_users_catalogue(tmp_path):
-    from core.builtin import builtin_names
-    from core.prepare import prepare_catalog
-    from core.registry import SOURCES
-    from core.sources import CatalogError, SourceSpec
+    from core.catalog.builtin import builtin_names
+    from core.catalog.prepare import prepare_catalog
+    from core.catalog.registry import SOURCES
+    from core.catalog.sources import CatalogError, SourceSpec
 
     assert set(builtin_names()) <= set(SOURCES)
     for name in builtin_names():
@@ -91,8 +91,8 @@ def test_a_builtin_catalogue_is_served_by_its_shipped_model(tmp_path, name):
     recorded when it was shipped (check.json, the first 64 test items)."""
     import numpy as np
 
-    from core.embed import Embedder
-    from core.serving import served_settings
+    from core.embedding.embedder import Embedder
+    from core.search.serving import served_settings
 
     settings = served_settings(Settings(artifacts_dir=tmp_path, catalog=name))
     shipped = ROOT / "models" / settings.run
@@ -115,7 +115,7 @@ def test_a_builtin_catalogue_is_served_by_its_shipped_model(tmp_path, name):
 
 
 def test_imagenet_features_stay_one_flag_away(tmp_path):
-    from core.serving import served_settings
+    from core.search.serving import served_settings
 
     assert served_settings(Settings(artifacts_dir=tmp_path, catalog="luma-shop", run="imagenet")).run == ""
     nothing_shipped = Settings(artifacts_dir=tmp_path, catalog="fashion-mnist")
@@ -123,8 +123,8 @@ def test_imagenet_features_stay_one_flag_away(tmp_path):
 
 
 def test_the_mined_vocabulary_is_garment_language():
-    from core.lexicon import FASHION_WORDS
-    from core.tags import TagMining, mine_tags
+    from core.text.lexicon import FASHION_WORDS
+    from core.text.tags import TagMining, mine_tags
 
     texts = ["Ideal for cold-weather training, the hoodie promises superior warmth with every wear. Zip pocket.",
              "You'll be fooled by how good this advanced fleece jacket looks beneath a total storm of rain.",
@@ -141,7 +141,7 @@ def test_tag_f1_with_a_one_tag_vocabulary():
     """The garment photos have one tag ("kids"): scikit-learn would call that binary and refuse the samples F1."""
     import numpy as np
 
-    from core.evaluate import tag_f1
+    from core.search.metrics import tag_f1
 
     assert tag_f1(np.array([[1], [0], [0]]), np.array([[1], [0], [1]])) == pytest.approx(
         {"tag_f1_micro": 2 / 3, "tag_f1_macro": 2 / 3, "tag_f1_samples": 2 / 3})

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import encoded, synthetic_photos
+
 from core.__main__ import main
 from core.config import Settings
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from conftest import shape_item, tshirt_photo
 from PIL import Image
 
-from conftest import shape_item, tshirt_photo
-from core.domain import FashionMnistDomain, ModelInput
+from core.photo.domain import FashionMnistDomain, ModelInput
 
 
 def test_packshot_becomes_a_fashion_mnist_item():

@@ -7,9 +7,15 @@ import numpy as np
 import pytest
 from sklearn.metrics import precision_recall_fscore_support
 
-from core.embedding_map import (components_for, compute_map, explained_variance, kmeans_clusters, sample_rows,
-                                silhouette)
-from core.evaluate import label_report
+from core.search.embedding_map import (
+    components_for,
+    compute_map,
+    explained_variance,
+    kmeans_clusters,
+    sample_rows,
+    silhouette,
+)
+from core.search.metrics import label_report
 
 
 def clustered(n_per: int = 40, dim: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -7,9 +7,9 @@ import gzip
 import numpy as np
 import pytest
 
-from core import fashion_mnist
+from core.catalog import fashion_mnist
+from core.catalog.registry import open_catalog
 from core.config import Settings
-from core.registry import open_catalog
 
 
 @pytest.fixture(scope="module")

@@ -19,20 +19,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
-
 from conftest import encoded, garment_file_photo, tiny_settings, write_folder_catalogue, write_photo_records
+from PIL import Image
+from test_sources import problems_of, write_deepfashion
+
 from core import locks
 from core.__main__ import main
 from core.bench.hostile import deep_tiff, palette_png
-from core.images import ImageDecodeError, decode_image, read_image_file
-from core.prepare import confine, prepare_catalog
-from core.prepared import load_prepared, prepared_info
-from core.query import QueryError
-from core.registry import open_catalog
-from core.runs import CheckpointError, RunDir, load_checkpoint
-from core.sources import CatalogError, SourceSpec, parse_tags, read_source
-from test_sources import problems_of, write_deepfashion
+from core.catalog.prepare import confine, prepare_catalog
+from core.catalog.prepared_layout import load_prepared, prepared_info
+from core.catalog.registry import open_catalog
+from core.catalog.sources import CatalogError, SourceSpec, parse_tags, read_source
+from core.model.runs import CheckpointError, RunDir, load_checkpoint
+from core.photo.decode import ImageDecodeError, decode_image, read_image_file
+from core.photo.query_steps import QueryError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,9 +122,9 @@ EMBED_THEN_WAIT = """
 import sys, time
 from pathlib import Path
 import numpy as np
-from core.domain import PhotoDomain
-from core.extract import read_batches
-from core.item_images import FileImages
+from core.photo.domain import PhotoDomain
+from core.embedding.sequential_runner import read_batches
+from core.catalog.item_files import FileImages
 paths = np.array(sorted(str(p) for p in Path(sys.argv[1]).rglob("*.jpg")) * 20)
 for offset, batch in read_batches(FileImages(paths, None, PhotoDomain(size=32)), 4, workers=2):
     children = Path(f"/proc/{__import__('os').getpid()}/task").glob("*/children")
@@ -242,10 +242,9 @@ def test_catalogue_text_renders_as_the_text_it_is():
 
 
 def test_search_results_show_hostile_descriptions_as_text(tmp_path, monkeypatch):
+    from conftest import APP, TIMEOUT
     from markdown_it import MarkdownIt
     from streamlit.testing.v1 import AppTest
-
-    from conftest import APP, TIMEOUT
 
     source = shop(tmp_path / "shop", **{str(i): {"description": HOSTILE_TEXT, "brand": "<b>Acme</b>"}
                                         for i in range(12)})
@@ -327,10 +326,10 @@ def test_a_sparse_photo_in_a_table_is_listed_not_read(tmp_path):
 def test_huge_images_are_refused_or_decoded_within_bounds(tmp_path, monkeypatch):
     with pytest.raises(ImageDecodeError, match=r"\(39 MP\); PNG images up to 16 MP"):
         decode_image(palette_png(tmp_path / "huge.png", 7900, 4950).read_bytes())  # tens of KB; 340 MB a decode
-    from core import images
+    from core.photo import decode
 
     inside, most = [0], [0]
-    real = images._large_slots
+    real = decode._large_slots
 
     class Counting:
         def __enter__(self):
@@ -343,20 +342,20 @@ def test_huge_images_are_refused_or_decoded_within_bounds(tmp_path, monkeypatch)
             inside[0] -= 1
             real.release()
 
-    monkeypatch.setattr(images, "_large_slots", Counting())
+    monkeypatch.setattr(decode, "_large_slots", Counting())
     data = palette_png(tmp_path / "large.png", 4000, 3900).read_bytes()  # 15.6 MP: accepted
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(8) as pool:
         decoded = list(pool.map(lambda _: decode_image(data), range(8)))
-    assert all(d.size == (1024, 999) for d in decoded) and most[0] == images.LARGE_DECODES
+    assert all(d.size == (1024, 999) for d in decoded) and most[0] == decode.LARGE_DECODES
 
 
 def test_a_large_palette_decode_costs_tens_of_megabytes_not_hundreds(tmp_path):
     path = palette_png(tmp_path / "big.png", 4000, 3900)
     script = textwrap.dedent(f"""
         import resource
-        from core.images import decode_image, read_image_file
+        from core.photo.decode import decode_image, read_image_file
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         decode_image(read_image_file({str(path)!r}))
         print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
@@ -416,7 +415,7 @@ def test_no_hub_is_asked_for_weights_even_with_the_offline_flag_off(monkeypatch,
 
     import huggingface_hub.constants as hub
 
-    from core.backbone import WeightsError, create_backbone
+    from core.model.backbone import WeightsError, create_backbone
 
     def no_network(*args, **kwargs):
         raise AssertionError(f"network use: {args[:2]}")
@@ -446,7 +445,7 @@ def test_no_hub_is_asked_for_weights_even_with_the_offline_flag_off(monkeypatch,
 # ------------------------------------------------------------------------------- 9. crop boxes
 @pytest.mark.parametrize("isolate", [False, True])
 def test_bad_crop_boxes_are_clear_errors_and_big_ones_are_clipped(settings, isolate):
-    from core.workspace import Workspace
+    from core.search.workspace import Workspace
 
     ws = Workspace.open(settings)
     photo = encoded(garment_file_photo("Shirt", "navy", np.random.default_rng(0), size=120))
@@ -482,7 +481,7 @@ def test_a_long_table_is_refused_before_it_is_read(tmp_path, monkeypatch):
 
 
 def test_the_page_lists_sources_without_walking_a_huge_folder(tmp_path):
-    from core.prepare import sources_under
+    from core.catalog.prepare import sources_under
 
     root = tmp_path / "catalogs"
     (root / "photos").mkdir(parents=True)
@@ -546,7 +545,7 @@ def test_csv_lines_for_an_unclosed_quote_and_a_lone_carriage_return(tmp_path):
 @pytest.mark.parametrize("change, expected", [({"source": "str"}, "'source' must be an object"),
                                               ({"items": "x"}, "'items' must be a count")])
 def test_catalog_json_of_the_wrong_shape_is_named(tmp_path, change, expected):
-    from core.registry import catalog_choices
+    from core.catalog.registry import catalog_choices
 
     settings = tiny_settings(tmp_path)
     prepare_catalog(SourceSpec(path=str(write_folder_catalogue(tmp_path / "shop", 1))), settings, name="shop",
@@ -571,7 +570,7 @@ def test_catalog_json_and_the_items_must_agree_on_the_categories(tmp_path, categ
 
 @pytest.mark.parametrize("meta", ["[]", '{"files": []}', '{"files": {"embeddings.npy": "x"}}'])
 def test_a_meta_json_of_the_wrong_shape_means_rebuild(settings, meta):
-    from core.workspace import Workspace
+    from core.search.workspace import Workspace
 
     store = Workspace.open(settings).store
     store.meta_path.write_text(meta)
@@ -579,7 +578,7 @@ def test_a_meta_json_of_the_wrong_shape_means_rebuild(settings, meta):
 
 
 def test_crop_boxes_that_only_look_like_numbers(settings):
-    from core.query import checked_box
+    from core.photo.query_steps import checked_box
 
     for box in ("0099", b"\x00\x0022", (0, 0, 10**400, 50), (True, 0, 50, 50), [0, 0, 50]):
         with pytest.raises(QueryError):
@@ -621,7 +620,7 @@ def test_a_deep_rotated_tiff_costs_tens_of_megabytes(tmp_path):
     path = deep_tiff(tmp_path / "deep.tif", 4000, 3900)  # stored sideways (EXIF 6)
     script = textwrap.dedent(f"""
         import resource
-        from core.images import decode_image, read_image_file
+        from core.photo.decode import decode_image, read_image_file
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         image = decode_image(read_image_file({str(path)!r}))
         print(image.size, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
@@ -683,7 +682,7 @@ def test_a_file_swapped_for_a_link_out_of_the_catalogue_is_not_read(tmp_path):
 
 
 def test_too_many_categories_are_refused_when_prepared(tmp_path, monkeypatch):
-    from core import prepare
+    from core.catalog import prepare
 
     monkeypatch.setattr(prepare, "MAX_CATEGORIES", 2)
     with pytest.raises(CatalogError, match="3 categories; a catalogue may have up to 2"):

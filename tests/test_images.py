@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.images import ImageDecodeError, decode_image
+from core.photo.decode import ImageDecodeError, decode_image
 
 
 def encode(image: Image.Image, fmt: str, **save) -> bytes:
@@ -107,7 +107,7 @@ def test_exif_rotation_is_applied():
 
 
 def test_large_photos_are_decoded_at_a_working_size():
-    from core.images import WORKING_SIZE
+    from core.photo.decode import WORKING_SIZE
 
     big = Image.new("RGB", (4000, 3000), (240, 240, 240))
     image = decode_image(encode(big, "JPEG", quality=80))
@@ -115,11 +115,11 @@ def test_large_photos_are_decoded_at_a_working_size():
 
 
 def test_malformed_metadata_is_a_message_not_a_traceback(monkeypatch):
-    from core import images
+    from core.photo import decode
 
     def broken(image):
         raise KeyError("bad EXIF tag")
 
-    monkeypatch.setattr(images.ImageOps, "exif_transpose", broken)
+    monkeypatch.setattr(decode.ImageOps, "exif_transpose", broken)
     with pytest.raises(ImageDecodeError, match="could not be read"):
         decode_image(encode(Image.new("RGB", (10, 10)), "PNG"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.evaluate import precision_at_k, recall_at_k
-from core.index import AnnoySearcher, ExactSearcher
+from core.search.index import AnnoySearcher, ExactSearcher
+from core.search.metrics import precision_at_k, recall_at_k
 
 
 def unit_vectors(n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -104,7 +104,7 @@ def test_precision_at_k_hand_cases():
 
 
 def test_kmeans_probing_every_cluster_is_exact():
-    from core.index import KMeansSearcher
+    from core.search.index import KMeansSearcher
 
     vectors = unit_vectors(400, 12, seed=3)
     kmeans = KMeansSearcher.build(vectors, n_clusters=8, n_probe=8)
@@ -114,7 +114,7 @@ def test_kmeans_probing_every_cluster_is_exact():
 
 
 def test_kmeans_probing_one_cluster_searches_only_that_cluster():
-    from core.index import KMeansSearcher
+    from core.search.index import KMeansSearcher
 
     vectors = unit_vectors(400, 12, seed=4)
     kmeans = KMeansSearcher.build(vectors, n_clusters=8, n_probe=1)
@@ -125,7 +125,7 @@ def test_kmeans_probing_one_cluster_searches_only_that_cluster():
 
 
 def test_pca_with_full_dimension_is_exact_and_fewer_dimensions_are_close():
-    from core.index import PCASearcher
+    from core.search.index import PCASearcher
 
     vectors = unit_vectors(500, 16, seed=5)
     exact = ExactSearcher(vectors)
@@ -140,7 +140,7 @@ def test_pca_with_full_dimension_is_exact_and_fewer_dimensions_are_close():
 
 
 def test_average_precision_hand_cases():
-    from core.evaluate import average_precision_at_k
+    from core.search.metrics import average_precision_at_k
 
     assert average_precision_at_k([1, 1, 1], 1, 3, n_relevant=100) == 1.0
     # hits at ranks 1 and 3: (1/1 + 2/3) / min(3, 100)
@@ -155,7 +155,7 @@ HNSW_N, HNSW_D = 2000, 32
 
 @pytest.fixture(scope="module")
 def hnsw_case():
-    from core.index import HNSWSearcher
+    from core.search.index import HNSWSearcher
 
     vectors = unit_vectors(HNSW_N, HNSW_D, seed=7)
     return vectors, HNSWSearcher.build(vectors, m=16, ef_construction=100, ef=64, seed=0)
@@ -250,7 +250,7 @@ class _Spy:
 
 
 def test_hnsw_save_and_load_round_trip(hnsw_case, tmp_path):
-    from core.index import HNSWSearcher
+    from core.search.index import HNSWSearcher
 
     vectors, hnsw = hnsw_case
     hnsw.save(tmp_path / "graph.bin")

@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import inference
-from core.embed import Embedder
-from core.inference import InferenceError, OnnxNetwork, resolve_runtime
-from core.item_images import FileImages
-from core.prepare import prepare_catalog
-from core.registry import open_catalog
-from core.sources import SourceSpec
+from core.catalog.item_files import FileImages
+from core.catalog.prepare import prepare_catalog
+from core.catalog.registry import open_catalog
+from core.catalog.sources import SourceSpec
+from core.embedding import runtimes
+from core.embedding.embedder import Embedder
+from core.embedding.runtimes import InferenceError, OnnxNetwork, resolve_runtime
 from tests.conftest import tiny_settings, write_photo_records
 
 RUNTIMES = ("onnx", "torchscript", "eager")
@@ -75,7 +75,7 @@ def test_a_network_that_cannot_be_exported_runs_with_torchscript(tmp_path, monke
     def refuse(*args, **kwargs):
         raise RuntimeError("unsupported operator")
 
-    monkeypatch.setattr(inference.torch.onnx, "export", refuse)
+    monkeypatch.setattr(runtimes.torch.onnx, "export", refuse)
     with pytest.warns(UserWarning, match="ONNX export failed"):
         embedder = Embedder.from_settings(tiny_settings(tmp_path, inference="onnx"))
     assert not isinstance(embedder.network, OnnxNetwork)
@@ -121,7 +121,7 @@ def test_embed_bench_reports_speedup_and_agreement(photo_shop):
 def test_a_large_jpeg_is_decoded_only_as_large_as_its_crop_needs(tmp_path):
     from PIL import Image
 
-    from core.item_images import load_photo
+    from core.catalog.item_files import load_photo
 
     path = tmp_path / "big.jpg"
     Image.new("RGB", (2400, 1800), (200, 30, 40)).save(path, quality=90)
@@ -136,7 +136,7 @@ def test_the_device_wrapper_hands_features_back_on_the_cpu(tmp_path):
     """What the cuda runtime runs, exercised on the CPU device (CI has no GPU)."""
     import torch
 
-    from core.inference import DeviceNetwork
+    from core.embedding.runtimes import DeviceNetwork
 
     eager = Embedder.from_settings(tiny_settings(tmp_path, inference="eager"))
     wrapped = DeviceNetwork(eager.network, 32, torch.device("cpu"))

@@ -6,14 +6,14 @@ import json
 
 import numpy as np
 import pytest
+from conftest import SHAPES, encoded, shape_item, shape_photo, tiny_settings
 from PIL import Image, ImageDraw, ImageFilter
 
-from conftest import SHAPES, encoded, shape_item, shape_photo, tiny_settings
 from core.__main__ import main
 from core.bench.photos import LabelsError, read_labels, run_photo_bench
-from core.domain import FashionMnistDomain, PhotoDomain
-from core.isolate import isolate
-from core.query import prepare_query
+from core.photo.domain import FashionMnistDomain, PhotoDomain
+from core.photo.isolate import isolate
+from core.photo.query_steps import prepare_query
 
 GARMENT = [(30, 25), (42, 18), (58, 18), (70, 25), (88, 40), (78, 50), (70, 44), (70, 88), (30, 88), (30, 44),
            (22, 50), (12, 40)]  # a T-shirt, in a 100×100 frame

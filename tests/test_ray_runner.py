@@ -1,4 +1,4 @@
-"""The Ray Data runner (core.ray_runner) on a local two-CPU cluster started here: the features of a photo-file
+"""The Ray Data runner (core.embedding.ray_runner) on a local two-CPU cluster started here: the features of a photo-file
 catalogue match the sequential runner's even when its embedding actor and a decode task are SIGKILLed mid-run;
 an interrupted pass resumes by shard through `python -m core prepare --runner ray --ray-address …`; an in-memory
 catalogue works too. The rest (shards on disk, actor planning, a missing Ray) needs no cluster."""
@@ -17,18 +17,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray  # requirements-scale.txt, which requirements-dev.txt installs: missing, these tests fail, not skip
-
 from conftest import COLOURS, GARMENTS, garment_file_photo, synthetic_arrays, tiny_settings
-from core.embed import Embedder, Projection
-from core.extract import SequentialRunner
-from core.index import l2_normalize
-from core.prepare import prepare_catalog
-from core.ray_runner import (ActorPlan, RayMissing, RayRunner, done_shards, import_ray, shard_dir, shard_name,
-                             shard_ranges)
-from core.registry import open_catalog
-from core.sources import SourceSpec
-from core.workspace import Workspace
 
+from core.catalog.prepare import prepare_catalog
+from core.catalog.registry import open_catalog
+from core.catalog.sources import SourceSpec
+from core.embedding.embedder import Embedder, Projection
+from core.embedding.ray_runner import (
+    ActorPlan,
+    RayMissing,
+    RayRunner,
+    done_shards,
+    import_ray,
+    shard_dir,
+    shard_name,
+    shard_ranges,
+)
+from core.embedding.sequential_runner import SequentialRunner
+from core.search.workspace import Workspace
+from core.vectors import l2_normalize
 
 PER_CATEGORY = 32  # 96 items: six shards of 16
 SHARD, BATCH = 16, 16
@@ -212,7 +219,7 @@ def test_a_pass_with_every_shard_on_disk_starts_no_cluster(tmp_path, monkeypatch
     for start, stop in shard_ranges(len(pixels), SHARD):
         shard_dir(out).mkdir(exist_ok=True)
         np.save(shard_dir(out) / shard_name(start, stop, len(pixels)), expected[start:stop])
-    monkeypatch.setattr("core.ray_runner.import_ray", lambda: pytest.fail("Ray was started"))
+    monkeypatch.setattr("core.embedding.ray_runner.import_ray", lambda: pytest.fail("Ray was started"))
     runner = RayRunner(tiny_settings(tmp_path), 8, shard_rows=SHARD)
     np.testing.assert_array_equal(runner.run(pixels, out=out), expected)
     assert runner.resumed_from == len(pixels) and runner.plan is None

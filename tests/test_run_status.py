@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from core.runs import RECENT_S, RunDir, RunStatus, job_running, runs_table
+from core.model.runs import RECENT_S, RunDir, RunStatus, job_running, runs_table
 
 
 @pytest.fixture

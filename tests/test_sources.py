@@ -8,15 +8,15 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import GARMENTS, garment_file_photo, tiny_settings, write_folder_catalogue, write_photo_records
 from PIL import Image
 
-from conftest import GARMENTS, garment_file_photo, tiny_settings, write_folder_catalogue, write_photo_records
 from core.__main__ import main
-from core.domain import PhotoDomain
-from core.item_images import load_photo
-from core.prepare import prepare_catalog
-from core.registry import catalog_choices, open_catalog
-from core.sources import CatalogError, SourceSpec, TableColumns, hashed_split, read_source
+from core.catalog.item_files import load_photo
+from core.catalog.prepare import prepare_catalog
+from core.catalog.registry import catalog_choices, open_catalog
+from core.catalog.sources import CatalogError, SourceSpec, TableColumns, hashed_split, read_source
+from core.photo.domain import PhotoDomain
 
 
 def table(tmp_path, records, name="products.csv", **changes):
@@ -298,8 +298,8 @@ def test_a_group_never_spans_two_splits(tmp_path):
 
 
 def test_validation_takes_whole_groups(tmp_path):
+    from core.catalog.splits import Splits
     from core.config import TrainConfig
-    from core.splits import Splits
 
     records = write_photo_records(tmp_path, per_category=12)
     for i, record in enumerate(records):

@@ -8,12 +8,12 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import synthetic_photos
-from core.catalog import Catalog
-from core.domain import FashionMnistDomain
-from core.text_search import TextIndex, documents, stem
-from core.workspace import WORDS_WEIGHT
+
+from core.catalog.base import Catalog
+from core.photo.domain import FashionMnistDomain
+from core.search.text_search import TextIndex, documents, stem
+from core.search.workspace import WORDS_WEIGHT
 
 DARK_DISC = 20  # a near-black disc: its nearest items are the other discs, dark and muted
 

@@ -8,17 +8,17 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import encoded, synthetic_photos, tiny_settings
 from sklearn.metrics import f1_score, top_k_accuracy_score
 
-from conftest import encoded, synthetic_photos, tiny_settings
-from core.backbone import create_backbone
+from core.catalog.splits import Splits
 from core.config import TrainConfig
-from core.evaluate import best_tag_threshold, nearest, retrieval_scores, tag_f1, top_k_accuracy
-from core.model import apply_freeze, batch_hard_triplet_loss, build_net, start_tags_at_their_frequency
-from core.runs import CheckpointError, RunDir, list_runs, load_checkpoint, runs_table
-from core.splits import Splits
-from core.train import Trainer, TrainingStopped, prepare_run, train
-from core.workspace import Workspace
+from core.model.backbone import create_backbone
+from core.model.network import apply_freeze, batch_hard_triplet_loss, build_net, start_tags_at_their_frequency
+from core.model.runs import CheckpointError, RunDir, list_runs, load_checkpoint, runs_table
+from core.search.metrics import best_tag_threshold, nearest, retrieval_scores, tag_f1, top_k_accuracy
+from core.search.workspace import Workspace
+from core.training.trainer import Trainer, TrainingStopped, prepare_run, train
 
 # Small batches so each epoch has several steps on 43 train items; the tiny network learns from scratch.
 TINY_RECIPE = TrainConfig(epochs=10, batch_size=8, lr=3e-3, image_size=32, embedding_dim=32, warmup_epochs=1,
@@ -99,7 +99,7 @@ def test_resume_after_an_interruption_gives_the_same_weights(tmp_path, schedule)
 
 
 def test_validation_is_carved_from_train_and_test_is_untouched(settings):
-    from core.registry import open_catalog
+    from core.catalog.registry import open_catalog
 
     catalog = open_catalog(settings)
     splits = Splits.of(catalog, TINY_RECIPE)
@@ -285,7 +285,7 @@ def test_a_second_trainer_of_the_same_run_is_refused(tmp_path):
 
 
 def test_training_a_finished_recipe_again_starts_nothing(trained):
-    from core.train import start_training
+    from core.training.trainer import start_training
 
     settings, run = trained
     again = start_training(settings, TINY_RECIPE.replace(triplet_weight=0.5))
@@ -305,7 +305,7 @@ def test_top_k_does_not_credit_categories_nobody_voted_for():
 
 
 def test_photo_augment_changes_only_the_chosen_share_and_only_garment_pixels():
-    from core.train import photo_augment
+    from core.training.trainer import photo_augment
 
     x = torch.zeros(64, 3, 16, 16)
     x[:, :, 4:12, 4:12] = torch.rand(64, 1, 8, 8) * 0.6 + 0.3

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from core import fashion_mnist
+from core.catalog import fashion_mnist
 from core.config import Settings, TrainConfig
-from core.runs import job_running, stop_job
-from core.train import start_training
+from core.model.runs import job_running, stop_job
+from core.training.trainer import start_training
 
 
 @pytest.fixture

@@ -6,17 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import COLOURS, GARMENTS, encoded, garment_file_photo, tiny_settings, write_photo_records
 from PIL import Image, ImageEnhance
 
-from conftest import COLOURS, GARMENTS, encoded, garment_file_photo, tiny_settings, write_photo_records
-from core import tags
+from core.catalog.prepare import prepare_catalog
+from core.catalog.registry import open_catalog
+from core.catalog.sources import SourceSpec
 from core.config import TrainConfig
-from core.embed import Embedder
-from core.extract import SequentialRunner
-from core.prepare import prepare_catalog
-from core.registry import open_catalog
-from core.sources import SourceSpec
-from core.workspace import Workspace
+from core.embedding.embedder import Embedder
+from core.embedding.sequential_runner import SequentialRunner
+from core.search.workspace import Workspace
+from core.text import tags
 
 DESCRIPTIONS = [
     "Slim black cotton shirt with long sleeves.",
@@ -180,7 +180,7 @@ def test_an_upload_of_a_catalogue_file_is_converted_exactly_like_the_item(shop):
 
 
 def test_fine_tuning_uses_the_catalogues_categories_and_mined_tags(shop):
-    from core.train import train
+    from core.training.trainer import train
 
     recipe = TrainConfig(epochs=2, batch_size=4, image_size=32, embedding_dim=16, warmup_epochs=0)
     run = train(shop, recipe)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import SHAPES, encoded, synthetic_photos
-from core.extract import SequentialRunner
-from core.workspace import Workspace
+
+from core.embedding.sequential_runner import SequentialRunner
+from core.search.workspace import Workspace
 
 
 def test_photo_of_an_item_finds_that_item_first(shared_workspace):
@@ -102,7 +102,7 @@ def test_corrupt_meta_json_means_rebuild(settings):
 
 
 def test_is_built_agrees_with_open_without_loading_the_model(settings, monkeypatch):
-    from core.embed import Embedder
+    from core.embedding.embedder import Embedder
 
     assert not Workspace.is_built(settings)
     ws = Workspace.open(settings)

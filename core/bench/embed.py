@@ -28,17 +28,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.catalog.item_files import FileImages
+from core.catalog.registry import open_catalog
 from core.config import Settings
-from core.embed import Embedder, Projection
-from core.evaluate import nearest
-from core.extract import SequentialRunner
-from core.images import WORKING_SIZE, decode_image, read_image_file
-from core.index import l2_normalize
-from core.inference import OnnxNetwork, export_onnx, onnx_file
-from core.item_images import FileImages
+from core.embedding.embedder import Embedder, Projection
+from core.embedding.runtimes import OnnxNetwork, export_onnx, onnx_file
+from core.embedding.sequential_runner import SequentialRunner
+from core.photo.decode import WORKING_SIZE, decode_image, read_image_file
 from core.progress import Progress, no_progress
-from core.registry import open_catalog
+from core.search.metrics import nearest
 from core.threads import configure_threads, embedding_streams, loader_workers
+from core.vectors import l2_normalize
 
 SERVED = True  # measures the catalogue's served model
 K = 10

@@ -78,13 +78,13 @@ def measured(argv: list[str], env: dict[str, str] | None = None) -> dict:
             "peak_mb": round(report["peak_kb"] / 1024, 1), "said": lines[-1][:200] if lines else ""}
 
 
-BASELINE = "import core.workspace, core.images; print('imported')"
+BASELINE = "import core.search.workspace, core.photo.decode; print('imported')"
 PAGE_PREPARE = """
 import sys
 from pathlib import Path
 from core.config import Settings
-from core.prepare import prepare_catalog
-from core.sources import CatalogError, SourceSpec
+from core.catalog.prepare import prepare_catalog
+from core.catalog.sources import CatalogError, SourceSpec
 settings = Settings.from_env(artifacts_dir=Path(sys.argv[2]))
 try:
     prepare_catalog(SourceSpec(path=sys.argv[1]), settings, confine_to=[Path(sys.argv[1]).parent],
@@ -94,7 +94,7 @@ except CatalogError as exc:
 """
 DECODE = """
 import sys
-from core.images import decode_image, read_image_file
+from core.photo.decode import decode_image, read_image_file
 print(decode_image(read_image_file(sys.argv[1])).size)
 """
 CONCURRENT_SEARCHES = """
@@ -102,7 +102,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 import resource
 from core.config import Settings
-from core.workspace import Workspace
+from core.search.workspace import Workspace
 ws = Workspace.open(Settings.from_env())
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 data = open(sys.argv[1], "rb").read()

@@ -16,7 +16,7 @@ import numpy as np
 from core.bench.search import query_photos
 from core.config import Settings
 from core.progress import Progress
-from core.workspace import Workspace
+from core.search.workspace import Workspace
 
 SERVED = True  # measures the catalogue's served model
 

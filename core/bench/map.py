@@ -15,9 +15,9 @@ import numpy as np
 
 from core.artifacts import ArtifactDir
 from core.config import Settings
-from core.embedding_map import compute_map, load_or_compute_map, sample_rows, silhouette
 from core.progress import Progress
-from core.workspace import Workspace
+from core.search.embedding_map import compute_map, load_or_compute_map, sample_rows, silhouette
+from core.search.workspace import Workspace
 
 SERVED = True  # measures the catalogue's served model
 

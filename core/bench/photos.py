@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from core.catalog.montage import tile
 from core.config import Settings
-from core.gallery import tile
-from core.images import ImageDecodeError, decode_image, read_image_file
+from core.photo.decode import ImageDecodeError, decode_image, read_image_file
 from core.progress import Progress
-from core.workspace import Workspace
+from core.search.workspace import Workspace
 
 LABELS = "labels.csv"
 CELL = 112

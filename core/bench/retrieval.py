@@ -22,11 +22,18 @@ import numpy as np
 
 from core.artifacts import atomic_path, save_npy
 from core.config import Settings
-from core.evaluate import average_precision_at_k, nearest, precision_at_k, recall_at_k
-from core.index import (AnnoySearcher, ExactSearcher, HNSWSearcher, KMeansSearcher, PCASearcher, Searcher,
-                        l2_normalize)
 from core.progress import Progress, no_progress
-from core.workspace import Workspace
+from core.search.index import (
+    AnnoySearcher,
+    ExactSearcher,
+    HNSWSearcher,
+    KMeansSearcher,
+    PCASearcher,
+    Searcher,
+    l2_normalize,
+)
+from core.search.metrics import average_precision_at_k, nearest, precision_at_k, recall_at_k
+from core.search.workspace import Workspace
 
 K = 10
 SWEEP_TREES = (8, 16, 32, 64)

@@ -18,16 +18,16 @@ from pathlib import Path
 import numpy as np
 
 from core.bench.stream import write_photos
+from core.catalog.prepare import prepare_catalog
+from core.catalog.registry import open_catalog
+from core.catalog.sources import SourceSpec
 from core.config import Settings
-from core.embed import Embedder, describe_model, model_key
-from core.extract import remove_partial
-from core.prepare import prepare_catalog
+from core.embedding.embedder import Embedder, describe_model, model_key
+from core.embedding.ray_runner import RayRunner, cluster, remove_shards
+from core.embedding.sequential_runner import remove_partial
 from core.progress import Progress, no_progress
-from core.ray_runner import RayRunner, cluster, remove_shards
-from core.registry import open_catalog
-from core.sources import SourceSpec
+from core.search.workspace import catalogue_runner
 from core.threads import loader_workers
-from core.workspace import catalogue_runner
 
 SERVED = False  # makes a catalogue of its own
 

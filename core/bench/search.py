@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from core import artifacts, builtin, fashion_mnist, prepare, prepared
+from core import artifacts
+from core.catalog import builtin, fashion_mnist, prepare, prepared_layout
 from core.config import Settings
-from core.embed import Embedder
-from core.evaluate import precision_at_k, recall_at_k
+from core.embedding.embedder import Embedder
+from core.model.runs import runs_root
 from core.progress import Progress, no_progress
-from core.runs import runs_root
-from core.workspace import Workspace
+from core.search.metrics import precision_at_k, recall_at_k
+from core.search.workspace import Workspace
 
 SERVED = True  # measures the catalogue's served model
 
@@ -60,7 +61,7 @@ def checksum_time() -> Iterator[list[float]]:
             spent[0] += time.perf_counter() - started
             spent[1] += Path(path).stat().st_size
 
-    modules = (artifacts, builtin, fashion_mnist, prepare, prepared)  # each calls it by the name it imported
+    modules = (artifacts, builtin, fashion_mnist, prepare, prepared_layout)  # each calls it by the name it imported
     for module in modules:
         module.file_checksum = timed
     try:

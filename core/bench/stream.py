@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from core.catalog.prepare import prepare_catalog
+from core.catalog.registry import open_catalog
+from core.catalog.sources import SourceSpec
 from core.config import Settings
-from core.embed import describe_model, model_key
-from core.prepare import prepare_catalog
+from core.embedding.embedder import describe_model, model_key
 from core.progress import Progress, no_progress
-from core.registry import open_catalog
-from core.sources import SourceSpec
+from core.search.workspace import Workspace
 from core.threads import loader_workers
-from core.workspace import Workspace
 
 CATEGORIES = ("tops", "trousers", "dresses", "bags")
 SERVED = False  # makes a catalogue of its own
