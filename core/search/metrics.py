@@ -158,8 +158,18 @@ def label_report(true: np.ndarray, predicted: np.ndarray, names: list[str]) -> p
     from sklearn.metrics import precision_recall_fscore_support
 
     true, predicted = np.asarray(true), np.asarray(predicted)
-    labels = None if true.ndim == 2 else list(range(len(names)))
-    precision, recall, f1, support = precision_recall_fscore_support(true, predicted, labels=labels, average=None,
-                                                                     zero_division=0)
+    if not names:
+        return pd.DataFrame({"label": [], "precision": [], "recall": [], "f1": [], "support": []})
+    if true.ndim == 2:
+        # Counted here: scikit-learn reads a one-column 0/1 matrix (the garment photos' one tag) as binary labels and
+        # returns two rows for one name. Each tag is its own "present" class, whatever the vocabulary's size.
+        true, predicted = true.astype(bool), predicted.astype(bool)
+        hits, guessed, support = (true & predicted).sum(axis=0), predicted.sum(axis=0), true.sum(axis=0)
+        precision = np.where(guessed > 0, hits / np.maximum(guessed, 1), 0.0)
+        recall = np.where(support > 0, hits / np.maximum(support, 1), 0.0)
+        f1 = np.where(guessed + support > 0, 2 * hits / np.maximum(guessed + support, 1), 0.0)
+    else:
+        precision, recall, f1, support = precision_recall_fscore_support(
+            true, predicted, labels=list(range(len(names))), average=None, zero_division=0)
     return pd.DataFrame({"label": names, "precision": precision, "recall": recall, "f1": f1,
                          "support": support.astype(int)})
