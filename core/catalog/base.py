@@ -100,6 +100,11 @@ class Catalog:
         """Columns a source brought beyond the ones the catalogue itself uses."""
         return [c for c in self.items.columns if c not in OWN_COLUMNS and not c.startswith("box_")]
 
+    def fit_rows(self) -> np.ndarray:
+        """Rows a projection of the catalogue's vectors is fitted on: the train split, or every item without one."""
+        train = np.flatnonzero(self.items["split"].to_numpy() == "train")
+        return train if len(train) else np.arange(len(self))
+
     def query_rows(self) -> np.ndarray:
         """Rows to evaluate with: the test split, or every item when the catalogue has none."""
         test = np.flatnonzero(self.items["split"].to_numpy() == "test")

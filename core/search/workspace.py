@@ -45,6 +45,10 @@ WORDS_MODES = ("rerank", "narrow")
 WORDS_WEIGHT = 1.0
 WORDS_POOL = 100  # at least this many of the photo's nearest items are re-ranked (or 10 × k, whichever is more)
 WORDS_METHOD = "words (TF-IDF)"
+# Re-ranking by the predicted category: this many nearest items are re-ordered, that category's first, when the
+# prediction is at least ``Settings.category_rerank`` sure (RERANK_SURE when a caller asks for it and it is off).
+RERANK_POOL = 50
+RERANK_SURE = 0.5
 
 
 def projection_dim(settings: Settings) -> int:
@@ -64,6 +68,7 @@ class SearchResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     vector: np.ndarray | None = None  # the query's unit vector (the embedding map places it)
     steps: QuerySteps | None = None  # a photo's way to the query: crop, mask, converted
+    reranked_by: str | None = None  # the predicted category whose items were put first (``category_rerank``)
 
     @property
     def latency_ms(self) -> float:
@@ -94,7 +99,7 @@ class Workspace:
     def open(cls, settings: Settings, progress: Progress = no_progress) -> "Workspace":
         progress("Loading catalogue", 0, 1)
         catalog = open_catalog(settings)
-        settings = settings.for_catalog(catalog.domain.input_size)
+        settings = settings.for_catalog(catalog.domain.input_size, len(catalog.fit_rows()))
         progress("Loading catalogue", 1, 1)
         progress("Loading model", 0, 1)
         embedder = Embedder.from_settings(settings)
@@ -117,13 +122,15 @@ class Workspace:
     def store_for(settings: Settings, catalog: Catalog | None = None) -> ArtifactDir:
         """Where this catalogue + model's artifacts live, without loading the model."""
         catalog = catalog or open_catalog(settings)
-        settings = settings.for_catalog(catalog.domain.input_size)
+        settings = settings.for_catalog(catalog.domain.input_size, len(catalog.fit_rows()))
         return ArtifactDir(Path(settings.artifacts_dir) / catalog.key / model_key(describe_model(settings)))
 
     @staticmethod
     def is_built(settings: Settings) -> bool:
         """Cheap check (sizes, not checksums) that opening will load rather than build."""
-        store = Workspace.store_for(settings)
+        catalog = open_catalog(settings)
+        store = Workspace.store_for(settings, catalog)
+        settings = settings.for_catalog(catalog.domain.input_size, len(catalog.fit_rows()))
         names = ["embeddings.npy", annoy_name(settings)] + (["projection.npz"] if projection_dim(settings) else [])
         if settings.run:
             names += [PROBS] + ([TAG_PROBS] if RunDir.of(settings).info().get("tags") else [])
@@ -162,7 +169,7 @@ class Workspace:
 
     def search(self, query: Image.Image | bytes, k: int = 10, exact: bool = False, category: str | None = None,
                isolate: bool | None = None, box: Box | None = None, words: str = "",
-               words_mode: str = "rerank") -> SearchResult:
+               words_mode: str = "rerank", rerank: bool | None = None) -> SearchResult:
         """Search with a photo (PIL image, or raw upload bytes, which are decoded safely); ``words`` re-rank its
         results or narrow them to the items that mention them (``words_mode``, see WORDS_MODES)."""
         started = time.perf_counter()
@@ -170,17 +177,17 @@ class Workspace:
         steps, vector, probs = self.embed_photo(photo, isolate, box)
         prepared = time.perf_counter()
         result = self._search_vector(vector, k, exact, category, exclude=None, probs=probs, words=words,
-                                     words_mode=words_mode)
+                                     words_mode=words_mode, rerank=rerank)
         result.query_image, result.steps = steps.query_image, steps
         result.timings_ms = {"convert + embed": (prepared - started) * 1e3, **result.timings_ms}
         return result
 
     def search_item(self, row: int, k: int = 10, exact: bool = False, category: str | None = None,
-                    words: str = "", words_mode: str = "rerank") -> SearchResult:
+                    words: str = "", words_mode: str = "rerank", rerank: bool | None = None) -> SearchResult:
         """Search with a catalogue item's stored vector; the item itself is left out of its results."""
         probs = np.asarray(self.category_probs[row]) if self.category_probs is not None else None
         return self._search_vector(np.asarray(self.embeddings[row]), k, exact, category, exclude=row, probs=probs,
-                                   words=words, words_mode=words_mode)
+                                   words=words, words_mode=words_mode, rerank=rerank)
 
     def search_words(self, words: str, k: int = 10, category: str | None = None) -> SearchResult:
         """Words alone: the items that mention them, best TF-IDF score first (ties in catalogue order), for a
@@ -198,7 +205,7 @@ class Workspace:
 
     def _search_vector(self, vector: np.ndarray, k: int, exact: bool, category: str | None,
                        exclude: int | None, probs: np.ndarray | None = None, words: str = "",
-                       words_mode: str = "rerank") -> SearchResult:
+                       words_mode: str = "rerank", rerank: bool | None = None) -> SearchResult:
         if words_mode not in WORDS_MODES:
             raise ValueError(f"words_mode must be one of {WORDS_MODES}, not {words_mode!r}")
         searcher = self.searcher(exact)
@@ -212,13 +219,15 @@ class Workspace:
             text = self.text_index.scores(words)
             words_ms = (time.perf_counter() - text_started) * 1e3
         narrow = text is not None and words_mode == "narrow"
+        rerank_at = self.settings.category_rerank if rerank is None else (self.settings.category_rerank or
+                                                                          RERANK_SURE) * bool(rerank)
         started = time.perf_counter()
         if narrow:  # the photo's nearest among the items that mention a word: k of them whenever k exist
             mentions = text > 0 if allowed is None else allowed & (text > 0)
             found = searcher.search(vector, k + extra, mentions)
         else:
             wanted = max(k, VOTE_NEIGHBOURS) if text is None else max(k * 10, WORDS_POOL)
-            found = searcher.search(vector, wanted + extra, allowed)
+            found = searcher.search(vector, max(wanted, RERANK_POOL if rerank_at else 0) + extra, allowed)
         elapsed = (time.perf_counter() - started) * 1e3
         found = _drop(found, exclude)
         ranked = found
@@ -227,18 +236,26 @@ class Workspace:
             combined = found.scores + WORDS_WEIGHT * text[found.indices]
             order = np.argsort(-combined, kind="stable")
             ranked = Neighbours(found.indices[order], found.scores[order])
+        if probs is not None:
+            shares, predicted_by = probs, "the fine-tuned category head"
+        else:  # without a trained head, the category is the similarity-weighted vote of the nearest neighbours
+            unfiltered = allowed is None and not narrow
+            votes = found if unfiltered else _drop(searcher.search(vector, VOTE_NEIGHBOURS + extra), exclude)
+            shares, predicted_by = self.vote(votes), "vote of the 10 nearest items"
+        reranked_by = None
+        if rerank_at and not narrow and float(np.max(shares)) >= rerank_at:
+            # the head (or the vote) is sure: that category's items first, each group in the order it had
+            reranked_by = self.catalog.categories[int(np.argmax(shares))]
+            other = self.catalog.labels[ranked.indices] != int(np.argmax(shares))
+            order = np.argsort(other, kind="stable")
+            ranked = Neighbours(ranked.indices[order], ranked.scores[order])
         hits = self._hits(ranked.indices[:k], ranked.scores[:k], text, words)
         timings = {f"search ({searcher.name})": elapsed}
         if text is not None:
             timings[WORDS_METHOD] = words_ms + (time.perf_counter() - text_started) * 1e3
         method = searcher.name if text is None else f"{searcher.name} + words"
-        result = SearchResult(None, hits, [], method, timings_ms=timings, vector=np.asarray(vector))
-        if probs is not None:
-            result.predicted, result.predicted_by = self._ranked(probs), "the fine-tuned category head"
-        else:  # without a trained head, the category is the similarity-weighted vote of the nearest neighbours
-            unfiltered = allowed is None and not narrow
-            votes = found if unfiltered else _drop(searcher.search(vector, VOTE_NEIGHBOURS + extra), exclude)
-            result.predicted = self._ranked(self.vote(votes))
+        result = SearchResult(None, hits, self._ranked(shares), method, predicted_by=predicted_by,
+                              timings_ms=timings, vector=np.asarray(vector), reranked_by=reranked_by)
         return result
 
     def _hits(self, rows: np.ndarray, scores: np.ndarray, text: np.ndarray | None, words: str) -> pd.DataFrame:
@@ -363,10 +380,8 @@ def load_or_build_embeddings(store: ArtifactDir, catalog: Catalog, embedder: Emb
     features = runner.run(catalog.pixels, out=partial)
     embedder.projection = None
     if embedder.pca_dim:
-        train = catalog.items["split"].to_numpy() == "train"
-        fit_rows = np.flatnonzero(train) if train.any() else np.arange(len(features))
         embedder.projection = Projection.fit(features, embedder.pca_dim, whiten=embedder.pca_whiten,
-                                             seed=settings.seed, rows=fit_rows)
+                                             seed=settings.seed, rows=catalog.fit_rows())
         with atomic_path(store.file(projection_name)) as tmp:
             embedder.projection.save(tmp)
         store.record(projection_name, dim=embedder.projection.dim, whiten=embedder.pca_whiten,
