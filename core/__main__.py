@@ -43,6 +43,10 @@ def _settings_args(parser: argparse.ArgumentParser) -> None:
                         "ImageNet features")
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--pca-dim", type=int, help="PCA dimension of the vectors (0 = raw features)")
+    parser.add_argument("--pca-min-fit-items", type=int, help="no PCA for a catalogue with fewer train items "
+                        "(default 2000)")
+    parser.add_argument("--category-rerank", type=float, help="put the predicted category's items first when the "
+                        "prediction is at least this sure (0 = off, the default)")
     parser.add_argument("--pca-whiten", action="store_const", const=True, help="whiten the PCA (more precise, "
                         "harder for Annoy)")
     parser.add_argument("--batch-size", type=int)
