@@ -45,6 +45,8 @@ def _settings_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pca-dim", type=int, help="PCA dimension of the vectors (0 = raw features)")
     parser.add_argument("--pca-min-fit-items", type=int, help="no PCA for a catalogue with fewer train items "
                         "(default 2000)")
+    parser.add_argument("--flip-average", action="store_const", const=True, help="embed every image with its "
+                        "mirror image too and average (twice the embedding cost)")
     parser.add_argument("--category-rerank", type=float, help="put the predicted category's items first when the "
                         "prediction is at least this sure (0 = off, the default)")
     parser.add_argument("--pca-whiten", action="store_const", const=True, help="whiten the PCA (more precise, "

@@ -77,6 +77,9 @@ class Settings:
     # category, but takes ImageNet features from 0.31 to 0.26; against a catalogue of garment photos, which are not
     # cut-outs, it lowered on-model photos from 0.57 to 0.42 (issue 14).
     isolate: str = "auto"
+    # Every image (catalogue item and query) embedded with its mirror image too, features averaged: a garment
+    # photographed facing the other way lands on the same vector. Twice the embedding cost.
+    flip_average: bool = False
     # Search results re-ranked by the query's predicted category (the fine-tuned head, else the neighbours' vote):
     # when the prediction is at least this sure, that category's items come first. 0 = off.
     category_rerank: float = 0.0

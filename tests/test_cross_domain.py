@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from conftest import synthetic_photos, tiny_settings
 
 from core.bench.cross_domain import Query, score
@@ -72,3 +73,18 @@ def test_a_catalogue_too_small_for_its_pca_is_served_raw_features(tmp_path):
     assert Workspace.is_built(settings)
     fitted = Workspace.open(settings.replace(pca_min_fit_items=0))
     assert fitted.embeddings.shape[1] == 16 and fitted.store.path != ws.store.path
+
+
+def test_flip_averaging_gives_a_mirror_image_the_same_vector_and_its_own_key(tmp_path):
+    settings = tiny_settings(tmp_path)
+    flipped = Workspace.open(settings.replace(flip_average=True))
+    plain = Workspace.open(settings)
+    assert flipped.embedder.key != plain.embedder.key
+    pixels = np.asarray(synthetic_photos()[0][5]).copy()
+    pixels[:, : pixels.shape[1] // 3] = (200, 30, 30)  # a red band on the left: the photo is not symmetric
+    photo = Image.fromarray(pixels)
+    mirror = photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    a, b = flipped.embed_photo(photo)[1], flipped.embed_photo(mirror)[1]
+    assert np.allclose(a, b, atol=1e-4)
+    c, d = plain.embed_photo(photo)[1], plain.embed_photo(mirror)[1]
+    assert not np.allclose(c, d, atol=1e-4)
