@@ -88,3 +88,16 @@ def test_flip_averaging_gives_a_mirror_image_the_same_vector_and_its_own_key(tmp
     assert np.allclose(a, b, atol=1e-4)
     c, d = plain.embed_photo(photo)[1], plain.embed_photo(mirror)[1]
     assert not np.allclose(c, d, atol=1e-4)
+
+
+def test_the_confusion_table_puts_known_mistakes_in_their_cells():
+    from core.search.metrics import confusion_table, row_shares
+
+    names = ["Tees", "Shorts", "Pants"]
+    true = np.array([0, 0, 0, 1, 1, 2])
+    predicted = np.array([0, 0, 1, 2, 1, 2])  # one tee taken for shorts, one pair of shorts for pants
+    table = confusion_table(true, predicted, names)
+    assert table.loc["Tees", "Shorts"] == 1 and table.loc["Shorts", "Pants"] == 1 and table.loc["Tees", "Tees"] == 2
+    assert table.values.sum() == 6 and list(table.columns) == names
+    shares = row_shares(table)
+    assert shares.loc["Tees"].tolist() == pytest.approx([2 / 3, 1 / 3, 0]) and shares.loc["Pants", "Pants"] == 1

@@ -173,3 +173,18 @@ def label_report(true: np.ndarray, predicted: np.ndarray, names: list[str]) -> p
             true, predicted, labels=list(range(len(names))), average=None, zero_division=0)
     return pd.DataFrame({"label": names, "precision": precision, "recall": recall, "f1": f1,
                          "support": support.astype(int)})
+
+
+def confusion_table(true: np.ndarray, predicted: np.ndarray, names: list[str]) -> pd.DataFrame:
+    """Counts of (true category, predicted category): rows are what an item is, columns what it was taken for,
+    every category in ``names`` order on both axes (a category never predicted still gets its column)."""
+    from sklearn.metrics import confusion_matrix
+
+    counts = confusion_matrix(np.asarray(true), np.asarray(predicted), labels=list(range(len(names))))
+    return pd.DataFrame(counts, index=pd.Index(names, name="category"), columns=pd.Index(names, name="taken for"))
+
+
+def row_shares(counts: pd.DataFrame) -> pd.DataFrame:
+    """Each row as shares of its total (rows normalised; an empty row stays 0)."""
+    totals = counts.sum(axis=1).replace(0, 1)
+    return counts.div(totals, axis=0)
