@@ -341,7 +341,10 @@ def test_model_page_shows_where_the_model_fails(app):
     assert not app.exception, app.exception
     heatmap = json.loads(app.get_by_key("test_confusion").proto.spec)["data"][0]
     z = heatmap["z"]  # plotly sends arrays base64-encoded (dtype, bdata, shape)
-    rows = (np.frombuffer(base64.b64decode(z["bdata"]), dtype=z["dtype"]).reshape([int(n) for n in str(z["shape"]).split(",")])
-            if isinstance(z, dict) else np.array(z, dtype=float)).astype(float)
+    if isinstance(z, dict):
+        shape = [int(n) for n in str(z["shape"]).split(",")]
+        rows = np.frombuffer(base64.b64decode(z["bdata"]), dtype=z["dtype"]).reshape(shape).astype(float)
+    else:
+        rows = np.array(z, dtype=float)
     assert np.allclose(rows.sum(axis=1)[rows.sum(axis=1) > 0], 1.0)  # each row's shares add to 1
     assert any("python -m core bench cross-domain" in i.value for i in app.info)  # not measured in this folder

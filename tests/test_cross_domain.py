@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 from conftest import synthetic_photos, tiny_settings
+from PIL import Image
 
 from core.bench.cross_domain import Query, score
 from core.catalog.shared_categories import ACCEPTED, GARMENT_PHOTOS, LEFT_OUT, SHOP, accepted
