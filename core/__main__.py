@@ -131,7 +131,8 @@ def _prepare_source(args: argparse.Namespace, settings: Settings):
     from core.threads import loader_workers
 
     report = prepare_catalog(spec, settings, name=args.name or "", photo_size=args.photo_size,
-                             workers=loader_workers(settings), progress=tqdm_progress(), strict=args.strict)
+                             workers=loader_workers(settings), progress=tqdm_progress(), strict=args.strict,
+                             keep_odd_shapes=args.keep_odd_shapes)
     summary = report.summary()
     if not args.json:  # the JSON summary goes to stdout with the rest
         print(f"catalogue {summary['catalog']!r}: {summary['items']:,} items in {len(summary['categories'])} "
@@ -303,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
                    "per category (0: all)")
     p.add_argument("--photo-size", type=int, default=224, help="side of the square the photos are resized and "
                    "centre-cropped to")
+    p.add_argument("--keep-odd-shapes", action="store_true", help="index images under 16 px a side or beyond 20:1 "
+                   "too (padded on white), instead of listing them as problems")
     p.add_argument("--strict", action="store_true", help="any entry with a problem is an error: nothing is "
                    "registered (exit status 2)")
     p.add_argument("--json", action="store_true", help="SOURCE: no readable summary on stderr (the JSON on "
