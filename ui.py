@@ -9,6 +9,7 @@ import base64
 import functools
 import hashlib
 import html
+import logging
 import re
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 import streamlit as st
 import streamlit.components.v2  # noqa: F401 - loads st.components.v2 (the hover card and the paste box)
 
+from core.artifacts import DiskFullError
 from core.catalog.base import upscale
 from core.catalog.fashion_mnist import MissingDataError
 from core.catalog.registry import catalog_choices, open_catalog
@@ -29,6 +31,7 @@ from core.progress import Progress
 from core.search.workspace import Workspace
 
 MODEL_CHOICES = [name for name, spec in BACKBONES.items() if spec.has_weights]
+log = logging.getLogger("fvs.app")  # the server log: details a visitor is not shown (paths, tracebacks)
 
 
 def base_settings() -> Settings:
@@ -233,6 +236,11 @@ def workspace(settings: Settings) -> Workspace:
         except _NotBuilt:
             _build_with_progress(settings)
         return _open_workspace(settings)
+    except DiskFullError as exc:  # the build stopped with what it finished kept; other catalogues keep serving
+        log.error("%s", exc)
+        st.error(f"**The search index could not be built.** {plain(exc.visitor_message())}")
+        st.button("Try again", icon=":material/refresh:", key="retry_build")  # a rerun retries: errors are not cached
+        st.stop()
     except (MissingDataError, WeightsError, CheckpointError, FileNotFoundError, ValueError) as exc:
         st.error(f"**The catalogue or model could not be loaded.**\n\n{exc}")
         st.stop()

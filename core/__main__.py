@@ -355,8 +355,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_disk_full(exc, args) or exc}", file=sys.stderr)
         return 2
+
+
+def _disk_full(exc: BaseException, args: argparse.Namespace) -> str:
+    """A full disk as the operator can act on it: the folder, and what is free there. A build says how much it
+    needs itself (core.artifacts.DiskFullError); a write elsewhere (the prepared table) gets the folder here."""
+    from core.artifacts import DiskFullError, free_bytes, human_bytes, is_disk_full
+
+    if isinstance(exc, DiskFullError) or not is_disk_full(exc):
+        return ""
+    folder = Path(getattr(exc, "filename", None) or "").parent if getattr(exc, "filename", None) else None
+    if folder is None:
+        try:
+            folder = Path(getattr(args, "artifacts_dir", None) or Settings.from_env().artifacts_dir)
+        except ValueError:
+            return ""
+    return (f"the disk holding {folder} is full ({human_bytes(free_bytes(folder))} free): {exc}. Free some space "
+            "there (or set FVS_ARTIFACTS_DIR to a larger disk) and run it again; what was finished is kept.")
 
 
 if __name__ == "__main__":

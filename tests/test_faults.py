@@ -3,12 +3,15 @@ and errors that must reach the server log rather than the visitor."""
 
 from __future__ import annotations
 
-import io
+import errno
+import os
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import encoded, tiny_settings, write_photo_records
@@ -77,3 +80,107 @@ def test_degenerate_catalogue_images_are_listed_and_left_out_unless_kept(tmp_pat
     kept = prepare_catalog(SourceSpec(path=str(source)), tiny_settings(tmp_path), name="odd-kept",
                            keep_odd_shapes=True)
     assert kept.items["id"].isin(["dot", "strip"]).sum() == 2 and kept.problems.empty
+
+
+# ------------------------------------------------------------------------------- 1. a full disk is an error
+def tiny_tmpfs(where: Path, size: str) -> Path:
+    """A real filesystem of ``size`` (root only: the test is skipped without one)."""
+    where.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                                           capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    return where
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    where = tiny_tmpfs(tmp_path / "tiny", "256k")
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+FEATURES_ON_A_FULL_DISK = """
+import sys
+import numpy as np
+from core.embedding.sequential_runner import SequentialRunner
+
+class Embedder:  # the runner's interface, at a size that overflows the disk: a real network adds nothing here
+    feature_dim, network = 4096, None
+    def features(self, batch):
+        return np.ones((len(batch), 4096), np.float32)
+
+try:
+    SequentialRunner(Embedder(), batch_size=16).run(np.zeros((64, 2, 2), np.uint8), out=sys.argv[1])
+except OSError as exc:
+    print("OSError", exc.errno)
+"""
+
+
+def test_a_memory_mapped_features_file_on_a_full_disk_is_an_error_not_sigbus(tiny_disk):
+    """Before: the first page written past the end of the space killed the process with SIGBUS (exit 135)."""
+    out = tiny_disk / "features.partial.npy"  # 64 × 4096 floats = 1 MB on a 256 KB disk
+    done = subprocess.run([sys.executable, "-c", FEATURES_ON_A_FULL_DISK, str(out)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == f"OSError {errno.ENOSPC}", (done.returncode, done.stderr)
+    assert not out.exists()  # nothing half-allocated left to be trusted
+
+
+def test_the_cli_says_which_folder_is_full_and_how_much_a_build_needs(tiny_disk, tmp_path):
+    source = odd_shop(tmp_path / "shop")
+    env = {**os.environ, "FVS_ARTIFACTS_DIR": str(tiny_disk / "art"), "FVS_BACKBONE": "test_efficientnet",
+           "FVS_IMAGE_SIZE": "32", "FVS_PCA_DIM": "16", "FVS_N_TREES": "4"}
+    (tiny_disk / "filler").write_bytes(b"\0" * (200 << 10))  # leaves room for the catalogue, not its index
+    done = subprocess.run([sys.executable, "-m", "core", "prepare", str(source), "--name", "tiny", "--json"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    said = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 2 and str(tiny_disk / "art") in said and re.search(r"needs about [\d.]+ [KM]B", said), \
+        done.stderr[-2000:]
+
+
+def test_running_out_of_space_part_way_names_the_folder_and_a_resumed_build_is_identical(tmp_path, monkeypatch):
+    from core import artifacts
+    from core.search import workspace as ws_module
+
+    real_save = ws_module.save_npy
+
+    def full_disk_at_the_vectors(path, array):  # the features are written; the disk fills as the vectors go out
+        if Path(path).name == "embeddings.npy":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(path, array)
+
+    settings = tiny_settings(tmp_path / "full")
+    monkeypatch.setattr(ws_module, "save_npy", full_disk_at_the_vectors)
+    with pytest.raises(artifacts.DiskFullError) as raised:
+        ws_module.Workspace.open(settings)
+    assert str(settings.artifacts_dir) in str(raised.value) and "needs about" in str(raised.value)
+    assert "/" not in raised.value.visitor_message()  # what a visitor sees names no server folder
+    monkeypatch.setattr(ws_module, "save_npy", real_save)
+    resumed = ws_module.Workspace.open(settings)
+    clean = ws_module.Workspace.open(tiny_settings(tmp_path / "clean"))
+    assert np.array_equal(np.asarray(resumed.embeddings), np.asarray(clean.embeddings))
+
+
+def test_the_search_page_says_the_disk_is_full_and_retries_when_asked(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from core.search import workspace as ws_module
+
+    for name, value in {"CATALOG": "synthetic", "BACKBONE": "test_efficientnet", "IMAGE_SIZE": "32",
+                        "PCA_DIM": "16", "N_TREES": "4", "SEARCH_K": "200", "ARTIFACTS_DIR": str(tmp_path / "art"),
+                        "DATA_DIR": str(tmp_path / "data")}.items():
+        monkeypatch.setenv(f"FVS_{name}", value)
+    real_build = ws_module.AnnoySearcher.build
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ws_module.AnnoySearcher, "build", staticmethod(full_disk))
+    app = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
+    app.run()
+    app.switch_page("app_pages/search.py").run()
+    assert not app.exception
+    shown = " ".join(e.value for e in app.error)
+    assert "disk is full" in shown and str(tmp_path) not in shown
+    monkeypatch.setattr(ws_module.AnnoySearcher, "build", staticmethod(real_build))
+    app.button(key="retry_build").click().run()
+    assert not app.exception and not app.error
