@@ -6,6 +6,7 @@ Only this file and ``app_pages/`` import streamlit; everything they show comes f
 from __future__ import annotations
 
 import base64
+import errno
 import functools
 import hashlib
 import html
@@ -18,7 +19,7 @@ import numpy as np
 import streamlit as st
 import streamlit.components.v2  # noqa: F401 - loads st.components.v2 (the hover card and the paste box)
 
-from core.artifacts import DiskFullError
+from core.artifacts import DiskFullError, ReadOnlyArtifacts
 from core.catalog.base import upscale
 from core.catalog.fashion_mnist import MissingDataError
 from core.catalog.registry import catalog_choices, open_catalog
@@ -31,6 +32,7 @@ from core.progress import Progress
 from core.search.workspace import Workspace
 
 MODEL_CHOICES = [name for name, spec in BACKBONES.items() if spec.has_weights]
+READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
 log = logging.getLogger("fvs.app")  # the server log: details a visitor is not shown (paths, tracebacks)
 
 
@@ -144,7 +146,9 @@ def map_hover(chart_key: str, catalog, rows) -> int | None:
             write_thumbnails(catalog, missing, folder, progress=lambda stage, done, total: bar.progress(
                 done / max(total, 1), text=f"{stage}: {done:,} / {total:,}"))
         except OSError as exc:  # a read-only checkout: the map works, without pictures on hover
-            st.caption(f"No hover thumbnails: {plain(str(exc))}")
+            log.warning("no hover thumbnails in %s: %s", folder, exc)
+            st.caption("No hover thumbnails: the app's thumbnail folder is read-only" if exc.errno in READ_ONLY_ERRNOS
+                       else "No hover thumbnails: they could not be written (the server log says why).")
             return None
         finally:
             bar.empty()
@@ -236,6 +240,12 @@ def workspace(settings: Settings) -> Workspace:
         except _NotBuilt:
             _build_with_progress(settings)
         return _open_workspace(settings)
+    except ReadOnlyArtifacts as exc:
+        log.error("%s", exc)
+        st.error("**This catalogue is not prepared for this model, and the server's artifacts folder is read-only**, "
+                 "so it cannot be built here. Pick another model or catalogue; the operator finds the details in "
+                 "the server log.")
+        st.stop()
     except DiskFullError as exc:  # the build stopped with what it finished kept; other catalogues keep serving
         log.error("%s", exc)
         st.error(f"**The search index could not be built.** {plain(exc.visitor_message())}")

@@ -77,6 +77,10 @@ class DiskFullError(OSError):
                 "once space is freed.")
 
 
+class ReadOnlyArtifacts(RuntimeError):
+    """Something must be written (built) in an artifacts folder that is served read-only."""
+
+
 def human_bytes(n: float) -> str:
     """Sizes as people read them: 1.5 GB, 24 KB."""
     for unit in ("bytes", "KB", "MB", "GB", "TB"):
@@ -163,6 +167,18 @@ class ArtifactDir:
 
     def file(self, name: str) -> Path:
         return self.path / name
+
+    def writable(self) -> bool:
+        """Whether this directory can be written, found by trying to create its lock file: a read-only mount, or a
+        folder its server may not write, is served read-only (``Workspace.open``), not refused."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644))
+        except OSError as exc:
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                return False
+            raise
+        return True
 
     def lock(self, notify: Callable[[str], None] | None = None) -> contextlib.AbstractContextManager[None]:
         """Exclusive lock on this directory, held while building so two first visitors do not build twice. It ends

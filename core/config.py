@@ -104,6 +104,10 @@ class Settings:
     # backbone's ImageNet weights with the PCA projection above.
     run: str = ""
 
+    # Serve prepared artifacts without writing (no lock taken, nothing built): for replicas sharing a read-only
+    # volume. A folder that cannot be written is served this way anyway, found by trying (Workspace.open).
+    read_only: bool = False
+
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -125,6 +126,7 @@ def test_a_memory_mapped_features_file_on_a_full_disk_is_an_error_not_sigbus(tin
     assert not out.exists()  # nothing half-allocated left to be trusted
 
 
+@pytest.mark.slow
 def test_the_cli_says_which_folder_is_full_and_how_much_a_build_needs(tiny_disk, tmp_path):
     source = odd_shop(tmp_path / "shop")
     env = {**os.environ, "FVS_ARTIFACTS_DIR": str(tiny_disk / "art"), "FVS_BACKBONE": "test_efficientnet",
@@ -184,3 +186,73 @@ def test_the_search_page_says_the_disk_is_full_and_retries_when_asked(tmp_path, 
     monkeypatch.setattr(ws_module.AnnoySearcher, "build", staticmethod(real_build))
     app.button(key="retry_build").click().run()
     assert not app.exception and not app.error
+
+
+# ------------------------------------------------------------------------------- 2. read-only serving
+@pytest.fixture
+def read_only(tmp_path):
+    """A function making a read-only copy of a folder: a read-only bind mount as root (root writes through
+    ``chmod -w``), ``chmod -w`` otherwise."""
+    mounts = []
+
+    def copy(folder: Path) -> Path:
+        target = tmp_path / f"{folder.name}-ro"
+        shutil.copytree(folder, target, symlinks=True)
+        if os.geteuid() == 0:
+            subprocess.run(["mount", "--bind", str(target), str(target)], check=True)
+            mounts.append(target)
+            subprocess.run(["mount", "-o", "remount,ro,bind", str(target)], check=True)
+        else:
+            for path in [target, *target.rglob("*")]:
+                path.chmod(path.stat().st_mode & ~0o222)
+        with pytest.raises(OSError):
+            (target / "probe").write_text("")
+        return target
+
+    yield copy
+    for target in mounts:
+        subprocess.run(["umount", "-l", str(target)], check=False)
+    for path in [tmp_path, *tmp_path.rglob("*")]:
+        if not path.is_symlink() and path.exists() and not any(path.is_relative_to(m) for m in mounts):
+            path.chmod(path.stat().st_mode | 0o200)
+
+
+def test_prepared_artifacts_on_a_read_only_folder_are_served(tmp_path, read_only, capsys):
+    from core.__main__ import main
+    from core.artifacts import ReadOnlyArtifacts
+    from core.search.workspace import Workspace
+
+    Workspace.open(tiny_settings(tmp_path / "rw"))
+    served = tiny_settings(tmp_path, artifacts_dir=read_only(tmp_path / "rw" / "artifacts"))
+    ws = Workspace.open(served)
+    assert ws.read_only and ws.describe()["read_only"]
+    assert len(ws.search(encoded(Image.new("RGB", (64, 64), (30, 40, 110)))).hits) == 10
+    assert ws.embedding_map("pca", 64).cached is False  # computed, shown, not saved
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (64, 64), (30, 40, 110)).save(photo)
+    assert main(["search", str(photo), "--catalog", "synthetic", "--backbone", "test_efficientnet",
+                 "--image-size", "32", "--pca-dim", "16", "--n-trees", "4", "--artifacts-dir",
+                 str(served.artifacts_dir), "--run", "imagenet"]) == 0
+    assert "predicted" in capsys.readouterr().out
+    with pytest.raises(ReadOnlyArtifacts, match="read-only"):  # another model's index would have to be built
+        Workspace.open(served.replace(n_trees=8))
+
+
+@pytest.mark.slow
+def test_every_page_works_on_read_only_artifacts_and_the_model_page_says_so(tmp_path, read_only, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from core.search.workspace import Workspace
+
+    Workspace.open(tiny_settings(tmp_path / "rw"))
+    for name, value in {"CATALOG": "synthetic", "BACKBONE": "test_efficientnet", "IMAGE_SIZE": "32",
+                        "PCA_DIM": "16", "N_TREES": "4", "SEARCH_K": "200", "RUN": "imagenet",
+                        "ARTIFACTS_DIR": str(read_only(tmp_path / "rw" / "artifacts")),
+                        "DATA_DIR": str(tmp_path / "data")}.items():
+        monkeypatch.setenv(f"FVS_{name}", value)
+    app = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
+    app.run()
+    for page in ("search", "browse", "tags", "map", "model"):
+        app.switch_page(f"app_pages/{page}.py").run()
+        assert not app.exception and not app.error, (page, app.exception, [e.value for e in app.error])
+    assert any("Served read-only" in info.value for info in app.info)

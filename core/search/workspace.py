@@ -6,6 +6,7 @@ progress) whatever is missing or damaged. The app keeps one per (catalogue, mode
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from core.artifacts import ArtifactDir, atomic_path, save_npy, space_for
+from core.artifacts import ArtifactDir, ReadOnlyArtifacts, atomic_path, save_npy, space_for
 from core.catalog.base import Catalog
 from core.catalog.registry import open_catalog
 from core.catalog.splits import Splits
@@ -88,6 +89,7 @@ class Workspace:
         self._tag_probs = tag_probs  # (N, T) from its tag head; None without one
         self.exact = ExactSearcher(embeddings)
         self.annoy = annoy
+        self.read_only = False  # served from a folder that is not written (``Workspace.open``)
 
     # ---------------------------------------------------------------- building / loading
     @classmethod
@@ -103,8 +105,15 @@ class Workspace:
                              f"than catalogue {catalog.name!r} has; pick it with the catalogue it was trained on.")
         progress("Loading model", 1, 1)
         store = Workspace.store_for(settings, catalog)
+        read_only = settings.read_only or not store.writable()
+        if read_only:  # replicas on a read-only volume: load what is there, without a lock nobody could take
+            missing = [name for name in built_names(settings) if not store.verified(name, full_check=False)]
+            if missing:
+                raise ReadOnlyArtifacts(
+                    f"{store.path} is read-only and lacks {', '.join(missing)} for {catalog.name!r} with this "
+                    "model: prepare it where the folder is writable (python -m core prepare), then serve the copy.")
         # One builder at a time per store (sessions, threads, CLI runs): the others wait, then load its result.
-        with store.lock(notify=lambda message: progress(message, 0, 1)):
+        with contextlib.nullcontext() if read_only else store.lock(notify=lambda message: progress(message, 0, 1)):
             # What is missing must fit before it starts, and a write that runs out part-way says where and how
             # much: an ordinary error for the caller, never a dead process (core.artifacts.reserve).
             with space_for(store.path, build_bytes(store, catalog, embedder, settings),
@@ -115,7 +124,9 @@ class Workspace:
         heads = embedder.heads
         probs = np.load(store.file(PROBS), mmap_mode="r") if heads is not None else None
         tag_probs = np.load(store.file(TAG_PROBS), mmap_mode="r") if heads is not None and heads.tags else None
-        return cls(settings, catalog, embedder, embeddings, annoy, store, probs, tag_probs)
+        workspace = cls(settings, catalog, embedder, embeddings, annoy, store, probs, tag_probs)
+        workspace.read_only = read_only
+        return workspace
 
     @staticmethod
     def store_for(settings: Settings, catalog: Catalog | None = None) -> ArtifactDir:
@@ -332,6 +343,7 @@ class Workspace:
             "artifacts": str(self.store.path),
             "n_trees": self.settings.n_trees,
             "search_k": self.settings.search_k,
+            "read_only": self.read_only,
         }
 
 
