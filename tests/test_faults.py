@@ -256,3 +256,26 @@ def test_every_page_works_on_read_only_artifacts_and_the_model_page_says_so(tmp_
         app.switch_page(f"app_pages/{page}.py").run()
         assert not app.exception and not app.error, (page, app.exception, [e.value for e in app.error])
     assert any("Served read-only" in info.value for info in app.info)
+
+
+# ------------------------------------------------------------------------------- 3. errors without internals
+def test_an_uncaught_error_is_a_message_and_its_details_go_to_the_log(app, monkeypatch, caplog):
+    from core.search.workspace import Workspace
+
+    def broken(self):
+        raise RuntimeError(f"internal failure in {ROOT}/core/search/workspace.py")
+
+    monkeypatch.setattr(Workspace, "describe", broken)
+    app.run()
+    app.switch_page("app_pages/model.py").run()
+    assert not app.exception
+    shown = " ".join(e.value for e in app.error)
+    assert "Something went wrong" in shown and "/" not in shown and "Traceback" not in shown
+    assert "internal failure" in caplog.text and "Traceback" in caplog.text  # the operator's copy
+
+
+def test_the_shipped_config_shows_visitors_no_error_details():
+    import tomllib
+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["client"]["showErrorDetails"] in ("none", False)
