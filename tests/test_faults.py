@@ -19,7 +19,7 @@ from conftest import encoded, tiny_settings, write_photo_records
 from PIL import Image
 
 from core.catalog.prepare import prepare_catalog
-from core.catalog.sources import SourceSpec
+from core.catalog.sources import SourceSpec, compact_number, parse_price
 from core.photo.decode import ImageShapeError, decode_image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -279,3 +279,43 @@ def test_the_shipped_config_shows_visitors_no_error_details():
 
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert config["client"]["showErrorDetails"] in ("none", False)
+
+
+# ------------------------------------------------------------------------------- 5-6. numbers as people read them
+@pytest.mark.parametrize(("cell", "price"), [("€12,50", 12.5), ("1.234,56 EUR", 1234.56), ("1 234,50 zł", 1234.5),
+                                             ("$1,234.56", 1234.56), ("12.50", 12.5), ("-0", 0.0), ("1e-9", 1e-9)])
+def test_prices_are_read_in_the_format_they_are_written(cell, price):
+    assert parse_price(cell) == (pytest.approx(price), "")
+    assert str(parse_price(cell)[0]) != "-0.0"
+
+
+@pytest.mark.parametrize("cell", ["1,234", "€1.234"])
+def test_an_ambiguous_price_is_a_problem_not_a_guess(cell):
+    value, reason = parse_price(cell)
+    assert np.isnan(value) and "two ways" in reason
+
+
+@pytest.mark.parametrize(("value", "shown"), [(1e308, "1.0e308"), (10**40, "1.0e40"), (-0.0, "0.00"),
+                                              (1e-9, "1.0e-09"), (1234.5, "1,234.50"), (9_999_999.99, "9,999,999.99")])
+def test_numbers_are_shown_in_at_most_twelve_characters(value, shown):
+    assert compact_number(value) == shown and len(shown) <= 12
+
+
+def test_absurd_prices_are_flagged_at_prepare_shown_compactly_and_leave_the_slider_usable(tmp_path):
+    from core.catalog.registry import open_catalog
+    from core.search.browse import ItemFilter, filter_rows, open_ended, price_range
+
+    prices = ["1e308", "-0", "1e-9", "€12,50", "1.234,56 EUR", "1,234", "20", "30", "40"]
+    source = odd_shop(tmp_path / "shop", price=prices)
+    settings = tiny_settings(tmp_path)
+    report = prepare_catalog(SourceSpec(path=str(source)), settings, name="absurd")
+    flagged = report.problems[report.problems["problem"].str.contains("price")]
+    assert set(flagged["where"]) == {"line 2", "line 7"} and not flagged.set_index("where").loc["line 2", "skipped"]
+    catalog = open_catalog(settings.replace(catalog="absurd"))
+    shown = [catalog.details(row).get("price", "") for row in range(len(catalog))]
+    assert "1.0e308" in shown and "0.00" in shown and "12.50" in shown and "1,234.56" in shown
+    assert max(len(text) for text in shown) <= 12 and "-0.00" not in shown
+    low, high = price_range(catalog)
+    assert 0 <= low < high <= 1e4  # the slider spans the ordinary prices, not 1.797e308
+    top = filter_rows(catalog, ItemFilter(price=open_ended((20.0, high), (low, high))))
+    assert catalog.items["price"].iloc[top].max() == 1e308  # the outlier is still found from the top end
