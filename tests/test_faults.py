@@ -319,3 +319,32 @@ def test_absurd_prices_are_flagged_at_prepare_shown_compactly_and_leave_the_slid
     assert 0 <= low < high <= 1e4  # the slider spans the ordinary prices, not 1.797e308
     top = filter_rows(catalog, ItemFilter(price=open_ended((20.0, high), (low, high))))
     assert catalog.items["price"].iloc[top].max() == 1e308  # the outlier is still found from the top end
+
+
+# ------------------------------------------------------------------------------- 6. recipes and weights files
+@pytest.mark.parametrize(("change", "said"), [({"augment": "no"}, "augment must be true or false"),
+                                              ({"epochs": 5.5}, "epochs must be a whole number"),
+                                              ({"lr": "fast"}, "lr must be a number")])
+def test_a_recipe_value_of_the_wrong_type_is_refused_by_name(change, said):
+    from core.config import TrainConfig
+
+    with pytest.raises(ValueError, match=said):
+        TrainConfig(**change)
+    assert TrainConfig(lr=1).lr == 1  # a whole number is a number
+
+
+@pytest.mark.parametrize("wrap", ["model", "state_dict_ema", "module."])
+def test_a_training_checkpoint_of_the_right_network_is_read_as_timm_reads_it(tmp_path, wrap):
+    import torch
+
+    from core.model.backbone import create_backbone
+
+    source = create_backbone("efficientnet_lite0", pretrained=False, num_classes=1000)
+    with torch.no_grad():
+        next(iter(source.parameters())).add_(1.0)  # weights unlike a fresh model's
+    state = source.state_dict()
+    saved = {f"module.{k}": v for k, v in state.items()} if wrap == "module." else {wrap: state, "epoch": 3}
+    torch.save(saved, tmp_path / "mine.pth")
+    loaded = create_backbone("efficientnet_lite0", weights_path=tmp_path / "mine.pth")
+    first = next(iter(state))
+    assert torch.equal(loaded.state_dict()[first], state[first])
