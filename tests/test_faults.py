@@ -348,3 +348,24 @@ def test_a_training_checkpoint_of_the_right_network_is_read_as_timm_reads_it(tmp
     loaded = create_backbone("efficientnet_lite0", weights_path=tmp_path / "mine.pth")
     first = next(iter(state))
     assert torch.equal(loaded.state_dict()[first], state[first])
+
+
+# ------------------------------------------------------------------------------- 9. the smaller ones
+def test_a_pasted_photo_with_an_absurd_name_or_no_comma_gets_a_quick_true_message():
+    import base64
+    import time
+
+    import ui
+
+    payload = base64.b64encode(encoded(Image.new("RGB", (64, 64), (30, 40, 110)))).decode()
+    started = time.perf_counter()
+    photo, problem = ui.read_pasted(f"data:image/png;base64,{payload}", "x" * 18_000_000)
+    assert photo is not None and problem is None and time.perf_counter() - started < 1.0
+    photo, problem = ui.read_pasted(f"data:image/png;base64{payload}", "no-comma.png")
+    assert photo is None and "empty" not in problem and "not a pasted image" in problem
+
+
+def test_the_summary_names_the_runtime_that_serves(shared_workspace):
+    from core.embedding.runtimes import runtime_of
+
+    assert shared_workspace.describe()["inference"] == runtime_of(shared_workspace.embedder.network)
