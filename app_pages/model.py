@@ -32,6 +32,11 @@ cols[1].metric("Backbone", info["model"]["backbone"].replace("efficientnet_", ""
                help=f"{info['model']['backbone']}, {info['model']['image_size']} px input")
 cols[2].metric("Vector size", info["dim"], help=info["model"]["embedding"])
 cols[3].metric("Annoy", f"{info['n_trees']} trees", help=f"search_k {info['search_k']}")
+if ws.read_only:
+    st.info("**Served read-only.** The artifacts folder cannot be written (a read-only volume, or "
+            "`FVS_READ_ONLY`): searches use what was prepared there, and anything that would be written (a new "
+            "map projection, a fine-tuning run, another model's index) needs a writable copy.",
+            icon=":material/lock:")
 
 with st.expander("Artifacts on disk", expanded=False):
     files = ws.store.meta().get("files", {})

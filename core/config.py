@@ -116,6 +116,10 @@ class Settings:
     # backbone's ImageNet weights with the PCA projection above.
     run: str = ""
 
+    # Serve prepared artifacts without writing (no lock taken, nothing built): for replicas sharing a read-only
+    # volume. A folder that cannot be written is served this way anyway, found by trying (Workspace.open).
+    read_only: bool = False
+
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -204,6 +208,7 @@ def _parse(name: str, raw: str) -> Any:
         raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from exc
 
 
+TYPE_WORDS = {"bool": "true or false", "str": "text", "int": "a whole number", "float": "a number"}
 FREEZE_POLICIES = ("full", "last", "heads")
 SCHEDULES = ("cosine", "onecycle")
 
@@ -247,7 +252,18 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        """Each field checked by its type first (``augment="no"`` is not true, ``epochs=5.5`` is not a whole
+        number of epochs; a float field takes an int), then by its range."""
         problems = []
+        for f in fields(self):
+            value, kind = getattr(self, f.name), str(f.type)
+            ok = {"bool": isinstance(value, bool), "str": isinstance(value, str),
+                  "int": isinstance(value, int) and not isinstance(value, bool),
+                  "float": isinstance(value, (int, float)) and not isinstance(value, bool)}.get(kind, True)
+            if not ok:
+                problems.append(f"{f.name} must be {TYPE_WORDS[kind]} (got {value!r})")
+        if problems:
+            raise ValueError("Invalid training recipe: " + "; ".join(problems))
         if self.freeze not in FREEZE_POLICIES:
             problems.append(f"freeze must be one of {', '.join(FREEZE_POLICIES)} (got {self.freeze!r})")
         if self.schedule not in SCHEDULES:

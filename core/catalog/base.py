@@ -12,6 +12,7 @@ import pandas as pd
 from PIL import Image
 
 from core.catalog.item_files import FileImages
+from core.catalog.sources import compact_number
 from core.photo.decode import ImageDecodeError
 from core.photo.domain import Domain
 
@@ -76,7 +77,7 @@ class Catalog:
         out = {name: item[name] for name in (*self.extra_columns(), "brand", "description")
                if name in item.index and isinstance(item[name], str) and item[name]}
         if "price" in item.index and pd.notna(item["price"]):
-            out["price"] = f"{float(item['price']):,.2f}"
+            out["price"] = compact_number(item["price"])  # 1e308 as 1.0e308, never 411 digits
         return out
 
     def headline(self, row: int) -> tuple[str, str]:

@@ -99,8 +99,11 @@ def load_prepared(settings: Settings, name: str) -> Catalog:
     recorded = info.get("checksums", {}).get("items.parquet")
     if recorded is None and not actual.startswith("unreadable"):  # prepared before checksums: vouch for it now
         info = {**info, "checksums": {**info.get("checksums", {}), "items.parquet": actual}}
-        with atomic_path(folder / "catalog.json") as tmp:
-            tmp.write_text(json.dumps(info, indent=2))
+        try:
+            with atomic_path(folder / "catalog.json") as tmp:
+                tmp.write_text(json.dumps(info, indent=2))
+        except OSError:  # a read-only copy: served as it is, vouched for next time it is writable
+            pass
     elif actual != recorded:
         raise DamagedItems(table, info)
     items = pd.read_parquet(table)

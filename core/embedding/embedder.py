@@ -15,7 +15,7 @@ import torch
 
 from core.artifacts import fingerprint
 from core.config import Settings
-from core.embedding.runtimes import Network, inference_network, onnx_file, resolve_runtime
+from core.embedding.runtimes import Network, inference_network, onnx_file, resolve_runtime, runtime_of
 from core.model.backbone import backbone_spec, create_backbone, file_fingerprint, weights_fingerprint
 from core.model.network import EmbeddingOnly, build_net
 from core.model.runs import RunDir, load_checkpoint, load_weights
@@ -215,9 +215,9 @@ class Projection:
 
 def _for_runtime(network: torch.nn.Module, image_size: int, settings: Settings, key: str) -> tuple[Network, str]:
     """The network (put in eval mode) ready for the settings' runtime, its ONNX export cached under the model key."""
-    runtime = resolve_runtime(settings.inference)
-    return inference_network(network.eval(), image_size, runtime,
-                             onnx_file(settings.artifacts_dir, key, image_size)), runtime
+    graph = inference_network(network.eval(), image_size, resolve_runtime(settings.inference),
+                              onnx_file(settings.artifacts_dir, key, image_size))
+    return graph, runtime_of(graph)  # the one serving: an export that failed fell back to another
 
 
 def _whitening_scale(variance: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ progress) whatever is missing or damaged. The app keeps one per (catalogue, mode
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from core.artifacts import ArtifactDir, atomic_path, save_npy
+from core.artifacts import ArtifactDir, ReadOnlyArtifacts, atomic_path, save_npy, space_for
 from core.catalog.base import Catalog
 from core.catalog.registry import open_catalog
 from core.catalog.splits import Splits
@@ -93,6 +94,7 @@ class Workspace:
         self._tag_probs = tag_probs  # (N, T) from its tag head; None without one
         self.exact = ExactSearcher(embeddings)
         self.annoy = annoy
+        self.read_only = False  # served from a folder that is not written (``Workspace.open``)
 
     # ---------------------------------------------------------------- building / loading
     @classmethod
@@ -108,15 +110,28 @@ class Workspace:
                              f"than catalogue {catalog.name!r} has; pick it with the catalogue it was trained on.")
         progress("Loading model", 1, 1)
         store = Workspace.store_for(settings, catalog)
+        read_only = settings.read_only or not store.writable()
+        if read_only:  # replicas on a read-only volume: load what is there, without a lock nobody could take
+            missing = [name for name in built_names(settings) if not store.verified(name, full_check=False)]
+            if missing:
+                raise ReadOnlyArtifacts(
+                    f"{store.path} is read-only and lacks {', '.join(missing)} for {catalog.name!r} with this "
+                    "model: prepare it where the folder is writable (python -m core prepare), then serve the copy.")
         # One builder at a time per store (sessions, threads, CLI runs): the others wait, then load its result.
-        with store.lock(notify=lambda message: progress(message, 0, 1)):
-            embeddings = load_or_build_embeddings(store, catalog, embedder, settings, progress)
-            annoy = load_or_build_annoy(store, embeddings, settings, progress)
+        with contextlib.nullcontext() if read_only else store.lock(notify=lambda message: progress(message, 0, 1)):
+            # What is missing must fit before it starts, and a write that runs out part-way says where and how
+            # much: an ordinary error for the caller, never a dead process (core.artifacts.reserve).
+            with space_for(store.path, build_bytes(store, catalog, embedder, settings),
+                           f"the embeddings and index of {catalog.name!r}"):
+                embeddings = load_or_build_embeddings(store, catalog, embedder, settings, progress)
+                annoy = load_or_build_annoy(store, embeddings, settings, progress)
         single_threaded_blas()
         heads = embedder.heads
         probs = np.load(store.file(PROBS), mmap_mode="r") if heads is not None else None
         tag_probs = np.load(store.file(TAG_PROBS), mmap_mode="r") if heads is not None and heads.tags else None
-        return cls(settings, catalog, embedder, embeddings, annoy, store, probs, tag_probs)
+        workspace = cls(settings, catalog, embedder, embeddings, annoy, store, probs, tag_probs)
+        workspace.read_only = read_only
+        return workspace
 
     @staticmethod
     def store_for(settings: Settings, catalog: Catalog | None = None) -> ArtifactDir:
@@ -131,10 +146,7 @@ class Workspace:
         catalog = open_catalog(settings)
         store = Workspace.store_for(settings, catalog)
         settings = settings.for_catalog(catalog.domain.input_size, len(catalog.fit_rows()))
-        names = ["embeddings.npy", annoy_name(settings)] + (["projection.npz"] if projection_dim(settings) else [])
-        if settings.run:
-            names += [PROBS] + ([TAG_PROBS] if RunDir.of(settings).info().get("tags") else [])
-        return all(store.verified(name, full_check=False) for name in names)
+        return all(store.verified(name, full_check=False) for name in built_names(settings))
 
     # ---------------------------------------------------------------- querying
     @property
@@ -348,6 +360,7 @@ class Workspace:
             "artifacts": str(self.store.path),
             "n_trees": self.settings.n_trees,
             "search_k": self.settings.search_k,
+            "read_only": self.read_only,
         }
 
 
@@ -412,6 +425,30 @@ def catalogue_runner(embedder: Embedder, settings: Settings, progress: Progress)
         return RayRunner(settings, embedder.feature_dim, progress)
     return SequentialRunner(embedder, settings.batch_size, progress, workers=loader_workers(settings),
                             streams=embedding_streams(settings, embedder.runtime))
+
+
+def built_names(settings: Settings) -> list[str]:
+    """The files a served store holds."""
+    names = ["embeddings.npy", annoy_name(settings)] + (["projection.npz"] if projection_dim(settings) else [])
+    if settings.run:
+        names += [PROBS] + ([TAG_PROBS] if RunDir.of(settings).info().get("tags") else [])
+    return names
+
+
+def build_bytes(store: ArtifactDir, catalog: Catalog, embedder: Embedder, settings: Settings) -> int:
+    """About how many bytes building what ``store`` lacks will write (0 when it lacks nothing): checked against the
+    free space before a build starts. The resumable features file (less what an interrupted pass already
+    allocated), the vectors and head outputs, each written beside its final name first, and the Annoy forest
+    (measured: 1.34 × the vectors for 32 trees at 256 dimensions, 1.16 × at 512; estimated 3 × for 32 trees)."""
+    if all(store.verified(name, full_check=False) for name in built_names(settings)):
+        return 0
+    n, dim = len(catalog), embedder.pca_dim or embedder.feature_dim
+    partial = store.file("features.partial.npy")
+    allocated = partial.stat().st_blocks * 512 if partial.is_file() else 0
+    heads = embedder.heads
+    outputs = len(heads.categories) + len(heads.tags or []) if heads is not None else 0
+    annoy = n * (dim * 4 + 16) * (1 + settings.n_trees / 16)
+    return int(max(0, n * embedder.feature_dim * 4 - allocated) + 2 * n * (dim + outputs) * 4 + annoy + (1 << 20))
 
 
 def annoy_name(settings: Settings) -> str:
