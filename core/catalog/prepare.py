@@ -1,5 +1,6 @@
 """``prepare``: a user's source becomes a named catalogue the app, the CLI and training can open (this module only
-writes; ``core.catalog.prepared_layout`` reads what it wrote, and ``core.catalog.registry`` is the door every catalogue is opened through).
+writes; ``core.catalog.prepared_layout`` reads what it wrote, and ``core.catalog.registry`` is the door every
+catalogue is opened through).
 
 Preparing reads the source (``core.catalog.sources``), opens every image once to list the unreadable ones, mines tags
 from descriptions when the source has no tags (``core.text.tags``), and writes ``<artifacts>/catalogs/<name>/``:
@@ -145,7 +146,8 @@ def prepare_catalog(spec: SourceSpec, settings: Settings, name: str = "", photo_
     ``strict``: any problem is an error and nothing is registered. What the dashboard passes for a browser user:
     ``confine_to`` (see ``confine``), ``max_items`` (larger sources are refused early) and ``replace`` False (a
     name already prepared from another source is refused, not overwritten). ``builtin``: a catalogue that ships
-    with the project (core.catalog.builtin) is being prepared under its own name; ``extra_info`` goes into catalog.json."""
+    with the project (core.catalog.builtin) is being prepared under its own name; ``extra_info`` goes into
+    catalog.json."""
     if confine_to is not None:
         spec = confine(spec, confine_to)
     name = name or default_name(spec.path)

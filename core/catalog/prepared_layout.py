@@ -79,7 +79,8 @@ def _info_problems(info: object) -> list[str]:
 
 class DamagedItems(CatalogError):
     """A prepared catalogue's items table does not match the checksum its catalog.json recorded (or cannot be
-    read). Only its source can rebuild it, which is the registry's call (``core.catalog.registry``), not the reader's."""
+    read). Only its source can rebuild it, which is the registry's call (``core.catalog.registry``), not the
+    reader's."""
 
     def __init__(self, table: Path, info: dict):
         super().__init__(f"{table} is damaged (it does not match the checksum in catalog.json)")

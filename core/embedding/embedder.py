@@ -1,8 +1,8 @@
 """Image → vector: the ``Embedder`` (a feature network and the input transform it was trained with), a fine-tuned
 run's ``Heads`` and the PCA ``Projection``, and the description whose hash keys everything they produce.
 
-A whole catalogue is embedded by a runner (``core.embedding.sequential_runner``); the Embedder only maps a batch to vectors, so a
-distributed runner can call the same Embedder on shards without touching the model code.
+A whole catalogue is embedded by a runner (``core.embedding.sequential_runner``); the Embedder only maps a batch to
+vectors, so a distributed runner can call the same Embedder on shards without touching the model code.
 """
 
 from __future__ import annotations

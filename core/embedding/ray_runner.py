@@ -1,5 +1,6 @@
-"""Embedding a whole catalogue on a Ray cluster (``settings.runner == "ray"``), beside ``core.embedding.sequential_runner``'s
-``SequentialRunner`` and with its interface: ``run(pixels, out) -> features``, ``resumed_from``, progress.
+"""Embedding a whole catalogue on a Ray cluster (``settings.runner == "ray"``), beside
+``core.embedding.sequential_runner``'s ``SequentialRunner`` and with its interface: ``run(pixels, out) -> features``,
+``resumed_from``, progress.
 
 The pipeline is Ray Data: the items' rows (row id, path, box) as a dataset → ``map_batches`` decode tasks on CPUs
 (``FileImages.item``: the same decode, box and domain as everywhere else) → ``map_batches`` embedding actors, one

@@ -149,7 +149,8 @@ class OnnxNetwork:
         self.input_name = self.session.get_inputs()[0].name
 
     def with_threads(self, threads: int) -> "OnnxNetwork":
-        """Another session of the same model on ``threads`` threads (a catalogue pass's stream, core.embedding.sequential_runner)."""
+        """Another session of the same model on ``threads`` threads (a catalogue pass's stream,
+        core.embedding.sequential_runner)."""
         return OnnxNetwork(self.model, threads)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:

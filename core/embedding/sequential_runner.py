@@ -1,6 +1,7 @@
 """Embedding a whole catalogue, the clip-retrieval way: a reader (``read_batches``) yields batches of domain arrays
-(sliced from memory, or decoded from files by DataLoader workers), the ``Embedder`` (the mapper, ``core.embedding.embedder``)
-turns a batch into features, and a runner collects them into a resumable memory-mapped file.
+(sliced from memory, or decoded from files by DataLoader workers), the ``Embedder`` (the mapper,
+``core.embedding.embedder``) turns a batch into features, and a runner collects them into a resumable memory-mapped
+file.
 
 ``SequentialRunner`` does this in one process; a distributed runner (Ray Data, Spark) is an adapter beside it that
 calls the same Embedder on shards and writes one such file per shard for the index builder to read (README,
