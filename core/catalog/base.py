@@ -17,7 +17,8 @@ from core.photo.decode import ImageDecodeError
 from core.photo.domain import Domain
 
 # What the catalogue itself uses; any other column of a user's table is shown as it is (Catalog.details).
-OWN_COLUMNS = {"id", "path", "label", "category", "split", "group", "tags", "brand", "price", "description"}
+OWN_COLUMNS = {"id", "path", "label", "category", "split", "group", "tags", "brand", "price", "description",
+               "member", "member_category", "member_row"}
 
 
 @dataclass
@@ -32,6 +33,8 @@ class Catalog:
     pixels: np.ndarray | FileImages  # uint8 (N, *domain.shape): memory-mapped, or files read on demand
     tags_mined: bool = False  # the items' tags were mined from descriptions, not given by the source
     tag_sources: dict[str, str] = field(default_factory=dict)  # tag -> "description", "tags" or its column
+    # A union of catalogues trained together (core.catalog.union): member name -> its key; empty for one catalogue
+    members: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.items)

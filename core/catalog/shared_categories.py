@@ -75,3 +75,21 @@ def accepted(source: str, target: str, category: str) -> tuple[str, ...]:
 
 def mapped_pairs() -> list[tuple[str, str]]:
     return list(ACCEPTED)
+
+
+# The class a category trains as when catalogues are trained together (``core.catalog.union``): categories that are
+# the same garment in two catalogues share one class, so cross-entropy (and the triplet loss) pull a flat-lay T-shirt
+# and a worn tee onto one point instead of keeping "T-Shirt" and "Tees" apart. A category not listed keeps its own
+# name (and so merges with a same-named category of another catalogue). The ambiguous rows of ``ACCEPTED`` stay out:
+# a "Longsleeve" is a sweatshirt or a long-sleeved tee, a "Top" a tank or a tee, so neither is forced into one class.
+SHARED_CLASS: dict[str, dict[str, str]] = {
+    GARMENT_PHOTOS: {"T-Shirt": "tee", "Polo": "tee", "Hoodie": "hoodie", "Outwear": "jacket", "Blazer": "jacket",
+                     "Undershirt": "tank", "Pants": "pants", "Shorts": "shorts"},
+    SHOP: {"Tees": "tee", "Hoodies & Sweatshirts": "hoodie", "Jackets": "jacket", "Tanks": "tank",
+           "Bras & Tanks": "tank", "Pants": "pants", "Shorts": "shorts"},
+}
+
+
+def shared_class(catalog: str, category: str) -> str:
+    """The class ``category`` of ``catalog`` trains as with other catalogues: its shared class, else itself."""
+    return SHARED_CLASS.get(catalog, {}).get(category, category)

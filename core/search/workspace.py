@@ -98,13 +98,20 @@ class Workspace:
 
     # ---------------------------------------------------------------- building / loading
     @classmethod
-    def open(cls, settings: Settings, progress: Progress = no_progress) -> "Workspace":
+    def open(cls, settings: Settings, progress: Progress = no_progress,
+             features: np.ndarray | None = None) -> "Workspace":
+        """``features``: the model's features of every item when the caller already has them (a heads-only run's
+        trainer: its embedding layer over its cached backbone features), used instead of an embedding pass."""
         progress("Loading catalogue", 0, 1)
         catalog = open_catalog(settings)
         settings = settings.for_catalog(catalog.domain.input_size, len(catalog.fit_rows()))
         progress("Loading catalogue", 1, 1)
         progress("Loading model", 0, 1)
         embedder = Embedder.from_settings(settings)
+        if settings.run and catalog.key in RunDir.of(settings).info().get("members", {}).values():
+            # a run trained on several catalogues (core.catalog.union) serves each of them with its embedding layer;
+            # its heads predict the union's shared classes and tags, so a category is the vote of the nearest items
+            embedder.heads = None
         if embedder.heads is not None and embedder.heads.categories != catalog.categories:
             raise ValueError(f"Run {settings.run} was trained on other categories ({embedder.heads.categories}) "
                              f"than catalogue {catalog.name!r} has; pick it with the catalogue it was trained on.")
@@ -123,7 +130,7 @@ class Workspace:
             # much: an ordinary error for the caller, never a dead process (core.artifacts.reserve).
             with space_for(store.path, build_bytes(store, catalog, embedder, settings),
                            f"the embeddings and index of {catalog.name!r}"):
-                embeddings = load_or_build_embeddings(store, catalog, embedder, settings, progress)
+                embeddings = load_or_build_embeddings(store, catalog, embedder, settings, progress, features)
                 annoy = load_or_build_annoy(store, embeddings, settings, progress)
         single_threaded_blas()
         heads = embedder.heads
@@ -372,8 +379,9 @@ def _drop(found: Neighbours, row: int | None) -> Neighbours:
 
 
 def load_or_build_embeddings(store: ArtifactDir, catalog: Catalog, embedder: Embedder, settings: Settings,
-                             progress: Progress = no_progress) -> np.ndarray:
-    """Sets ``embedder.projection`` as a side effect: the query path must project exactly like the catalogue."""
+                             progress: Progress = no_progress, known: np.ndarray | None = None) -> np.ndarray:
+    """Sets ``embedder.projection`` as a side effect: the query path must project exactly like the catalogue.
+    ``known``: the model's features of every item, already computed (else a runner embeds the catalogue)."""
     name, projection_name = "embeddings.npy", "projection.npz"
     needed = [name] + ([projection_name] if embedder.pca_dim else [])
     if embedder.heads is not None:
@@ -388,9 +396,12 @@ def load_or_build_embeddings(store: ArtifactDir, catalog: Catalog, embedder: Emb
             pass  # recorded but unreadable: rebuild below
     # Features stream into a resumable file beside the artifacts: a pass killed at 60 % continues from there.
     partial = store.file("features.partial.npy")
-    runner = catalogue_runner(embedder, settings, progress)
     started = time.perf_counter()
-    features = runner.run(catalog.pixels, out=partial)
+    if known is not None and known.shape == (len(catalog), embedder.feature_dim):
+        runner, features = None, np.asarray(known, np.float32)
+    else:
+        runner = catalogue_runner(embedder, settings, progress)
+        features = runner.run(catalog.pixels, out=partial)
     embedder.projection = None
     if embedder.pca_dim:
         embedder.projection = Projection.fit(features, embedder.pca_dim, whiten=embedder.pca_whiten,
@@ -408,10 +419,11 @@ def load_or_build_embeddings(store: ArtifactDir, catalog: Catalog, embedder: Emb
     embeddings = map_rows(embedder.vectors, features)
     seconds = time.perf_counter() - started
     save_npy(store.file(name), embeddings)
-    embedded = len(embeddings) - runner.resumed_from
-    store.record(name, shape=list(embeddings.shape), seconds=round(seconds, 2), resumed_from=runner.resumed_from,
+    resumed_from = runner.resumed_from if runner is not None else 0
+    embedded = len(embeddings) - resumed_from
+    store.record(name, shape=list(embeddings.shape), seconds=round(seconds, 2), resumed_from=resumed_from,
                  images_per_s=round(embedded / max(seconds, 1e-9), 1), inference=embedder.runtime,
-                 runner=settings.runner)
+                 runner=settings.runner if runner is not None else "the trainer's cached backbone features")
     del features
     remove_partial(partial)
     remove_shards(partial)  # the Ray runner's resumable shards, whichever runner finished the pass
@@ -430,8 +442,9 @@ def catalogue_runner(embedder: Embedder, settings: Settings, progress: Progress)
 def built_names(settings: Settings) -> list[str]:
     """The files a served store holds."""
     names = ["embeddings.npy", annoy_name(settings)] + (["projection.npz"] if projection_dim(settings) else [])
-    if settings.run:
-        names += [PROBS] + ([TAG_PROBS] if RunDir.of(settings).info().get("tags") else [])
+    info = RunDir.of(settings).info() if settings.run else {}
+    if settings.run and (not info.get("members") or info.get("catalog_name") == settings.catalog):
+        names += [PROBS] + ([TAG_PROBS] if info.get("tags") else [])  # a union run's member has no head outputs
     return names
 
 
