@@ -186,6 +186,8 @@ def test_a_union_run_serves_each_member_catalogue(tmp_path):
         assert result.predicted_by == "vote of the 10 nearest items"
         assert {c for c, _ in result.predicted} <= set(ws.catalog.categories)
         assert Workspace.is_built(member_settings.replace(run=run.id))
+        assert np.array_equal(ws.validation_rows(), ws.catalog.query_rows())  # the union's own rows are not its
+    assert f"on {UNION}" in run.label()
     # a catalogue that was not a member, with the union's categories, is served with the head as any run's own
     other = Workspace.open(tiny_settings(tmp_path, catalog="synthetic-untagged").replace(run=run.id))
     assert other.category_probs is not None
@@ -207,3 +209,25 @@ def test_a_heads_only_union_run_serves_from_its_cached_features_and_shares_them(
     record = other.run.path / "meta.json"
     assert run.id in record.read_text()  # borrowed_from
     assert np.array_equal(np.load(other.run.path / "features-32px.npy"), np.load(run.path / "features-32px.npy"))
+
+
+def test_balanced_epochs_draw_each_catalogue_equally_often(tmp_path, monkeypatch):
+    from core.catalog import registry
+
+    def fewer_worn(settings) -> Catalog:  # a third of the worn shots: the shop beside the phone photos
+        worn = load_worn(settings)
+        keep = np.flatnonzero(np.arange(len(worn)) % 3 == 0)
+        worn.items, worn.pixels = worn.items.iloc[keep].reset_index(drop=True), worn.pixels[keep]
+        worn.key += "-third"
+        return worn
+
+    monkeypatch.setitem(registry.SOURCES, WORN, fewer_worn)
+    union = open_catalog(union_settings(tmp_path))
+    member_of = union.items["member"].to_numpy()
+    plain = _trainer(union_settings(tmp_path), RECIPE)
+    balanced = _trainer(union_settings(tmp_path), RECIPE.replace(balance_catalogues=True))
+    counts = {name: int(np.sum(member_of[balanced.train_rows] == name)) for name in (FLAT, WORN)}
+    assert counts[FLAT] == counts[WORN] == max(np.sum(member_of[plain.train_rows] == name) for name in counts)
+    assert len(balanced.train_rows) > len(plain.train_rows)
+    assert set(balanced.train_rows) == set(plain.splits.train)  # repeats, never a validation or test row
+    assert plain.run.id != balanced.run.id and "balance_catalogues" not in RECIPE.identity()

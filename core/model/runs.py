@@ -271,7 +271,8 @@ class RunDir:
         accuracy = f", test {figures['top1']:.1%}" if "top1" in figures else ""
         name = info.get("backbone", "?")
         short = BACKBONES[name].label.replace(" (ImageNet)", "") if name in BACKBONES else name
-        return f"{short} fine-tuned · {recipe.get('image_size')} px · {recipe.get('epochs')} ep{accuracy}"
+        both = f" · on {info.get('catalog_name')}" if info.get("members") else ""  # a union run (several catalogues)
+        return f"{short} fine-tuned{both} · {recipe.get('image_size')} px · {recipe.get('epochs')} ep{accuracy}"
 
 
 def list_runs(settings: Settings, catalog_key: str | None = None) -> list[RunDir]:

@@ -126,8 +126,9 @@ class Trainer:
         self.net.to(self.device)
         if self.channels_last:  # measured 1.6x faster on CPU as well as on GPU (BENCHMARKS.md)
             self.net.to(memory_format=torch.channels_last)
-        self.batch_size = min(self.config.batch_size, len(self.splits.train))
-        self.steps_per_epoch = len(self.splits.train) // self.batch_size  # whole batches: batch norm needs > 1
+        self.train_rows = self._epoch_rows()
+        self.batch_size = min(self.config.batch_size, len(self.train_rows))
+        self.steps_per_epoch = len(self.train_rows) // self.batch_size  # whole batches: batch norm needs > 1
         self.optimizer = torch.optim.AdamW(param_groups_weight_decay(self.net, self.config.weight_decay),
                                            lr=self.config.lr)
         self.scheduler = self._schedule()
@@ -135,6 +136,17 @@ class Trainer:
         self.epoch, self.history, self.best_top1 = 0, [], -1.0
 
     # ---------------------------------------------------------------- pieces
+    def _epoch_rows(self) -> np.ndarray:
+        """The rows one epoch trains on: the train split, or with ``balance_catalogues`` on a union, every member's
+        train rows repeated up to the largest member's count (whole copies, then the first rows again)."""
+        train = self.splits.train
+        if not (self.config.balance_catalogues and self.catalog.members):
+            return train
+        member_of = self.catalog.items["member"].to_numpy()[train]
+        parts = [train[member_of == name] for name in self.catalog.members]
+        largest = max(len(p) for p in parts)
+        return np.sort(np.concatenate([np.resize(p, largest) for p in parts if len(p)]))
+
     def _schedule(self) -> torch.optim.lr_scheduler.LRScheduler:
         total = self.config.epochs * self.steps_per_epoch
         warmup = min(total - 1, round(self.config.warmup_epochs * self.steps_per_epoch))
@@ -296,7 +308,7 @@ class Trainer:
             epoch = self.epoch
             generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
             torch.manual_seed(self.config.seed * 1_000_003 + epoch)  # dropout
-            order = torch.from_numpy(self.splits.train)[torch.randperm(len(self.splits.train), generator=generator)]
+            order = torch.from_numpy(self.train_rows)[torch.randperm(len(self.train_rows), generator=generator)]
             self.net.train()
             for module in self.frozen:
                 module.eval()
