@@ -17,6 +17,7 @@ from core.catalog.shared_categories import SHARED_CLASS
 from core.catalog.splits import Splits
 from core.catalog.union import held_out_everywhere, member_names
 from core.config import TrainConfig
+from core.embedding.embedder import Embedder
 from core.model.runs import list_runs
 from core.photo.domain import FashionMnistDomain
 from core.search.serving import served_run
@@ -172,25 +173,32 @@ def test_a_union_run_serves_each_member_catalogue(tmp_path):
     figures = run.test_figures()
     # each member on its own test split (the worn one holds out fewer shots than the union does)
     assert set(figures["members"]) == {FLAT, WORN} and figures["queries"] == 16 + 8
-    assert figures["members"][WORN]["classifier"].startswith("similarity-weighted vote")
+    assert figures["members"][WORN]["classifier"].startswith("shared-class head")
     assert run.info()["members"] == open_catalog(settings).members
     photos, items = synthetic_photos()
+    union_heads = Embedder.from_settings(settings.replace(run=run.id)).heads
     for member in (FLAT, WORN):
         member_settings = tiny_settings(tmp_path, catalog=member)
         key = open_catalog(member_settings).key
         assert served_run(member_settings, key).id == run.id  # the newest finished run of either catalogue
         assert [r.id for r in list_runs(member_settings, key)] == [run.id]
         ws = Workspace.open(member_settings.replace(run=run.id))
-        assert ws.embeddings.shape == (64, RECIPE.embedding_dim) and ws.category_probs is None
+        assert ws.embeddings.shape == (64, RECIPE.embedding_dim)
+        # the union's head over shapes, mapped back: the worn catalogue's "Rings" get the class "Ring"'s chance
+        assert ws.category_probs.shape == (64, 4) and np.allclose(np.sum(ws.category_probs, axis=1), 1, atol=1e-5)
         result = ws.search(encoded(photos[52]), k=5)
-        assert result.predicted_by == "vote of the 10 nearest items"
-        assert {c for c, _ in result.predicted} <= set(ws.catalog.categories)
+        assert result.predicted_by.startswith("the shared-class head")
+        # one category per class here, so the member's probabilities are the union head's, class by class
+        features = ws.embedder.features(ws.catalog.domain_batch(np.arange(8)))
+        union_probs = union_heads.category_probs(features)
+        order = [union_heads.categories.index(c.rstrip("s")) for c in ws.catalog.categories]
+        assert np.allclose(ws.embedder.heads.category_probs(features), union_probs[:, order], atol=1e-5)
         assert Workspace.is_built(member_settings.replace(run=run.id))
         assert np.array_equal(ws.validation_rows(), ws.catalog.query_rows())  # the union's own rows are not its
     assert f"on {UNION}" in run.label()
     # a catalogue that was not a member, with the union's categories, is served with the head as any run's own
     other = Workspace.open(tiny_settings(tmp_path, catalog="synthetic-untagged").replace(run=run.id))
-    assert other.category_probs is not None
+    assert other.search(encoded(photos[52]), k=5).predicted_by == "the fine-tuned category head"
 
 
 def test_a_heads_only_union_run_serves_from_its_cached_features_and_shares_them(tmp_path):
@@ -231,3 +239,16 @@ def test_balanced_epochs_draw_each_catalogue_equally_often(tmp_path, monkeypatch
     assert len(balanced.train_rows) > len(plain.train_rows)
     assert set(balanced.train_rows) == set(plain.splits.train)  # repeats, never a validation or test row
     assert plain.run.id != balanced.run.id and "balance_catalogues" not in RECIPE.identity()
+
+
+def test_a_shared_class_head_maps_back_to_a_catalogues_categories_by_their_share():
+    from core.embedding.embedder import Heads
+
+    # classes tee, pants; the catalogue has T-Shirt and Polo (both tee, 3:1 in its train split), Pants, and Dress,
+    # which the union never saw
+    heads = Heads(["tee", "pants"], np.eye(2, dtype=np.float32), np.zeros(2, np.float32), [])
+    mapped = heads.mapped(["T-Shirt", "Polo", "Pants", "Dress"], ["tee", "tee", "pants", "Dress"],
+                          np.array([0.75, 0.25, 1.0, 1.0]), "mapped")
+    features = np.array([[np.log(3.0), 0.0]], np.float32)  # p(tee) = 0.75, p(pants) = 0.25
+    assert np.allclose(mapped.category_probs(features), [[0.5625, 0.1875, 0.25, 0.0]], atol=1e-6)
+    assert mapped.categories == ["T-Shirt", "Polo", "Pants", "Dress"] and mapped.source == "mapped"

@@ -7,6 +7,7 @@ vectors, so a distributed runner can call the same Embedder on shards without to
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -150,6 +151,7 @@ class Heads:
     tag_b: np.ndarray | None = None
     # where a tag counts as predicted: chosen on the run's validation split (older runs: the default)
     tag_threshold: float = DEFAULT_THRESHOLD
+    source: str = "the fine-tuned category head"  # what the pages say predicted a category
 
     @classmethod
     def from_state(cls, state: dict) -> "Heads":
@@ -161,6 +163,18 @@ class Heads:
         return cls(list(state["categories"]), array("category_head.weight"), array("category_head.bias"),
                    list(state["tags"]), array("tag_head.weight"), array("tag_head.bias"),
                    float(state.get("tag_threshold", DEFAULT_THRESHOLD)))
+
+    def mapped(self, categories: list[str], classes: list[str], prior: np.ndarray, source: str) -> "Heads":
+        """A head over ``categories`` from this one over its classes: category ``c`` of class ``classes[c]`` gets
+        that class's logit plus log ``prior[c]`` (its share of its class), so p(c) = p(class) × p(c | class),
+        renormalised over the categories there are. A linear head again: the query path and the stored
+        probabilities use it like any other. A class this head does not know gives its categories no chance."""
+        index = {name: i for i, name in enumerate(self.categories)}
+        known = np.array([name in index for name in classes])
+        rows = np.array([index.get(name, 0) for name in classes])
+        bias = np.where(known, self.category_b[rows] + np.log(np.maximum(prior, 1e-12)), -1e9).astype(np.float32)
+        return dataclasses.replace(self, categories=list(categories), category_w=self.category_w[rows],
+                                   category_b=bias, source=source)
 
     def category_probs(self, features: np.ndarray) -> np.ndarray:
         logits = features @ self.category_w.T + self.category_b

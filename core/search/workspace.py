@@ -21,7 +21,8 @@ from core.catalog.base import Catalog
 from core.catalog.registry import open_catalog
 from core.catalog.splits import Splits
 from core.config import Settings
-from core.embedding.embedder import Embedder, Projection, describe_model, model_key
+from core.catalog.shared_categories import shared_class
+from core.embedding.embedder import Embedder, Heads, Projection, describe_model, model_key
 from core.embedding.ray_runner import RayRunner, remove_shards
 from core.embedding.sequential_runner import SequentialRunner, map_rows, remove_partial
 from core.model.runs import RunDir
@@ -108,10 +109,11 @@ class Workspace:
         progress("Loading catalogue", 1, 1)
         progress("Loading model", 0, 1)
         embedder = Embedder.from_settings(settings)
-        if settings.run and catalog.key in RunDir.of(settings).info().get("members", {}).values():
+        if settings.run and embedder.heads is not None and \
+                catalog.key in RunDir.of(settings).info().get("members", {}).values():
             # a run trained on several catalogues (core.catalog.union) serves each of them with its embedding layer;
-            # its heads predict the union's shared classes and tags, so a category is the vote of the nearest items
-            embedder.heads = None
+            # its head predicts the union's shared classes, mapped back to this catalogue's categories
+            embedder.heads = member_heads(embedder.heads, catalog)
         if embedder.heads is not None and embedder.heads.categories != catalog.categories:
             raise ValueError(f"Run {settings.run} was trained on other categories ({embedder.heads.categories}) "
                              f"than catalogue {catalog.name!r} has; pick it with the catalogue it was trained on.")
@@ -256,7 +258,7 @@ class Workspace:
             order = np.argsort(-combined, kind="stable")
             ranked = Neighbours(found.indices[order], found.scores[order])
         if probs is not None:
-            shares, predicted_by = probs, "the fine-tuned category head"
+            shares, predicted_by = probs, self.embedder.heads.source
         else:  # without a trained head, the category is the similarity-weighted vote of the nearest neighbours
             unfiltered = allowed is None and not narrow
             votes = found if unfiltered else _drop(searcher.search(vector, VOTE_NEIGHBOURS + extra), exclude)
@@ -445,10 +447,25 @@ def catalogue_runner(embedder: Embedder, settings: Settings, progress: Progress)
 def built_names(settings: Settings) -> list[str]:
     """The files a served store holds."""
     names = ["embeddings.npy", annoy_name(settings)] + (["projection.npz"] if projection_dim(settings) else [])
-    info = RunDir.of(settings).info() if settings.run else {}
-    if settings.run and (not info.get("members") or info.get("catalog_name") == settings.catalog):
-        names += [PROBS] + ([TAG_PROBS] if info.get("tags") else [])  # a union run's member has no head outputs
+    if settings.run:
+        names += [PROBS] + ([TAG_PROBS] if RunDir.of(settings).info().get("tags") else [])
     return names
+
+
+def member_heads(heads: Heads, catalog: Catalog) -> Heads:
+    """A union run's shared-class head as a head over a member catalogue's own categories: each category gets its
+    shared class's probability times its share of that class among the member's train items (add-one smoothed),
+    so "T-Shirt" and "Polo" split the class "tee" the way the garment photos do. The union's tag head serves as it
+    is: its vocabulary holds every member's tags."""
+    in_train = (catalog.items["split"] == "train").to_numpy()
+    counts = catalog.items[in_train if in_train.any() else slice(None)]["category"].astype(str).value_counts()
+    classes = [shared_class(catalog.name, c) for c in catalog.categories]
+    own = np.array([counts.get(c, 0) + 1.0 for c in catalog.categories])
+    per_class = {k: sum(own[i] for i, c in enumerate(classes) if c == k) for k in set(classes)}
+    prior = np.array([own[i] / per_class[c] for i, c in enumerate(classes)])
+    return heads.mapped(catalog.categories, classes, prior,
+                        "the shared-class head of a run trained on several catalogues, mapped to this "
+                        "catalogue's categories")
 
 
 def build_bytes(store: ArtifactDir, catalog: Catalog, embedder: Embedder, settings: Settings) -> int:
