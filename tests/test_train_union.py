@@ -21,7 +21,7 @@ from core.embedding.embedder import Embedder
 from core.model.runs import list_runs
 from core.photo.domain import FashionMnistDomain
 from core.search.serving import served_run
-from core.search.workspace import Workspace
+from core.search.workspace import Workspace, member_heads
 from core.training.trainer import Trainer, TrainingStopped, prepare_run, train
 
 FLAT, WORN = "synthetic", "synthetic-worn"
@@ -173,7 +173,7 @@ def test_a_union_run_serves_each_member_catalogue(tmp_path):
     figures = run.test_figures()
     # each member on its own test split (the worn one holds out fewer shots than the union does)
     assert set(figures["members"]) == {FLAT, WORN} and figures["queries"] == 16 + 8
-    assert figures["members"][WORN]["classifier"].startswith("shared-class head")
+    assert figures["members"][WORN]["classifier"].startswith("its own category head")
     assert run.info()["members"] == open_catalog(settings).members
     photos, items = synthetic_photos()
     union_heads = Embedder.from_settings(settings.replace(run=run.id)).heads
@@ -184,15 +184,19 @@ def test_a_union_run_serves_each_member_catalogue(tmp_path):
         assert [r.id for r in list_runs(member_settings, key)] == [run.id]
         ws = Workspace.open(member_settings.replace(run=run.id))
         assert ws.embeddings.shape == (64, RECIPE.embedding_dim)
-        # the union's head over shapes, mapped back: the worn catalogue's "Rings" get the class "Ring"'s chance
+        # each member's own head, fitted on its train items after training, in the catalogue's category order
         assert ws.category_probs.shape == (64, 4) and np.allclose(np.sum(ws.category_probs, axis=1), 1, atol=1e-5)
+        assert ws.embedder.heads.categories == ws.catalog.categories
         result = ws.search(encoded(photos[52]), k=5)
-        assert result.predicted_by.startswith("the shared-class head")
-        # one category per class here, so the member's probabilities are the union head's, class by class
+        assert result.predicted_by.startswith("its own category head")
+        assert figures["members"][member]["top1"] >= 0.5  # chance is 25 %
+        # without an own head, the union's head over shapes mapped back: one category per class here, so the
+        # member's probabilities are the union head's, class by class
+        mapped = member_heads(union_heads, ws.catalog)
         features = ws.embedder.features(ws.catalog.domain_batch(np.arange(8)))
-        union_probs = union_heads.category_probs(features)
         order = [union_heads.categories.index(c.rstrip("s")) for c in ws.catalog.categories]
-        assert np.allclose(ws.embedder.heads.category_probs(features), union_probs[:, order], atol=1e-5)
+        assert np.allclose(mapped.category_probs(features), union_heads.category_probs(features)[:, order],
+                           atol=1e-5)
         assert Workspace.is_built(member_settings.replace(run=run.id))
         assert np.array_equal(ws.validation_rows(), ws.catalog.query_rows())  # the union's own rows are not its
     assert f"on {UNION}" in run.label()
@@ -208,7 +212,7 @@ def test_a_heads_only_union_run_serves_from_its_cached_features_and_shares_them(
     config = RECIPE.replace(freeze="heads", epochs=2, triplet_weight=0.0)
     run = train(settings, config)
     ws = Workspace.open(tiny_settings(tmp_path, catalog=WORN, run=run.id))
-    assert ws.store.meta()["files"]["embeddings.npy"]["runner"] == "the trainer's cached backbone features"
+    assert ws.store.meta()["files"]["embeddings.npy"]["runner"] == "the trainer's features of every item"
     rows = np.arange(0, 64, 7)
     fresh = ws.embedder(ws.catalog.domain_batch(rows))
     assert np.allclose(np.asarray(ws.embeddings)[rows], fresh, atol=1e-4)

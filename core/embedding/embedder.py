@@ -41,6 +41,8 @@ class Embedder:
     pca_whiten: bool = False
     runtime: str = "eager"  # what runs ``network``: cuda, onnx, torchscript or eager (core.embedding.runtimes)
     flip_average: bool = False  # features are the mean of the image's and its mirror image's (twice the cost)
+    # a run trained on several catalogues: each member's own category head (its categories), by member name
+    member_heads: dict[str, "Heads"] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Embedder":
@@ -72,8 +74,14 @@ class Embedder:
         transform = ModelInput(recipe.image_size, tuple(description["mean"]), tuple(description["std"]))
         key = model_key(description)
         graph, runtime = _for_runtime(EmbeddingOnly(net), recipe.image_size, settings, key)
-        return cls(graph, transform, key, description, heads=Heads.from_state(state), runtime=runtime,
-                   flip_average=settings.flip_average)
+        heads = Heads.from_state(state)
+        own = {name: dataclasses.replace(heads, categories=list(head["categories"]),
+                                         category_w=head["weight"].float().numpy(),
+                                         category_b=head["bias"].float().numpy(),
+                                         source="its own category head (a run trained on several catalogues)")
+               for name, head in state.get("member_heads", {}).items()}
+        return cls(graph, transform, key, description, heads=heads, runtime=runtime,
+                   flip_average=settings.flip_average, member_heads=own)
 
     def __post_init__(self) -> None:
         # Two single-image passes: they give the feature size, and the runtimes optimise on their first calls

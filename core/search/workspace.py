@@ -7,6 +7,7 @@ progress) whatever is missing or damaged. The app keeps one per (catalogue, mode
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -112,8 +113,10 @@ class Workspace:
         if settings.run and embedder.heads is not None and \
                 catalog.key in RunDir.of(settings).info().get("members", {}).values():
             # a run trained on several catalogues (core.catalog.union) serves each of them with its embedding layer;
-            # its head predicts the union's shared classes, mapped back to this catalogue's categories
-            embedder.heads = member_heads(embedder.heads, catalog)
+            # its own head for this catalogue where the run fitted one, else its shared-class head mapped back
+            own = embedder.member_heads.get(catalog.name)
+            embedder.heads = member_heads(embedder.heads, catalog) if own is None or \
+                sorted(catalog.categories) != own.categories else _in_order(own, catalog.categories)
         if embedder.heads is not None and embedder.heads.categories != catalog.categories:
             raise ValueError(f"Run {settings.run} was trained on other categories ({embedder.heads.categories}) "
                              f"than catalogue {catalog.name!r} has; pick it with the catalogue it was trained on.")
@@ -428,7 +431,7 @@ def load_or_build_embeddings(store: ArtifactDir, catalog: Catalog, embedder: Emb
     embedded = len(embeddings) - resumed_from
     store.record(name, shape=list(embeddings.shape), seconds=round(seconds, 2), resumed_from=resumed_from,
                  images_per_s=round(embedded / max(seconds, 1e-9), 1), inference=embedder.runtime,
-                 runner=settings.runner if runner is not None else "the trainer's cached backbone features")
+                 runner=settings.runner if runner is not None else "the trainer's features of every item")
     del features
     remove_partial(partial)
     remove_shards(partial)  # the Ray runner's resumable shards, whichever runner finished the pass
@@ -450,6 +453,13 @@ def built_names(settings: Settings) -> list[str]:
     if settings.run:
         names += [PROBS] + ([TAG_PROBS] if RunDir.of(settings).info().get("tags") else [])
     return names
+
+
+def _in_order(head: Heads, categories: list[str]) -> Heads:
+    """A head's rows put in the catalogue's category order (labels index ``categories``)."""
+    rows = [head.categories.index(c) for c in categories]
+    return dataclasses.replace(head, categories=list(categories), category_w=head.category_w[rows],
+                               category_b=head.category_b[rows])
 
 
 def member_heads(heads: Heads, catalog: Catalog) -> Heads:

@@ -223,16 +223,45 @@ class Trainer:
             return
 
     @torch.no_grad()
-    def catalogue_features(self) -> np.ndarray | None:
-        """What the served network (backbone + embedding layer) gives every item, for a heads-only run: its
-        embedding layer over the cached backbone features, so serving the run needs no second backbone pass.
-        None for other policies (their backbone learned: the catalogue must be embedded again)."""
-        if self.features is None:
-            return None
+    def catalogue_features(self) -> np.ndarray:
+        """What the served network (backbone + embedding layer) gives every item: for a heads-only run its
+        embedding layer over the cached backbone features (no second backbone pass), else one eval pass over the
+        catalogue (a union run fits its members' own heads on it), which then indexes it
+        (``Workspace.open(features=…)``) instead of a second pass there."""
         self.net.eval()
-        step = 4096
-        return torch.cat([self.net.embedding(self.features[i : i + step]).float().cpu()
-                          for i in range(0, len(self.features), step)]).numpy()
+        if self.features is not None:
+            step = 4096
+            return torch.cat([self.net.embedding(self.features[i : i + step]).float().cpu()
+                              for i in range(0, len(self.features), step)]).numpy()
+        out, step = [], self.inference_rows
+        for start in range(0, len(self.catalog), step):
+            rows = np.arange(start, min(start + step, len(self.catalog)))
+            with self._autocast():
+                out.append(self.net.embedding(self.net.backbone(self.inputs(rows))).float().cpu())
+            self.progress("Embedding the catalogue with the trained network", int(rows[-1]) + 1, len(self.catalog))
+        return torch.cat(out).numpy()
+
+    def fit_member_heads(self, features: np.ndarray) -> dict[str, dict]:
+        """Each member catalogue's own category head, for a union run: a softmax regression on the trained
+        network's features of that member's train rows (validation and test rows left out), over its own
+        categories. The shared-class head cannot tell a garment photo's "T-Shirt" from its "Polo", nor the shop's
+        "Tanks" from its "Bras & Tanks"; each catalogue's own head can, and is what serves it."""
+        from sklearn.linear_model import LogisticRegression
+
+        items, heads = self.catalog.items, {}
+        member_of = items["member"].to_numpy()
+        for name in self.catalog.members:
+            rows = self.splits.train[member_of[self.splits.train] == name]
+            categories = list(dict.fromkeys(items["member_category"].iloc[rows]))
+            if len(categories) < 2:
+                continue
+            order = {c: i for i, c in enumerate(sorted(categories))}
+            labels = items["member_category"].iloc[rows].map(order).to_numpy()
+            model = LogisticRegression(C=1.0, max_iter=2000).fit(features[rows], labels)
+            heads[name] = {"categories": sorted(categories),
+                           "weight": torch.from_numpy(model.coef_.astype(np.float32)),
+                           "bias": torch.from_numpy(model.intercept_.astype(np.float32))}
+        return heads
 
     def _forward(self, rows: torch.Tensor, generator: torch.Generator | None = None):
         with self._autocast():
@@ -395,9 +424,14 @@ def train(settings: Settings, config: TrainConfig, progress: Progress = no_progr
             run.update_status(state="running", resumed_from_epoch=trainer.epoch if resumed else None,
                               device=str(trainer.device))
             history = trainer.fit()
-            if trainer.features is not None:  # served: the best epoch's embedding layer, not the last one's
-                trainer.net.load_state_dict(load_checkpoint(run.best)["model"])
-            known = trainer.catalogue_features()
+            best = load_checkpoint(run.best)
+            trainer.net.load_state_dict(best["model"])  # served: the best epoch, not the last one
+            # a union run's own heads need every item's features; a heads-only run has them for free
+            known = trainer.catalogue_features() if trainer.features is not None or catalog.members else None
+            if catalog.members and "member_heads" not in best:
+                best["member_heads"] = trainer.fit_member_heads(known)
+                best.pop("format", None)
+                run.save_checkpoint(run.best, best)
             del trainer  # frees the training copy of the catalogue and the optimiser state before indexing
             run.update_status(state="indexing", stage="loading the fine-tuned model")
             if catalog.members:
