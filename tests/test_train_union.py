@@ -20,8 +20,8 @@ from core.config import TrainConfig
 from core.embedding.embedder import Embedder
 from core.model.runs import list_runs
 from core.photo.domain import FashionMnistDomain
-from core.search.serving import served_run
-from core.search.workspace import Workspace, member_heads
+from core.search.serving import served_run, ship_run
+from core.search.workspace import Workspace, member_heads, serving_heads
 from core.training.trainer import Trainer, TrainingStopped, prepare_run, train
 
 FLAT, WORN = "synthetic", "synthetic-worn"
@@ -200,6 +200,21 @@ def test_a_union_run_serves_each_member_catalogue(tmp_path):
         assert Workspace.is_built(member_settings.replace(run=run.id))
         assert np.array_equal(ws.validation_rows(), ws.catalog.query_rows())  # the union's own rows are not its
     assert f"on {UNION}" in run.label()
+    # shipped, it records what it predicts on each member, and the served heads reproduce it
+    import json
+
+    shipped = ship_run(settings.replace(shipped_runs_dir=tmp_path / "models"), run.id)
+    check = json.loads((shipped / "check.json").read_text())["members"]
+    for member in (FLAT, WORN):
+        member_settings = tiny_settings(tmp_path, catalog=member, run=run.id)
+        catalog, embedder = open_catalog(member_settings), Embedder.from_settings(member_settings)
+        assert check[member]["catalog"] == catalog.key
+        assert len(check[member]["ids"]) == (16 if member == FLAT else 8)  # each member's own test split
+        rows = [int(np.flatnonzero(catalog.items["id"].to_numpy() == i)[0]) for i in check[member]["ids"]]
+        probs = serving_heads(member_settings, catalog, embedder).category_probs(
+            embedder.features(catalog.domain_batch(rows)))
+        assert [catalog.categories[i] for i in probs.argmax(1)] == check[member]["predicted"]
+        assert set(check[member]["predicted"]) <= set(catalog.categories)
     # a catalogue that was not a member, with the union's categories, is served with the head as any run's own
     other = Workspace.open(tiny_settings(tmp_path, catalog="synthetic-untagged").replace(run=run.id))
     assert other.search(encoded(photos[52]), k=5).predicted_by == "the fine-tuned category head"

@@ -20,6 +20,7 @@ from PIL import Image
 from core.artifacts import ArtifactDir, ReadOnlyArtifacts, atomic_path, save_npy, space_for
 from core.catalog.base import Catalog
 from core.catalog.registry import open_catalog
+from core.catalog.shared_categories import shared_class
 from core.catalog.splits import Splits
 from core.config import Settings
 from core.catalog.shared_categories import shared_class
@@ -110,13 +111,7 @@ class Workspace:
         progress("Loading catalogue", 1, 1)
         progress("Loading model", 0, 1)
         embedder = Embedder.from_settings(settings)
-        if settings.run and embedder.heads is not None and \
-                catalog.key in RunDir.of(settings).info().get("members", {}).values():
-            # a run trained on several catalogues (core.catalog.union) serves each of them with its embedding layer;
-            # its own head for this catalogue where the run fitted one, else its shared-class head mapped back
-            own = embedder.member_heads.get(catalog.name)
-            embedder.heads = member_heads(embedder.heads, catalog) if own is None or \
-                sorted(catalog.categories) != own.categories else _in_order(own, catalog.categories)
+        embedder.heads = serving_heads(settings, catalog, embedder)
         if embedder.heads is not None and embedder.heads.categories != catalog.categories:
             raise ValueError(f"Run {settings.run} was trained on other categories ({embedder.heads.categories}) "
                              f"than catalogue {catalog.name!r} has; pick it with the catalogue it was trained on.")
@@ -453,6 +448,19 @@ def built_names(settings: Settings) -> list[str]:
     if settings.run:
         names += [PROBS] + ([TAG_PROBS] if RunDir.of(settings).info().get("tags") else [])
     return names
+
+
+def serving_heads(settings: Settings, catalog: Catalog, embedder: Embedder) -> Heads | None:
+    """The heads that serve ``catalog``: the run's own, or for a run trained on several catalogues
+    (core.catalog.union) and served on one of them, that member's own head where the run fitted one, else its
+    shared-class head mapped back to the member's categories (its embedding layer gives the vectors either way)."""
+    if not settings.run or embedder.heads is None or \
+            catalog.key not in RunDir.of(settings).info().get("members", {}).values():
+        return embedder.heads
+    own = embedder.member_heads.get(catalog.name)
+    if own is None or sorted(catalog.categories) != own.categories:
+        return member_heads(embedder.heads, catalog)
+    return _in_order(own, catalog.categories)
 
 
 def _in_order(head: Heads, categories: list[str]) -> Heads:
