@@ -175,7 +175,7 @@ def test_a_union_run_serves_each_member_catalogue(tmp_path):
     assert set(figures["members"]) == {FLAT, WORN} and figures["queries"] == 16 + 8
     assert figures["members"][WORN]["classifier"].startswith("its own category head")
     assert run.info()["members"] == open_catalog(settings).members
-    photos, items = synthetic_photos()
+    photos, _ = synthetic_photos()
     union_heads = Embedder.from_settings(settings.replace(run=run.id)).heads
     for member in (FLAT, WORN):
         member_settings = tiny_settings(tmp_path, catalog=member)
