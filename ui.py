@@ -69,6 +69,39 @@ def plain(text: object) -> str:
     return _LEADING_BLOCK.sub(lambda m: f"{m[1]}\\{m[2]}" if m[1] else f"\\{m[3]}", escaped)
 
 
+# An absolute path in a message (an OSError's, a checkpoint's): a slash after no letter, colon, dot or slash (so
+# "https://…" and "a/b" stay), then at least two parts. What a visitor sees is its last part.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w:/.])/(?:[\w.@+-]+/)+([\w.@+-]+)/?")
+
+
+def shown_path(path: Path | str, settings: Settings) -> str:
+    """A server folder as a visitor may see it: relative to the artifacts folder (``artifacts/<catalogue
+    key>/<model key>``) or to the shipped models (``models/<run>``), never the absolute path, which tells how the
+    server is laid out (issue 29, item 3). Any other folder shows its name only; the operator knows the roots."""
+    path = Path(path)
+    for root, name in ((settings.artifacts_dir, "artifacts"), (settings.runs_dir, "runs"),
+                       (settings.shipped_runs_dir, "models"), (settings.data_dir, "data")):
+        if root is None:
+            continue
+        for candidate in (path, path.resolve()):
+            for base in (Path(root), Path(root).resolve()):
+                if candidate.is_relative_to(base):
+                    return (Path(name) / candidate.relative_to(base)).as_posix()
+    return path.name
+
+
+def without_server_paths(message: object, settings: Settings) -> str:
+    """An error's text for the page: the settings' folders named as ``shown_path`` names them and any other
+    absolute path cut to its last part. Call ``log`` with the original: the operator's copy keeps the paths."""
+    text = str(message)
+    roots = [(r, n) for r, n in ((settings.artifacts_dir, "artifacts"), (settings.runs_dir, "runs"),
+                                 (settings.shipped_runs_dir, "models"), (settings.data_dir, "data")) if r is not None]
+    for root, name in sorted(((str(b), n) for r, n in roots for b in (Path(r), Path(r).resolve())),
+                             key=lambda pair: -len(pair[0])):  # the longest first: runs inside artifacts
+        text = text.replace(root, name)
+    return _ABSOLUTE_PATH.sub(lambda m: f"…/{m[1]}", text)
+
+
 def plain_html(text: object) -> str:
     """Catalogue text for plotly labels and hover boxes, which understand a few HTML tags (``<a href>``)."""
     return html.escape(str(text), quote=True)
@@ -252,7 +285,8 @@ def workspace(settings: Settings) -> Workspace:
         st.button("Try again", icon=":material/refresh:", key="retry_build")  # a rerun retries: errors are not cached
         st.stop()
     except (MissingDataError, WeightsError, CheckpointError, FileNotFoundError, ValueError) as exc:
-        st.error(f"**The catalogue or model could not be loaded.**\n\n{exc}")
+        log.error("the catalogue or model could not be loaded: %s", exc)
+        st.error(f"**The catalogue or model could not be loaded.**\n\n{without_server_paths(exc, settings)}")
         st.stop()
 
 

@@ -46,7 +46,7 @@ with st.expander("Artifacts on disk", expanded=False):
                       for name, entry in files.items()]),
         hide_index=True, width="stretch",
     )
-    st.caption(f"`{ws.store.path}` · catalogue key `{info['catalog_key']}` · model key `{info['model_key']}`")
+    st.caption(f"`{ui.shown_path(ws.store.path, settings)}` · catalogue key `{info['catalog_key']}` · model key `{info['model_key']}`")
 
 st.header("Fine-tuning")
 st.markdown(
@@ -122,7 +122,7 @@ with st.expander("Train a new model", expanded=not runs, icon=":material/model_t
                                       triplet_weight=float(triplet), augment=augment)
             run = start_training(settings.replace(run=""), recipe)
         except (ValueError, OSError, RuntimeError) as exc:
-            st.error(f"Training could not start: {exc}")
+            st.error(f"Training could not start: {ui.without_server_paths(exc, settings)}")
         else:
             if run.is_complete():
                 st.info(f"This recipe was trained already: run `{run.id}` (below, and in the sidebar).")
@@ -164,7 +164,7 @@ if runs:
                            help="Chosen on the run's validation split: the threshold with the best micro-F1")
     with st.expander("Recipe and files"):
         st.json(run.info().get("recipe", {}))
-        st.caption(f"`{run.path}`")
+        st.caption(f"`{ui.shown_path(run.path, settings)}`")
 
 st.header("Real photos")
 st.caption("How well photos from the real world land in this catalogue. Name a folder of photos with a "
@@ -190,7 +190,7 @@ if measure:
             st.session_state["photo_bench"] = {"model": ws.embedder.key, "folder": folder.strip(),
                                                "figures": figures, "sheet": sheet}
         except (LabelsError, OSError, ValueError, RuntimeError) as exc:
-            st.error(f"**These photos could not be measured.**\n\n{ui.plain(str(exc))}")
+            st.error(f"**These photos could not be measured.**\n\n{ui.plain(ui.without_server_paths(exc, settings))}")
 measured = st.session_state.get("photo_bench")
 if measured and measured["model"] == ws.embedder.key:
     figures = measured["figures"]
@@ -278,7 +278,7 @@ if run_bench:
         save_result(ws, run_retrieval_bench(ws, n_queries=int(n_queries), sweep=sweep, scale=tuple(sorted(scale)),
                                             progress=progress))
     except (MemoryError, OSError, ValueError) as exc:
-        st.error(f"The comparison stopped: {type(exc).__name__}: {exc}. Try fewer queries or a smaller N.")
+        st.error(f"The comparison stopped: {type(exc).__name__}: {ui.without_server_paths(exc, settings)}. Try fewer queries or a smaller N.")
     finally:
         bar.empty()
 

@@ -273,6 +273,39 @@ def test_an_uncaught_error_is_a_message_and_its_details_go_to_the_log(app, monke
     assert "internal failure" in caplog.text and "Traceback" in caplog.text  # the operator's copy
 
 
+def _shown_text(node) -> str:
+    """Everything an AppTest tree would send to the browser, as text: every element's message, expanders' and
+    tables' contents included (an Arrow table's bytes print their strings readably)."""
+    own = str(node.proto) if getattr(node, "proto", None) is not None else ""
+    return own + "".join(_shown_text(child) for child in getattr(node, "children", {}).values())
+
+
+@pytest.mark.slow
+def test_no_page_shows_a_visitor_the_server_folders(app, tmp_path_factory):
+    """The Model page printed the artifacts folder's absolute path under 'Artifacts on disk' and the Home page under
+    its chart; they now show it relative to the artifacts folder."""
+    import ui
+
+    artifacts = str(tmp_path_factory.getbasetemp() / "app-artifacts")
+    app.run()
+    seen = {}
+    for page in ("home", "search", "browse", "tags", "map", "model"):
+        if page != "home":
+            app.switch_page(f"app_pages/{page}.py").run()
+        assert not app.exception, (page, app.exception)
+        seen[page] = _shown_text(app._tree)
+        assert artifacts not in seen[page] and str(ROOT) not in seen[page], page
+    assert "artifacts/synthetic-" in seen["model"]  # still there, where an operator looks for it
+    settings = tiny_settings(Path(artifacts).parent)
+    assert ui.shown_path(settings.artifacts_dir / "runs" / "r1", settings) == "artifacts/runs/r1"
+    assert ui.shown_path(ROOT / "models" / "shop-run", settings.replace(shipped_runs_dir=ROOT / "models")) == \
+        "models/shop-run"
+    said = ui.without_server_paths(f"No checkpoint at {settings.artifacts_dir}/runs/x/checkpoint-best.pt nor at "
+                                   "/srv/secret/layout/weights.pth; see https://example.org/a/b", settings)
+    assert said == ("No checkpoint at artifacts/runs/x/checkpoint-best.pt nor at …/weights.pth; see "
+                    "https://example.org/a/b")
+
+
 def test_the_shipped_config_shows_visitors_no_error_details():
     import tomllib
 
