@@ -140,4 +140,5 @@ with right:
                     category_orders={"category": list(summary.index)})
     figure.update_layout(margin=dict(l=0, r=0, t=10, b=0), legend_title_text="")
     st.plotly_chart(figure, width="stretch")
-    st.caption(f"Catalogue key `{catalog.key}` · model key `{ws.embedder.key}` · artifacts in `{ui.shown_path(ws.store.path, settings)}`")
+    st.caption(f"Catalogue key `{catalog.key}` · model key `{ws.embedder.key}` · "
+               f"artifacts in `{ui.shown_path(ws.store.path, settings)}`")

@@ -46,7 +46,8 @@ with st.expander("Artifacts on disk", expanded=False):
                       for name, entry in files.items()]),
         hide_index=True, width="stretch",
     )
-    st.caption(f"`{ui.shown_path(ws.store.path, settings)}` · catalogue key `{info['catalog_key']}` · model key `{info['model_key']}`")
+    st.caption(f"`{ui.shown_path(ws.store.path, settings)}` · catalogue key `{info['catalog_key']}` · "
+               f"model key `{info['model_key']}`")
 
 st.header("Fine-tuning")
 st.markdown(
@@ -278,7 +279,8 @@ if run_bench:
         save_result(ws, run_retrieval_bench(ws, n_queries=int(n_queries), sweep=sweep, scale=tuple(sorted(scale)),
                                             progress=progress))
     except (MemoryError, OSError, ValueError) as exc:
-        st.error(f"The comparison stopped: {type(exc).__name__}: {ui.without_server_paths(exc, settings)}. Try fewer queries or a smaller N.")
+        st.error(f"The comparison stopped: {type(exc).__name__}: {ui.without_server_paths(exc, settings)}. "
+                 "Try fewer queries or a smaller N.")
     finally:
         bar.empty()
 
