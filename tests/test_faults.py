@@ -353,6 +353,33 @@ def test_absurd_prices_are_flagged_at_prepare_shown_compactly_and_leave_the_slid
     assert catalog.items["price"].iloc[top].max() == 1e308  # the outlier is still found from the top end
 
 
+def test_absurd_values_in_other_numeric_columns_are_flagged_and_shown_compactly(tmp_path):
+    """A rating of 1e308, a weight written with 411 digits and a -999999 sentinel are listed with their line and
+    kept; a 13-digit barcode column and a text column with numbers in it are not numbers out of range."""
+    from core.catalog.registry import open_catalog
+
+    huge = "1" + "0" * 410
+    columns = {"rating": ["4", "5", "1e308", "3", "4.5", "4", "-999999", "5"],
+               "weight_g": ["120", huge, "180", "-0", "0.30000000000000004", "150", "140", "160"],
+               "ean": [str(4006381333931 + i) for i in range(7)] + ["12"],
+               "size": ["S", "M", "L", "1e308", "XL", "M", "S", "L"]}
+    source = odd_shop(tmp_path / "shop", **columns)
+    settings = tiny_settings(tmp_path)
+    report = prepare_catalog(SourceSpec(path=str(source)), settings, name="absurd-columns")
+    flagged = report.problems[report.problems["problem"].str.contains("far outside")]
+    assert sorted(zip(flagged["where"], flagged["problem"].str.extract(r"'(\w+)'")[0], strict=True)) == \
+        [("line 3", "weight_g"), ("line 4", "rating"), ("line 8", "rating")], flagged
+    assert not flagged["skipped"].any() and "1.0e410" in " ".join(flagged["problem"])
+    catalog = open_catalog(settings.replace(catalog="absurd-columns"))
+    shown = {column: [catalog.details(row).get(column, "") for row in range(len(catalog))] for column in columns}
+    assert "1.0e410" in shown["weight_g"] and "0" in shown["weight_g"] and "0.30" in shown["weight_g"]
+    assert "120" in shown["weight_g"] and "4.5" in shown["rating"]  # ordinary numbers as the seller wrote them
+    cards = [catalog.headline(row)[1] for row in range(len(catalog))] + [" ".join(catalog.details(row).values())
+                                                                        for row in range(len(catalog))]
+    assert huge not in " ".join(cards) and "-0" not in shown["weight_g"]
+    assert max(len(text) for texts in shown.values() for text in texts) <= 12
+
+
 # ------------------------------------------------------------------------------- 6. recipes and weights files
 @pytest.mark.parametrize(("change", "said"), [({"augment": "no"}, "augment must be true or false"),
                                               ({"epochs": 5.5}, "epochs must be a whole number"),

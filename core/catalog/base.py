@@ -12,7 +12,7 @@ import pandas as pd
 from PIL import Image
 
 from core.catalog.item_files import FileImages
-from core.catalog.sources import compact_number
+from core.catalog.sources import compact_number, shown_text
 from core.photo.decode import ImageDecodeError
 from core.photo.domain import Domain
 
@@ -74,7 +74,9 @@ class Catalog:
         """What a shop shows beside an item, where the catalogue has it: brand, price, description, and the
         source's own extra columns (colour, material, …) by name."""
         item = self.items.iloc[row]
-        out = {name: item[name] for name in (*self.extra_columns(), "brand", "description")
+        extras = self.extra_columns()  # a seller's own columns: a number in them is shown compactly
+        out = {name: shown_text(item[name]) if name in extras else item[name]
+               for name in (*extras, "brand", "description")
                if name in item.index and isinstance(item[name], str) and item[name]}
         if "price" in item.index and pd.notna(item["price"]):
             out["price"] = compact_number(item["price"])  # 1e308 as 1.0e308, never 411 digits
