@@ -112,7 +112,9 @@ with st.expander("Train a new model", expanded=not runs, icon=":material/model_t
         triplet = c3.number_input("Triplet loss weight", 0.0, 5.0, defaults.triplet_weight, step=0.1,
                                   help="Batch-hard triplet margin loss on the embeddings, added to cross-entropy")
         augment = c4.checkbox("Augment (shift, scale, flip)", value=defaults.augment)
-        submitted = st.form_submit_button("Train", type="primary", icon=":material/play_arrow:", key="train_run")
+        submitted = st.form_submit_button(  # a run writes checkpoints beside the artifacts: not on a read-only folder
+            "Train", type="primary", icon=":material/play_arrow:", key="train_run", disabled=ws.read_only,
+            help="The artifacts folder is read-only: train on a writable copy" if ws.read_only else None)
     st.caption(f"Backbone: {settings.backbone} with its ImageNet weights. On Fashion-MNIST the default recipe reached "
                "93.8 % test accuracy after 13.5 minutes of training on 2 CPU cores (BENCHMARKS.md); a GPU is used "
                "when there is one. The same from the command line: `python -m core train --epochs … --image-size …`.")

@@ -245,7 +245,7 @@ def test_every_page_works_on_read_only_artifacts_and_the_model_page_says_so(tmp_
 
     Workspace.open(tiny_settings(tmp_path / "rw"))
     for name, value in {"CATALOG": "synthetic", "BACKBONE": "test_efficientnet", "IMAGE_SIZE": "32",
-                        "PCA_DIM": "16", "N_TREES": "4", "SEARCH_K": "200", "RUN": "imagenet",
+                        "PCA_DIM": "16", "PCA_MIN_FIT_ITEMS": "0", "N_TREES": "4", "SEARCH_K": "200", "RUN": "imagenet",
                         "ARTIFACTS_DIR": str(read_only(tmp_path / "rw" / "artifacts")),
                         "DATA_DIR": str(tmp_path / "data")}.items():
         monkeypatch.setenv(f"FVS_{name}", value)
@@ -255,6 +255,7 @@ def test_every_page_works_on_read_only_artifacts_and_the_model_page_says_so(tmp_
         app.switch_page(f"app_pages/{page}.py").run()
         assert not app.exception and not app.error, (page, app.exception, [e.value for e in app.error])
     assert any("Served read-only" in info.value for info in app.info)
+    assert app.button(key="train_run").disabled  # a run would write checkpoints there
 
 
 # ------------------------------------------------------------------------------- 3. errors without internals
