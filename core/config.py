@@ -88,12 +88,15 @@ class Settings:
     ray_shard_rows: int = 4096  # rows per shard file: the unit of resume
 
     # Which index serves searches (core/search/served.py, issue 27): "exact", "annoy", "hnsw", or "auto": exact
-    # search up to ``exact_max_items`` items (where a brute-force scan costs less than Annoy's search step at the
-    # recall it must hold; the crossover measured in BENCHMARKS.md), Annoy above it with the smallest search_k from
-    # ``search_k`` up that holds recall@10 >= 0.95 on the catalogue's own items, HNSW where Annoy cannot within 2 ms.
-    # The Annoy index is built for every catalogue either way; the HNSW graph only where it is served.
+    # search up to ``exact_max_items`` items, Annoy above it with the smallest search_k from ``search_k`` up that
+    # holds recall@10 >= 0.95 on the catalogue's own items, HNSW where Annoy cannot within 2 ms. The Annoy index is
+    # built for every catalogue either way; the HNSW graph only where it is served.
+    # 7,500: the largest size measured (`python -m core bench crossover`, BENCHMARKS.md) where a scan of 512-d
+    # vectors still costs under 1 ms on 2 cores (0.97 ms; 1.7 ms at 10,000, where Annoy at recall 0.95 takes
+    # 0.28 ms); 256-d vectors are cheaper still (0.28 ms at 10,000). Below it exact search is free next to a query's
+    # ~25 ms model forward, and Annoy's 0.2-0.3 ms saving would cost one true neighbour in thirty.
     index: str = "auto"
-    exact_max_items: int = 20_000
+    exact_max_items: int = 7_500
 
     # Annoy parameters: see BENCHMARKS.md for the sweep that chose them. ``search_k`` is what "annoy" serves and
     # where "auto" starts its search for enough recall.
