@@ -4,9 +4,9 @@ Exact search costs N·d per query and loses nothing; Annoy costs about ``search_
 neighbours; HNSW costs about log N, and loses few, but its graph is slower to build and lives in each process. So
 ``Settings.index = "auto"`` serves:
 
-- exact search up to ``Settings.exact_max_items`` items, the crossover measured on this machine
-  (``python -m core bench crossover``, BENCHMARKS.md), below which a scan is no slower than Annoy at the recall it
-  must hold: recall 1.0 for free;
+- exact search up to ``Settings.exact_max_items`` items, measured on this machine (``python -m core bench
+  crossover``, BENCHMARKS.md): up to there a scan costs under about 1 ms, free next to a query's model forward,
+  and Annoy's fraction of a millisecond saved would cost it true neighbours: recall 1.0 for free;
 - Annoy above it, with the smallest ``search_k`` (``Settings.search_k``, doubled while needed) that holds
   recall@10 ≥ ``TARGET_RECALL`` on a sample of the catalogue's own items within ``BUDGET_MS``;
 - HNSW where no such ``search_k`` exists (at 1M vectors Annoy's default gives 0.77 in 1.6 ms), with the smallest
@@ -156,8 +156,8 @@ def choose_index(vectors: np.ndarray, settings: Settings, annoy: AnnoySearcher,
 
     if mode == "exact" or (mode == "auto" and n <= settings.exact_max_items):
         why = "set by FVS_INDEX=exact" if mode == "exact" else (
-            f"{n:,} items is within exact_max_items ({settings.exact_max_items:,}), where a scan costs no more than "
-            f"Annoy at recall {TARGET_RECALL}")
+            f"{n:,} items is within exact_max_items ({settings.exact_max_items:,}), where a scan is free (under about "
+            f"1 ms) and loses nothing")
         return chosen("exact", exact, why, exact_recall, exact_ms)
     if mode == "annoy":
         served = AnnoySearcher(annoy.index, settings.search_k, exact, annoy.path)
