@@ -152,3 +152,32 @@ def test_measured_recall_of_exact_search_is_one_and_ignores_the_query_itself():
     recall, p50 = measure(ExactSearcher(vectors), vectors, rows, exact_truth(vectors, rows))
     assert recall == 1.0 and p50 > 0
     assert len(rows) == 50 and len(set(rows.tolist())) == 50
+
+
+def test_crossover_bench_reports_exact_and_annoy_at_each_size():
+    from core.bench.crossover import run_crossover
+
+    vectors = clustered(1200)
+    labels = np.arange(1200) % 4
+    report = run_crossover(vectors, labels, Settings(n_trees=4, search_k=20), sizes=(300, 1200, 1500))
+    assert [row["n"] for row in report["rows"]] == [300, 1200, 1500]
+    assert [row["source"] for row in report["rows"]] == ["real", "real", "synthetic"]
+    for row in report["rows"]:
+        assert row["exact_p50_ms"] > 0 and row["annoy_p50_ms"] > 0 and row["annoy_search_k"] >= 20
+        assert row["annoy_holds"] == (row["annoy_recall_at_10"] >= served.TARGET_RECALL)
+    faster = [r["n"] for r in report["rows"] if r["annoy_holds"] and r["annoy_p50_ms"] < r["exact_p50_ms"]]
+    assert report["crossover_n"] == (faster[0] if faster else None)
+
+
+def test_retrieval_lab_measures_what_would_be_served(tmp_path):
+    from core.bench.retrieval import build_methods, measure as lab_measure, truth_top_k
+
+    vectors = clustered(1500)
+    choices: dict = {}
+    built = build_methods(vectors, Settings(n_trees=4, search_k=50, exact_max_items=1000), tmp_path,
+                          methods=("exact", "served"), choices=choices)
+    assert set(built) == {"exact", "served"}
+    assert choices["served"].kind == "annoy" and built["served"][0].search_k == choices["served"].search_k
+    queries = np.arange(0, 1500, 15)
+    figures = lab_measure(built["served"][0], vectors, np.arange(1500) % 4, queries, truth_top_k(vectors, queries))
+    assert figures["recall_at_10"] >= 0.9  # another sample than the choice's, same index
