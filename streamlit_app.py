@@ -1,5 +1,7 @@
 """Entry point: ``streamlit run streamlit_app.py``. Navigation and page chrome only; pages do the rest."""
 
+import logging
+
 import streamlit as st
 
 st.set_page_config(page_title="Fashion visual search", page_icon=":material/checkroom:", layout="wide")
@@ -18,5 +20,11 @@ pages = [
 navigation = st.navigation(pages)
 # The catalogue and model pickers live here, not in the pages: a widget rendered by the entry script on every run
 # keeps its value when the user changes page (a page's own widgets are new widgets on each page).
-ui.sidebar_settings()
-navigation.run()
+try:
+    ui.sidebar_settings()
+    navigation.run()
+except Exception:  # noqa: BLE001 - st.stop / st.rerun are BaseExceptions and pass through
+    # What a page could not handle: a message for the visitor, the traceback (server paths and all) for the log.
+    logging.getLogger("fvs.app").exception("page %s failed", navigation.url_path or "home")
+    st.error("**Something went wrong on this page.** Try again, or change the catalogue or model in the sidebar; "
+             "if it keeps happening, the operator finds the details in the server log.", icon=":material/error:")

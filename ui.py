@@ -6,9 +6,11 @@ Only this file and ``app_pages/`` import streamlit; everything they show comes f
 from __future__ import annotations
 
 import base64
+import errno
 import functools
 import hashlib
 import html
+import logging
 import re
 import time
 from pathlib import Path
@@ -17,6 +19,7 @@ import numpy as np
 import streamlit as st
 import streamlit.components.v2  # noqa: F401 - loads st.components.v2 (the hover card and the paste box)
 
+from core.artifacts import DiskFullError, ReadOnlyArtifacts
 from core.catalog.base import upscale
 from core.catalog.fashion_mnist import MissingDataError
 from core.catalog.registry import catalog_choices, open_catalog
@@ -29,6 +32,8 @@ from core.progress import Progress
 from core.search.workspace import Workspace
 
 MODEL_CHOICES = [name for name, spec in BACKBONES.items() if spec.has_weights]
+READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
+log = logging.getLogger("fvs.app")  # the server log: details a visitor is not shown (paths, tracebacks)
 
 
 def base_settings() -> Settings:
@@ -141,7 +146,9 @@ def map_hover(chart_key: str, catalog, rows) -> int | None:
             write_thumbnails(catalog, missing, folder, progress=lambda stage, done, total: bar.progress(
                 done / max(total, 1), text=f"{stage}: {done:,} / {total:,}"))
         except OSError as exc:  # a read-only checkout: the map works, without pictures on hover
-            st.caption(f"No hover thumbnails: {plain(str(exc))}")
+            log.warning("no hover thumbnails in %s: %s", folder, exc)
+            st.caption("No hover thumbnails: the app's thumbnail folder is read-only" if exc.errno in READ_ONLY_ERRNOS
+                       else "No hover thumbnails: they could not be written (the server log says why).")
             return None
         finally:
             bar.empty()
@@ -233,6 +240,17 @@ def workspace(settings: Settings) -> Workspace:
         except _NotBuilt:
             _build_with_progress(settings)
         return _open_workspace(settings)
+    except ReadOnlyArtifacts as exc:
+        log.error("%s", exc)
+        st.error("**This catalogue is not prepared for this model, and the server's artifacts folder is read-only**, "
+                 "so it cannot be built here. Pick another model or catalogue; the operator finds the details in "
+                 "the server log.")
+        st.stop()
+    except DiskFullError as exc:  # the build stopped with what it finished kept; other catalogues keep serving
+        log.error("%s", exc)
+        st.error(f"**The search index could not be built.** {plain(exc.visitor_message())}")
+        st.button("Try again", icon=":material/refresh:", key="retry_build")  # a rerun retries: errors are not cached
+        st.stop()
     except (MissingDataError, WeightsError, CheckpointError, FileNotFoundError, ValueError) as exc:
         st.error(f"**The catalogue or model could not be loaded.**\n\n{exc}")
         st.stop()
@@ -282,6 +300,7 @@ def photo_input(camera: bool, prefix: str = "") -> tuple[object | None, str | No
 
 
 PASTE_MAX_MB = 25  # as .streamlit/config.toml's maxUploadSize: a pasted photo is an upload by another door
+PASTE_NAME_CHARS = 120  # a pasted file's name as shown
 
 
 @functools.cache
@@ -306,9 +325,11 @@ def paste_input(prefix: str = "") -> tuple[object | None, str | None]:
 
 def read_pasted(data_url: str, name: str) -> tuple[object | None, str | None]:
     """(PIL image, None) or (None, message) for a ``data:image/…;base64,…`` URL; never raises on bad input."""
-    name = plain(name)  # the file's name is the browser's text, shown in Markdown
-    header, _, payload = data_url.partition(",")
-    if not header.startswith("data:") or ";base64" not in header or len(payload) > PASTE_MAX_MB * 2**20 * 4 // 3 + 4:
+    # the file's name is the browser's text, shown in Markdown: cut first (an 18 M-character name cost 7.7 s a rerun)
+    name = plain(name[:PASTE_NAME_CHARS] + ("…" if len(name) > PASTE_NAME_CHARS else ""))
+    header, comma, payload = data_url.partition(",")
+    if (not comma or not header.startswith("data:") or ";base64" not in header
+            or len(payload) > PASTE_MAX_MB * 2**20 * 4 // 3 + 4):
         return None, f"“{name}” is not a pasted image this page can read (at most {PASTE_MAX_MB} MB)."
     try:
         return decode_image(base64.b64decode(payload, validate=True), name=f"“{name}”"), None

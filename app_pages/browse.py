@@ -3,7 +3,7 @@
 import streamlit as st
 
 import ui
-from core.search.browse import ItemFilter, facet_values, filter_rows, price_range, tag_values
+from core.search.browse import ItemFilter, facet_values, filter_rows, open_ended, price_range, tag_values
 from core.search.export import csv_bytes, items_table
 
 COLUMNS, ROWS = 5, 4
@@ -47,8 +47,9 @@ if facet_options or prices:
             chosen_facets[column] = tuple(picked)
         if prices:
             low, high = prices
-            price = st.slider("Price", low, high, (low, high), key="browse_price", on_change=reset_page)
-            price = None if price == (low, high) else price
+            price = st.slider("Price", low, high, (low, high), key="browse_price", on_change=reset_page,
+                              help="An end left at its place also keeps the few prices beyond it.")
+            price = open_ended(price, prices)
 
 wanted = ItemFilter(categories=tuple(categories), tags=tuple(tags), facets=chosen_facets, price=price, words=words)
 rows = filter_rows(catalog, wanted)

@@ -30,8 +30,8 @@ def montage(catalog_key: str, seed: int, _catalog):
 
 
 def add_catalogue() -> None:
-    """Validate and register a catalogue from the operator's catalogue folders (core.catalog.prepare), then offer to switch
-    to it. A browser user picks from what lies there: no other path on the server can be read or probed."""
+    """Validate and register a catalogue from the operator's catalogue folders (core.catalog.prepare), then offer to
+    switch to it. A browser user picks from what lies there: no other path on the server can be read or probed."""
     roots = settings.allowed_catalog_roots()
     sources = sources_under(roots)
     folders = ", ".join(f"`{root}`" for root in roots)

@@ -162,6 +162,9 @@ cols[0].metric("Silhouette of the map", "—" if map_score is None else f"{map_s
 cols[1].metric("Silhouette of the embeddings", "—" if raw_score is None else f"{raw_score:.3f}",
                help="By category, on the raw vectors (cosine distance)")
 cols[2].metric("Projection time", f"{emap.seconds:.1f} s" if emap.seconds else "cached")
+if not emap.cached:
+    st.caption("This map could not be saved: the artifacts folder is read-only (or full), so it is computed again "
+               "after each restart.")
 
 with st.expander("PCA explained variance"):
     curve = explained_variance(ws.embeddings, rows, seed=settings.seed)

@@ -7,11 +7,13 @@ import plotly.express as px
 import streamlit as st
 
 import ui
+from core.bench.cross_domain import saved_results as saved_cross_domain
 from core.bench.photos import LabelsError, run_photo_bench
 from core.bench.retrieval import load_result, methods_table, run_retrieval_bench, save_result
 from core.catalog.prepare import confined
 from core.config import FREEZE_POLICIES, TrainConfig
 from core.model.runs import list_runs, runs_table, stop_job
+from core.search.metrics import confusion_table, row_shares
 from core.text.tags import DEFAULT_THRESHOLD
 from core.training.trainer import start_training
 
@@ -39,6 +41,11 @@ if served is not None:
     with st.expander("How the served index was chosen", expanded=False):
         st.markdown(ui.plain(served.summary()))
         st.dataframe(pd.DataFrame(served.tried), hide_index=True, width="stretch")
+if ws.read_only:
+    st.info("**Served read-only.** The artifacts folder cannot be written (a read-only volume, or "
+            "`FVS_READ_ONLY`): searches use what was prepared there, and anything that would be written (a new "
+            "map projection, a fine-tuning run, another model's index) needs a writable copy.",
+            icon=":material/lock:")
 
 with st.expander("Artifacts on disk", expanded=False):
     files = ws.store.meta().get("files", {})
@@ -204,6 +211,52 @@ if measured and measured["model"] == ws.embedder.key:
     st.dataframe(pd.DataFrame(figures["per_photo"]), hide_index=True, width="stretch")
     st.image(measured["sheet"], caption="Each photo, the query the model saw, and its top 5 (green: an accepted "
                                         "category)", width="stretch")
+
+st.header("Where it fails")
+
+
+def confusion_heatmap(counts: pd.DataFrame, key: str, rows_are: str) -> None:
+    """Rows normalised (each row's shares add to 1), counts on hover: which categories are taken for which."""
+    shares = row_shares(counts)
+    figure = px.imshow(shares, color_continuous_scale="Blues", zmin=0, zmax=1, aspect="auto",
+                       labels={"x": "taken for", "y": rows_are, "color": "share of the row"},
+                       height=max(320, 28 * len(shares) + 120))
+    figure.update_traces(customdata=counts.to_numpy(), hovertemplate="%{y} taken for %{x}: %{z:.0%} "
+                                                                     "(%{customdata} items)<extra></extra>")
+    figure.update_layout(margin=dict(l=0, r=0, t=10, b=0))
+    st.plotly_chart(figure, width="stretch", key=key)
+
+
+test_rows = ws.catalog.query_rows()
+test_predicted = ui.cached_category_probs(ws, test_rows).argmax(axis=1)
+st.subheader(f"Test split: {len(test_rows):,} items, category taken for")
+predictor = "the fine-tuned head" if ws.category_probs is not None else "the vote of the 10 nearest items"
+st.caption("Each row is a category of the test split; each cell the share of its items whose predicted category "
+           f"is the column ({predictor}). Off the diagonal: the categories this model mixes up.")
+confusion_heatmap(confusion_table(ws.catalog.labels[test_rows], test_predicted, ws.catalog.categories),
+                  "test_confusion", "category")
+
+st.subheader("Across photo styles")
+crossed = saved_cross_domain(settings)
+if crossed is None:
+    st.info("Not measured yet: `python -m core bench cross-domain --json --photos DIR` searches the held-out photos "
+            "of each built-in catalogue against the other (and in third styles no fit has seen) with the served "
+            "models and ImageNet features, and its figures appear here.")
+else:
+    st.caption(f"Share of each query's top {crossed['k']} in a category a person accepts; queries are "
+               f"{crossed['queries_are']}. Measured with `python -m core bench cross-domain`.")
+    table = pd.DataFrame([{"queries": name, "n": next(iter(models.values()))["queries"],
+                           **{f"{model}": figures[f"top{crossed['k']}_share"] for model, figures in models.items()}}
+                          for name, models in crossed["rows"].items()])
+    st.dataframe(table, hide_index=True, width="stretch", key="cross_domain_table")
+    direction = st.selectbox("Confusion of", list(crossed["rows"]), key="cross_domain_direction")
+    model = st.radio("Model", list(crossed["rows"][direction]), horizontal=True, key="cross_domain_model")
+    counts = pd.DataFrame(crossed["rows"][direction][model]["confusion"]).T.fillna(0).astype(int)
+    if counts.empty:
+        st.caption("No query in this row.")
+    else:
+        confusion_heatmap(counts.reindex(sorted(counts.columns), axis=1), "cross_domain_confusion",
+                          "query category (its top hit's category across)")
 
 st.header("Retrieval methods compared")
 st.markdown(

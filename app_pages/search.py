@@ -9,7 +9,7 @@ import streamlit as st
 import ui
 from core.photo.query_steps import QueryError
 from core.search import export
-from core.search.workspace import WORDS_MODES
+from core.search.workspace import RERANK_POOL, RERANK_SURE, WORDS_MODES
 
 UPLOAD, CAMERA, PASTE, ITEM, WORDS = "Upload a photo", "Take a photo", "Paste a photo", ui.ITEM_QUERY, "Words only"
 WORDS_MODE_LABELS = dict(zip(WORDS_MODES, ("re-rank", "only items that mention them"), strict=True))
@@ -73,6 +73,10 @@ with st.sidebar:
                              help=f"Off: the served index, {served.summary() if served else ws.index.name}. "
                                   "On: compare the query with every item; slower, the ground truth.")
         exact = True if switched else None
+    rerank = st.toggle("Predicted category first", value=settings.category_rerank > 0, key="rerank",
+                       help="When the model is sure of the photo's category (at least "
+                            f"{settings.category_rerank or RERANK_SURE:.0%}), that category's items among the "
+                            f"{RERANK_POOL} most similar come first. Off: pure similarity order.")
 
 query_col, results_col = st.columns([2, 5], gap="large")
 
@@ -103,12 +107,13 @@ with query_col:
         if words:
             result = ws.search_words(words, k=k, category=chosen_category)
     elif mode == ITEM:
-        result = ws.search_item(row, k=k, exact=exact, category=chosen_category, words=words, words_mode=words_mode)
+        result = ws.search_item(row, k=k, exact=exact, category=chosen_category, words=words, words_mode=words_mode,
+                                rerank=rerank)
 
     if problem:
         st.error(problem)
     if photo is not None:
-        filters = dict(k=k, exact=exact, category=chosen_category, words=words, words_mode=words_mode)
+        filters = dict(k=k, exact=exact, category=chosen_category, words=words, words_mode=words_mode, rerank=rerank)
         if state.get("_isolate_model") != ws.embedder.key:  # another model: its own default (auto)
             state["_isolate_model"], state["isolate"] = ws.embedder.key, ws.isolates
         isolate = st.toggle("Isolate the garment", key="isolate",
@@ -138,6 +143,9 @@ with query_col:
         st.metric("Predicted category", top, f"{share:.0%} {'of neighbour votes' if voted else 'probability'}",
                   delta_color="off", delta_arrow="off", help=f"From {result.predicted_by}")
         st.caption(" · ".join(f"{ui.plain(name)} {value:.0%}" for name, value in result.predicted[1:4]))
+        if result.reranked_by:
+            st.caption(f":material/sort: Results re-ranked: **{ui.plain(result.reranked_by)}** items first (the "
+                       "model is sure of it); switch off *Predicted category first* for pure similarity.")
     if result is not None:
         st.metric("Search latency", f"{result.latency_ms:.1f} ms", result.method, delta_color="off",
                   delta_arrow="off")

@@ -43,6 +43,12 @@ def _settings_args(parser: argparse.ArgumentParser) -> None:
                         "ImageNet features")
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--pca-dim", type=int, help="PCA dimension of the vectors (0 = raw features)")
+    parser.add_argument("--pca-min-fit-items", type=int, help="no PCA for a catalogue with fewer train items "
+                        "(default 2000)")
+    parser.add_argument("--flip-average", action="store_const", const=True, help="embed every image with its "
+                        "mirror image too and average (twice the embedding cost)")
+    parser.add_argument("--category-rerank", type=float, help="put the predicted category's items first when the "
+                        "prediction is at least this sure (0 = off, the default)")
     parser.add_argument("--pca-whiten", action="store_const", const=True, help="whiten the PCA (more precise, "
                         "harder for Annoy)")
     parser.add_argument("--batch-size", type=int)
@@ -131,7 +137,8 @@ def _prepare_source(args: argparse.Namespace, settings: Settings):
     from core.threads import loader_workers
 
     report = prepare_catalog(spec, settings, name=args.name or "", photo_size=args.photo_size,
-                             workers=loader_workers(settings), progress=tqdm_progress(), strict=args.strict)
+                             workers=loader_workers(settings), progress=tqdm_progress(), strict=args.strict,
+                             keep_odd_shapes=args.keep_odd_shapes)
     summary = report.summary()
     if not args.json:  # the JSON summary goes to stdout with the rest
         print(f"catalogue {summary['catalog']!r}: {summary['items']:,} items in {len(summary['categories'])} "
@@ -303,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
                    "per category (0: all)")
     p.add_argument("--photo-size", type=int, default=224, help="side of the square the photos are resized and "
                    "centre-cropped to")
+    p.add_argument("--keep-odd-shapes", action="store_true", help="index images under 16 px a side or beyond 20:1 "
+                   "too (padded on white), instead of listing them as problems")
     p.add_argument("--strict", action="store_true", help="any entry with a problem is an error: nothing is "
                    "registered (exit status 2)")
     p.add_argument("--json", action="store_true", help="SOURCE: no readable summary on stderr (the JSON on "
@@ -352,8 +361,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_disk_full(exc, args) or exc}", file=sys.stderr)
         return 2
+
+
+def _disk_full(exc: BaseException, args: argparse.Namespace) -> str:
+    """A full disk as the operator can act on it: the folder, and what is free there. A build says how much it
+    needs itself (core.artifacts.DiskFullError); a write elsewhere (the prepared table) gets the folder here."""
+    from core.artifacts import DiskFullError, free_bytes, human_bytes, is_disk_full
+
+    if isinstance(exc, DiskFullError) or not is_disk_full(exc):
+        return ""
+    folder = Path(getattr(exc, "filename", None) or "").parent if getattr(exc, "filename", None) else None
+    if folder is None:
+        try:
+            folder = Path(getattr(args, "artifacts_dir", None) or Settings.from_env().artifacts_dir)
+        except ValueError:
+            return ""
+    return (f"the disk holding {folder} is full ({human_bytes(free_bytes(folder))} free): {exc}. Free some space "
+            "there (or set FVS_ARTIFACTS_DIR to a larger disk) and run it again; what was finished is kept.")
 
 
 if __name__ == "__main__":

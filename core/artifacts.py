@@ -10,9 +10,11 @@ and read out of bounds).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -54,6 +56,87 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+class DiskFullError(OSError):
+    """A job needs more space than its folder has: ``str(err)`` names the folder, what the job needs and what is
+    free, for the operator. Raised before a build starts (``ensure_space``) or when a write runs out part-way
+    (``space_for``); the last complete state stays on disk either way."""
+
+    def __init__(self, folder: Path, needed: int, free: int, what: str):
+        self.folder, self.needed, self.free, self.what = Path(folder), needed, free, what
+        super().__init__(errno.ENOSPC, f"Not enough space in {folder} for {what}: it needs about "
+                         f"{human_bytes(needed)} and {human_bytes(free)} is free. Free some space there (or set "
+                         "FVS_ARTIFACTS_DIR to a larger disk) and try again; what was finished is kept.")
+
+    def __str__(self) -> str:
+        return self.strerror
+
+    def visitor_message(self) -> str:
+        """The same without the server's folder: what a dashboard visitor is shown."""
+        return (f"The server's disk is full: {self.what} needs about {human_bytes(self.needed)} and "
+                f"{human_bytes(self.free)} is free. The operator has the details in the server log; try again "
+                "once space is freed.")
+
+
+class ReadOnlyArtifacts(RuntimeError):
+    """Something must be written (built) in an artifacts folder that is served read-only."""
+
+
+def human_bytes(n: float) -> str:
+    """Sizes as people read them: 1.5 GB, 24 KB."""
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:,.1f} TB"
+
+
+def free_bytes(folder: Path) -> int:
+    """Free space for an unprivileged writer in ``folder``, or in its nearest existing parent."""
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether an error is the disk running out (errno, or the text pyarrow and Annoy put in their OSErrors)."""
+    return isinstance(exc, OSError) and (exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                                         or "No space left on device" in str(exc))
+
+
+def ensure_space(folder: Path, needed: int, what: str) -> None:
+    """Refuse a job before it starts when ``folder`` has less than ``needed`` bytes free (an estimate)."""
+    free = free_bytes(folder)
+    if free < needed:
+        raise DiskFullError(folder, needed, free, what)
+
+
+@contextlib.contextmanager
+def space_for(folder: Path, needed: int, what: str) -> Iterator[None]:
+    """``ensure_space``, then any write in the block that runs out of space becomes a DiskFullError naming the
+    folder and the need, instead of a bare ``[Errno 28]`` without a file name."""
+    ensure_space(folder, needed, what)
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(folder, needed, free_bytes(folder), what) from exc
+        raise
+
+
+def reserve(path: Path) -> None:
+    """Allocate every byte of ``path`` now. A memory-mapped file is sparse: a page written when the disk is full
+    raises SIGBUS and kills the whole process (the server, with every visitor's session). Reserved first, the
+    shortage is an ordinary OSError (ENOSPC) here instead."""
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+
+
 def save_npy(path: Path, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         with tmp.open("wb") as fh:
@@ -84,6 +167,18 @@ class ArtifactDir:
 
     def file(self, name: str) -> Path:
         return self.path / name
+
+    def writable(self) -> bool:
+        """Whether this directory can be written, found by trying to create its lock file: a read-only mount, or a
+        folder its server may not write, is served read-only (``Workspace.open``), not refused."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644))
+        except OSError as exc:
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                return False
+            raise
+        return True
 
     def lock(self, notify: Callable[[str], None] | None = None) -> contextlib.AbstractContextManager[None]:
         """Exclusive lock on this directory, held while building so two first visitors do not build twice. It ends

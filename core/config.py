@@ -18,7 +18,8 @@ INFERENCE_MODES = ("auto", "cuda", "onnx", "torchscript", "eager")
 RUNNERS = ("sequential", "ray")
 INDEX_MODES = ("auto", "exact", "annoy", "hnsw")
 # The smallest value each whole-number setting may take (image_size 0 and workers -1 mean "decide for me").
-SETTING_MINIMUMS = {"catalog_limit": 0, "page_max_items": 0, "image_size": 0, "pca_dim": 0, "batch_size": 1,
+SETTING_MINIMUMS = {"catalog_limit": 0, "page_max_items": 0, "image_size": 0, "pca_dim": 0, "pca_min_fit_items": 0,
+                    "batch_size": 1,
                     "num_threads": 0, "workers": -1, "n_trees": 1, "search_k": -1, "kmeans_clusters": 1,
                     "kmeans_probe": 1, "pca_search_dim": 1, "hnsw_m": 2, "hnsw_ef_construction": 1,
                     "hnsw_ef": 1, "ray_shard_rows": 1, "exact_max_items": 0, "seed": 0}
@@ -40,7 +41,8 @@ class Settings:
     shipped_runs_dir: Path = field(default_factory=lambda: _project_root() / "models")
 
     # What is searched.
-    # The default demo: real colour photos (core/catalog/builtin.py). "fashion-mnist" is the 70,000-item benchmark catalogue.
+    # The default demo: real colour photos (core/catalog/builtin.py). "fashion-mnist" is the 70,000-item benchmark
+    # catalogue.
     catalog: str = "garment-photos"
     # Folders whose catalogues the dashboard's "Add your own catalogue" may read (comma-separated). Empty: a
     # ``catalogs`` folder beside the data folder. A browser user reaches nothing else on the server; the CLI, run
@@ -65,6 +67,10 @@ class Settings:
     # pca_dim 0 keeps the raw features.
     pca_dim: int = 256
     pca_whiten: bool = False
+    # No PCA for a catalogue whose train split is smaller than this: a 256-d PCA fitted on a few hundred items keeps
+    # only their span, and a photo of another style lands wherever its shadow falls (BENCHMARKS.md, "Across photo
+    # styles": the shop's 374 train items took phone photos -> shop from the raw features' share to far below it).
+    pca_min_fit_items: int = 2000
     # Real photos: separate the garment from its surroundings (GrabCut, core/photo/isolate.py) before the catalogue's
     # conversion: "on", "off", or "auto" = on for fine-tuned models on a catalogue of cut-outs (Fashion-MNIST),
     # off for ImageNet features and for photo catalogues. Measured on our real photos (BENCHMARKS.md, "Real
@@ -72,6 +78,12 @@ class Settings:
     # category, but takes ImageNet features from 0.31 to 0.26; against a catalogue of garment photos, which are not
     # cut-outs, it lowered on-model photos from 0.57 to 0.42 (issue 14).
     isolate: str = "auto"
+    # Every image (catalogue item and query) embedded with its mirror image too, features averaged: a garment
+    # photographed facing the other way lands on the same vector. Twice the embedding cost.
+    flip_average: bool = False
+    # Search results re-ranked by the query's predicted category (the fine-tuned head, else the neighbours' vote):
+    # when the prediction is at least this sure, that category's items come first. 0 = off.
+    category_rerank: float = 0.0
     batch_size: int = 32  # small batches stay in cache: faster on CPU than 256 (BENCHMARKS.md)
     num_threads: int = 0  # 0 = all cores
     # DataLoader worker processes that decode a file catalogue's images ahead of the model; -1: min(8, cores).
@@ -118,6 +130,10 @@ class Settings:
     # backbone's ImageNet weights with the PCA projection above.
     run: str = ""
 
+    # Serve prepared artifacts without writing (no lock taken, nothing built): for replicas sharing a read-only
+    # volume. A folder that cannot be written is served this way anyway, found by trying (Workspace.open).
+    read_only: bool = False
+
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -135,6 +151,9 @@ class Settings:
                 problems.append(f"{f.name} must be a whole number (got {value!r})")
             elif kind == "int" and value < SETTING_MINIMUMS.get(f.name, value):
                 problems.append(f"{f.name} must be at least {SETTING_MINIMUMS[f.name]} (got {value})")
+            elif kind == "float" and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                      or not 0.0 <= value <= 1.0):
+                problems.append(f"{f.name} must be a number from 0 to 1 (got {value!r})")
             elif kind == "bool" and not isinstance(value, bool):
                 problems.append(f"{f.name} must be true or false (got {value!r})")
             elif kind == "str" and not isinstance(value, str):
@@ -164,9 +183,13 @@ class Settings:
         given = [Path(part.strip()).expanduser() for part in self.catalog_roots.split(",") if part.strip()]
         return [path.resolve() for path in given or [Path(self.data_dir).parent / "catalogs"]]
 
-    def for_catalog(self, input_size: int) -> "Settings":
-        """Settings with ``image_size`` resolved: the catalogue domain's ``input_size`` unless one was chosen."""
-        return self if self.image_size else self.replace(image_size=input_size)
+    def for_catalog(self, input_size: int, fit_items: int | None = None) -> "Settings":
+        """Settings with ``image_size`` resolved (the catalogue domain's ``input_size`` unless one was chosen) and,
+        given how many items a projection would be fitted on, no PCA below ``pca_min_fit_items``."""
+        resolved = self if self.image_size else self.replace(image_size=input_size)
+        if fit_items is not None and resolved.pca_dim and fit_items < resolved.pca_min_fit_items:
+            resolved = resolved.replace(pca_dim=0)
+        return resolved
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -188,6 +211,8 @@ def _parse(name: str, raw: str) -> Any:
             return Path(raw).expanduser()
         if kind in ("int", int):
             return int(raw)
+        if kind in ("float", float):
+            return float(raw)
         if kind in ("bool", bool):
             if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
                 raise ValueError(raw)
@@ -197,6 +222,7 @@ def _parse(name: str, raw: str) -> Any:
         raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from exc
 
 
+TYPE_WORDS = {"bool": "true or false", "str": "text", "int": "a whole number", "float": "a number"}
 FREEZE_POLICIES = ("full", "last", "heads")
 SCHEDULES = ("cosine", "onecycle")
 
@@ -240,7 +266,18 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        """Each field checked by its type first (``augment="no"`` is not true, ``epochs=5.5`` is not a whole
+        number of epochs; a float field takes an int), then by its range."""
         problems = []
+        for f in fields(self):
+            value, kind = getattr(self, f.name), str(f.type)
+            ok = {"bool": isinstance(value, bool), "str": isinstance(value, str),
+                  "int": isinstance(value, int) and not isinstance(value, bool),
+                  "float": isinstance(value, (int, float)) and not isinstance(value, bool)}.get(kind, True)
+            if not ok:
+                problems.append(f"{f.name} must be {TYPE_WORDS[kind]} (got {value!r})")
+        if problems:
+            raise ValueError("Invalid training recipe: " + "; ".join(problems))
         if self.freeze not in FREEZE_POLICIES:
             problems.append(f"freeze must be one of {', '.join(FREEZE_POLICIES)} (got {self.freeze!r})")
         if self.schedule not in SCHEDULES:

@@ -84,7 +84,8 @@ def load_synthetic_untagged(settings: Settings) -> Catalog:
 
 def tiny_settings(tmp: Path, **changes) -> Settings:
     values = dict(data_dir=tmp / "data", artifacts_dir=tmp / "artifacts", catalog="synthetic",
-                  backbone="test_efficientnet", image_size=32, pca_dim=16, n_trees=4, search_k=200, batch_size=16)
+                  backbone="test_efficientnet", image_size=32, pca_dim=16, pca_min_fit_items=0, n_trees=4, search_k=200,
+                  batch_size=16)
     return Settings(**{**values, **changes})
 
 
@@ -104,7 +105,8 @@ def app(tmp_path_factory, monkeypatch):
 
     root = tmp_path_factory.getbasetemp() / "app-artifacts"
     for name, value in {"CATALOG": "synthetic", "BACKBONE": "test_efficientnet", "IMAGE_SIZE": "32",
-                        "PCA_DIM": "16", "N_TREES": "4", "SEARCH_K": "200", "ARTIFACTS_DIR": str(root),
+                        "PCA_DIM": "16", "PCA_MIN_FIT_ITEMS": "0", "N_TREES": "4", "SEARCH_K": "200",
+                        "ARTIFACTS_DIR": str(root),
                         "DATA_DIR": str(root / "data")}.items():
         monkeypatch.setenv(f"FVS_{name}", value)
     return AppTest.from_file(APP, default_timeout=TIMEOUT)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
+import numpy as np
 import pytest
 from conftest import encoded, synthetic_photos
 from streamlit.testing.v1 import AppTest
@@ -181,7 +183,7 @@ def test_model_page_runs_the_retrieval_comparison_and_charts_it(app):
     table = app.dataframe[-1].value
     assert list(table.index) == ["exact", "kmeans", "pca", "annoy", "hnsw"]
     assert table.loc["exact", "recall@10"] == 1.0
-    charts = app.get("plotly_chart")
+    charts = [c for c in app.get("plotly_chart") if c.key != "test_confusion"]
     assert len(charts) == 4  # Annoy sweep, HNSW sweep, scale latency, scale memory
 
 
@@ -347,3 +349,19 @@ def test_words_narrow_a_photos_results_and_search_alone(app):
     captions = [c.value for c in app.get_by_key("results").get("caption")]
     assert sum(c == "matches: round" for c in captions) == 10
     assert {m.label: m for m in app.metric}["Search latency"].delta == "words (TF-IDF)"
+
+
+def test_model_page_shows_where_the_model_fails(app):
+    """The test split's confusion heatmap (rows normalised, counts on hover), and the cross-domain figures' place."""
+    app.run()
+    app.switch_page("app_pages/model.py").run()
+    assert not app.exception, app.exception
+    heatmap = json.loads(app.get_by_key("test_confusion").proto.spec)["data"][0]
+    z = heatmap["z"]  # plotly sends arrays base64-encoded (dtype, bdata, shape)
+    if isinstance(z, dict):
+        shape = [int(n) for n in str(z["shape"]).split(",")]
+        rows = np.frombuffer(base64.b64decode(z["bdata"]), dtype=z["dtype"]).reshape(shape).astype(float)
+    else:
+        rows = np.array(z, dtype=float)
+    assert np.allclose(rows.sum(axis=1)[rows.sum(axis=1) > 0], 1.0)  # each row's shares add to 1
+    assert any("python -m core bench cross-domain" in i.value for i in app.info)  # not measured in this folder

@@ -18,7 +18,7 @@ from test_app import result_images
 def fresh_app(tmp_path, monkeypatch) -> AppTest:
     """The app on the synthetic catalogue with artifacts of its own, so added catalogues do not leak."""
     for name, value in {"CATALOG": "synthetic", "BACKBONE": "test_efficientnet", "IMAGE_SIZE": "32",
-                        "PCA_DIM": "16", "N_TREES": "4", "SEARCH_K": "200", "WORKERS": "0",
+                        "PCA_DIM": "16", "PCA_MIN_FIT_ITEMS": "0", "N_TREES": "4", "SEARCH_K": "200", "WORKERS": "0",
                         "ARTIFACTS_DIR": str(tmp_path / "artifacts"), "DATA_DIR": str(tmp_path / "data")}.items():
         monkeypatch.setenv(f"FVS_{name}", value)
     return AppTest.from_file(APP, default_timeout=TIMEOUT)

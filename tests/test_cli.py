@@ -11,7 +11,7 @@ from core.__main__ import main
 from core.config import Settings
 
 TINY = ["--catalog", "synthetic", "--backbone", "test_efficientnet", "--image-size", "32", "--pca-dim", "16",
-        "--n-trees", "4", "--search-k", "200"]
+        "--pca-min-fit-items", "0", "--n-trees", "4", "--search-k", "200"]
 
 
 def test_search_prints_ranked_results(tmp_path, capsys):

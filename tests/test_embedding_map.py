@@ -94,3 +94,13 @@ def test_label_report_equals_scikit_learn_for_tags_and_categories():
     expected = precision_recall_fscore_support(labels, guesses, labels=[0, 1, 2], average=None, zero_division=0)
     np.testing.assert_allclose(report["f1"], expected[2])
     assert list(report["label"]) == ["x", "y", "z"] and report["support"].sum() == 60
+
+
+def test_label_report_has_one_row_per_tag_for_one_tag_and_for_none():
+    """The garment photos' vocabulary is one tag ("kids"): scikit-learn reads that as binary labels (two rows for one
+    name), which took the Tags page down on the default catalogue."""
+    true = np.array([[1], [0], [1], [0]])
+    predicted = np.array([[1], [1], [0], [0]])
+    report = label_report(true, predicted, ["kids"])
+    assert report.to_dict("records") == [{"label": "kids", "precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}]
+    assert label_report(np.zeros((4, 0)), np.zeros((4, 0)), []).empty

@@ -251,7 +251,8 @@ def test_search_results_show_hostile_descriptions_as_text(tmp_path, monkeypatch)
     settings = tiny_settings(tmp_path, catalog="shop")
     prepare_catalog(SourceSpec(path=str(source)), settings, name="shop", photo_size=64)
     for name, value in {"CATALOG": "shop", "BACKBONE": "test_efficientnet", "IMAGE_SIZE": "32", "PCA_DIM": "16",
-                        "N_TREES": "4", "WORKERS": "0", "ARTIFACTS_DIR": str(settings.artifacts_dir),
+                        "PCA_MIN_FIT_ITEMS": "0", "N_TREES": "4", "WORKERS": "0",
+                        "ARTIFACTS_DIR": str(settings.artifacts_dir),
                         "DATA_DIR": str(settings.data_dir)}.items():
         monkeypatch.setenv(f"FVS_{name}", value)
     app = AppTest.from_file(APP, default_timeout=TIMEOUT)

@@ -122,4 +122,4 @@ def test_malformed_metadata_is_a_message_not_a_traceback(monkeypatch):
 
     monkeypatch.setattr(decode.ImageOps, "exif_transpose", broken)
     with pytest.raises(ImageDecodeError, match="could not be read"):
-        decode_image(encode(Image.new("RGB", (10, 10)), "PNG"))
+        decode_image(encode(Image.new("RGB", (32, 32)), "PNG"))

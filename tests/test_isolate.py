@@ -161,7 +161,7 @@ def test_the_photo_benchmark_command_writes_json_and_a_contact_sheet(labelled, t
     out = tmp_path / "out" / "photos.json"
     code = main(["bench", "photos", str(labelled), "--json", "--output", str(out), "--isolate", "--catalog",
                  "synthetic", "--backbone", "test_efficientnet", "--image-size", "32", "--pca-dim", "16",
-                 "--n-trees", "4", "--artifacts-dir", str(settings.artifacts_dir)])
+                 "--pca-min-fit-items", "0", "--n-trees", "4", "--artifacts-dir", str(settings.artifacts_dir)])
     printed = json.loads(capsys.readouterr().out)
     assert code == 0 and printed["photos"] == 4 and json.loads(out.read_text()) == printed
     assert printed["isolate"] is True and (tmp_path / "out" / "photos.png").is_file()

@@ -79,8 +79,10 @@ def test_the_cycle_finder_finds_a_circle():
 
 def test_core_has_no_import_circle():
     graph = import_graph()
-    assert {"core.catalog.registry", "core.catalog.prepare", "core.catalog.prepared_layout", "core.search.workspace", "core.training.trainer"} <= set(graph)
-    assert "core.catalog.registry" in graph["core.search.workspace"] and "core.catalog.prepared_layout" in graph["core.catalog.prepare"]
+    assert {"core.catalog.registry", "core.catalog.prepare", "core.catalog.prepared_layout",
+            "core.search.workspace", "core.training.trainer"} <= set(graph)
+    assert "core.catalog.registry" in graph["core.search.workspace"]
+    assert "core.catalog.prepared_layout" in graph["core.catalog.prepare"]
     cycle = find_cycle(graph)
     assert cycle is None, " -> ".join(cycle)
 

@@ -178,7 +178,8 @@ def test_an_interrupted_pass_resumes_by_shard_through_the_command_line(killed_ru
     command = [sys.executable, "-m", "core", "prepare", "--catalog", "ray-photos", "--data-dir",
                str(settings.data_dir), "--artifacts-dir", str(settings.artifacts_dir), "--backbone",
                settings.backbone, "--image-size", str(IMAGE_SIZE), "--pca-dim", str(settings.pca_dim),
-               "--n-trees", str(settings.n_trees), "--search-k", str(settings.search_k), "--batch-size", str(BATCH),
+               "--pca-min-fit-items", "0", "--n-trees", str(settings.n_trees), "--search-k", str(settings.search_k),
+               "--batch-size", str(BATCH),
                "--runner", "ray", "--ray-address", cluster, "--ray-shard-rows", str(SHARD)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("FVS_")}
     started = time.perf_counter()

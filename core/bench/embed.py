@@ -176,7 +176,7 @@ def run_embed_bench(settings: Settings, items: int = 2000, stage_items: int = 20
     catalog = open_catalog(settings)
     if not isinstance(catalog.pixels, FileImages):
         raise ValueError(f"{settings.catalog!r} is not a catalogue of photo files; name one (--catalog).")
-    resolved = settings.for_catalog(catalog.domain.input_size)
+    resolved = settings.for_catalog(catalog.domain.input_size, len(catalog.fit_rows()))
     configure_threads(resolved)
     n = min(items or len(catalog), len(catalog))
     rows = np.arange(n)

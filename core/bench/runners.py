@@ -38,7 +38,8 @@ def run_runners_bench(settings: Settings, items: int, directory: Path, progress:
     prepare_catalog(SourceSpec(path=str(root)), settings, name=name, workers=loader_workers(settings),
                     progress=progress)
     catalog = open_catalog(settings.replace(catalog=name))
-    resolved = settings.replace(catalog=name).for_catalog(catalog.domain.input_size)
+    resolved = settings.replace(catalog=name).for_catalog(catalog.domain.input_size,
+                                                                    len(catalog.fit_rows()))
     embedder = Embedder.from_settings(resolved)
     sequential, sequential_s = _sequential_pass(embedder, resolved, catalog.pixels, Path(directory), progress)
     started = time.perf_counter()

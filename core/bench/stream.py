@@ -108,7 +108,7 @@ def run_stream_bench(settings: Settings, items: int, directory: Path, kill_at: f
     settings = settings.replace(catalog=name)
     catalog = open_catalog(settings)
     store = Workspace.store_for(settings, catalog)
-    resolved = settings.for_catalog(catalog.domain.input_size)
+    resolved = settings.for_catalog(catalog.domain.input_size, len(catalog.fit_rows()))
     for leftover in ("embeddings.npy", "features.partial.npy", "features.partial.json"):
         store.file(leftover).unlink(missing_ok=True)  # a cold extraction every time
     command = [sys.executable, "-m", "core", "prepare", "--catalog", name, "--artifacts-dir",

@@ -12,6 +12,7 @@ import pandas as pd
 from PIL import Image
 
 from core.catalog.item_files import FileImages
+from core.catalog.sources import compact_number
 from core.photo.decode import ImageDecodeError
 from core.photo.domain import Domain
 
@@ -76,7 +77,7 @@ class Catalog:
         out = {name: item[name] for name in (*self.extra_columns(), "brand", "description")
                if name in item.index and isinstance(item[name], str) and item[name]}
         if "price" in item.index and pd.notna(item["price"]):
-            out["price"] = f"{float(item['price']):,.2f}"
+            out["price"] = compact_number(item["price"])  # 1e308 as 1.0e308, never 411 digits
         return out
 
     def headline(self, row: int) -> tuple[str, str]:
@@ -99,6 +100,11 @@ class Catalog:
     def extra_columns(self) -> list[str]:
         """Columns a source brought beyond the ones the catalogue itself uses."""
         return [c for c in self.items.columns if c not in OWN_COLUMNS and not c.startswith("box_")]
+
+    def fit_rows(self) -> np.ndarray:
+        """Rows a projection of the catalogue's vectors is fitted on: the train split, or every item without one."""
+        train = np.flatnonzero(self.items["split"].to_numpy() == "train")
+        return train if len(train) else np.arange(len(self))
 
     def query_rows(self) -> np.ndarray:
         """Rows to evaluate with: the test split, or every item when the catalogue has none."""

@@ -35,8 +35,9 @@ def load_photo(path: str, box: tuple[int, int, int, int] | None = None, min_side
     data = read_image_file(path)
     boxed = box is not None and min(box) >= 0
     header_size = _stored_size(data) if boxed else None
+    # "pad": a strip ``prepare`` was told to keep (--keep-odd-shapes) is padded, so it costs what a photo costs
     image = decode_image(data, name=path, draft_to=_draft_side(min_side, header_size, box) if min_side else
-                         WORKING_SIZE)
+                         WORKING_SIZE, odd_shapes="pad")
     if boxed:
         scale = image.width / header_size[0]  # decode_image shrinks large photos
         x1, y1, x2, y2 = (round(v * scale) for v in box)
@@ -129,11 +130,13 @@ class ItemDataset(torch.utils.data.Dataset):
         return self.images.item(self.start + i)
 
 
-def check_image(path: str) -> str:
-    """"" when the file decodes as an image, else the reason (what ``prepare`` lists)."""
+def check_image(path: str, keep_odd_shapes: bool = False) -> str:
+    """"" when the file decodes as an image, else the reason (what ``prepare`` lists). A 1×1 dot or a 20000×20
+    strip decodes, but it is no garment photo, and such items ranked top for most queries: refused too, unless
+    ``keep_odd_shapes``."""
     name = path.rsplit("/", 1)[-1]
     try:
-        decode_image(read_image_file(path, name), name=name)
+        decode_image(read_image_file(path, name), name=name, odd_shapes="pad" if keep_odd_shapes else "refuse")
         return ""
     except ImageDecodeError as exc:
         return str(exc).split(" Please ")[0]  # the upload advice does not apply to a catalogue file
@@ -142,11 +145,11 @@ def check_image(path: str) -> str:
 
 
 class CheckDataset(torch.utils.data.Dataset):
-    def __init__(self, paths: list[str]):
-        self.paths = paths
+    def __init__(self, paths: list[str], keep_odd_shapes: bool = False):
+        self.paths, self.keep_odd_shapes = paths, keep_odd_shapes
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> str:
-        return check_image(self.paths[i])
+        return check_image(self.paths[i], self.keep_odd_shapes)

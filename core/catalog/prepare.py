@@ -1,5 +1,6 @@
 """``prepare``: a user's source becomes a named catalogue the app, the CLI and training can open (this module only
-writes; ``core.catalog.prepared_layout`` reads what it wrote, and ``core.catalog.registry`` is the door every catalogue is opened through).
+writes; ``core.catalog.prepared_layout`` reads what it wrote, and ``core.catalog.registry`` is the door every
+catalogue is opened through).
 
 Preparing reads the source (``core.catalog.sources``), opens every image once to list the unreadable ones, mines tags
 from descriptions when the source has no tags (``core.text.tags``), and writes ``<artifacts>/catalogs/<name>/``:
@@ -139,12 +140,14 @@ def _is_table(path: Path) -> bool:
 def prepare_catalog(spec: SourceSpec, settings: Settings, name: str = "", photo_size: int = 224,
                     workers: int = 0, progress: Progress = no_progress, strict: bool = False,
                     confine_to: list[Path] | None = None, max_items: int = 0,
-                    replace: bool = True, builtin: bool = False, extra_info: dict | None = None) -> PrepareReport:
+                    replace: bool = True, builtin: bool = False, extra_info: dict | None = None,
+                    keep_odd_shapes: bool = False) -> PrepareReport:
     """Validate and register a source; re-preparing the same name replaces it (its embeddings are keyed anew).
     ``strict``: any problem is an error and nothing is registered. What the dashboard passes for a browser user:
     ``confine_to`` (see ``confine``), ``max_items`` (larger sources are refused early) and ``replace`` False (a
     name already prepared from another source is refused, not overwritten). ``builtin``: a catalogue that ships
-    with the project (core.catalog.builtin) is being prepared under its own name; ``extra_info`` goes into catalog.json."""
+    with the project (core.catalog.builtin) is being prepared under its own name; ``extra_info`` goes into
+    catalog.json."""
     if confine_to is not None:
         spec = confine(spec, confine_to)
     name = name or default_name(spec.path)
@@ -161,16 +164,17 @@ def prepare_catalog(spec: SourceSpec, settings: Settings, name: str = "", photo_
             if previous != spec.path:
                 raise CatalogError(f"A catalogue named {name!r} already exists, prepared from another source; "
                                    "choose another name.")
-        return _prepare(spec, settings, name, photo_size, workers, progress, strict, max_items, extra_info)
+        return _prepare(spec, settings, name, photo_size, workers, progress, strict, max_items, extra_info,
+                        keep_odd_shapes)
 
 
 def _prepare(spec: SourceSpec, settings: Settings, name: str, photo_size: int, workers: int, progress: Progress,
-             strict: bool, max_items: int, extra_info: dict | None) -> PrepareReport:
+             strict: bool, max_items: int, extra_info: dict | None, keep_odd_shapes: bool = False) -> PrepareReport:
     source = read_source(spec, max_items=max_items)
     items, problems = source.items, list(source.problems)
-    unreadable = check_images(items["path"].tolist(), workers, progress)
+    unreadable = check_images(items["path"].tolist(), workers, progress, keep_odd_shapes)
     for row, reason in unreadable.items():
-        problems.append(Problem(str(items.iloc[row]["where"]), items.iloc[row]["path"], reason))
+        problems.append(Problem(str(items.iloc[row]["where"]), as_given(items.iloc[row]["path"], spec), reason))
     items = items.drop(index=items.index[list(unreadable)]).reset_index(drop=True).drop(columns="where")
     if strict and problems:
         raise CatalogError(f"{len(problems)} entries had problems, and strict checking is on; nothing was "
@@ -249,9 +253,21 @@ def _first(problems: list[Problem], n: int = 5) -> str:
     return "; ".join(f"{p.where}: {p.problem}" for p in problems[:n])
 
 
-def check_images(paths: list[str], workers: int, progress: Progress = no_progress) -> dict[int, str]:
+def as_given(path: str, spec: SourceSpec) -> str:
+    """An item's image path as its catalogue names it (relative to the table's or the folder's place), not the
+    server's absolute path: what a problem quotes, like a price problem quotes its cell."""
+    source = Path(spec.path)
+    base = source.parent if source.suffix.lower() in TABLE_SUFFIXES else source
+    try:
+        return Path(path).relative_to(base).as_posix()
+    except ValueError:  # an absolute path under an allowed root: given absolute
+        return path
+
+
+def check_images(paths: list[str], workers: int, progress: Progress = no_progress,
+                 keep_odd_shapes: bool = False) -> dict[int, str]:
     """Decode every image once, in worker processes: {row: reason} for those that cannot be used."""
-    loader = torch.utils.data.DataLoader(CheckDataset(paths), batch_size=64, num_workers=workers,
+    loader = torch.utils.data.DataLoader(CheckDataset(paths, keep_odd_shapes), batch_size=64, num_workers=workers,
                                          collate_fn=list, worker_init_fn=die_with_parent)
     bad: dict[int, str] = {}
     done = 0

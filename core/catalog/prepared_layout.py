@@ -79,7 +79,8 @@ def _info_problems(info: object) -> list[str]:
 
 class DamagedItems(CatalogError):
     """A prepared catalogue's items table does not match the checksum its catalog.json recorded (or cannot be
-    read). Only its source can rebuild it, which is the registry's call (``core.catalog.registry``), not the reader's."""
+    read). Only its source can rebuild it, which is the registry's call (``core.catalog.registry``), not the
+    reader's."""
 
     def __init__(self, table: Path, info: dict):
         super().__init__(f"{table} is damaged (it does not match the checksum in catalog.json)")
@@ -99,8 +100,11 @@ def load_prepared(settings: Settings, name: str) -> Catalog:
     recorded = info.get("checksums", {}).get("items.parquet")
     if recorded is None and not actual.startswith("unreadable"):  # prepared before checksums: vouch for it now
         info = {**info, "checksums": {**info.get("checksums", {}), "items.parquet": actual}}
-        with atomic_path(folder / "catalog.json") as tmp:
-            tmp.write_text(json.dumps(info, indent=2))
+        try:
+            with atomic_path(folder / "catalog.json") as tmp:
+                tmp.write_text(json.dumps(info, indent=2))
+        except OSError:  # a read-only copy: served as it is, vouched for next time it is writable
+            pass
     elif actual != recorded:
         raise DamagedItems(table, info)
     items = pd.read_parquet(table)

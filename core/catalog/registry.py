@@ -2,8 +2,8 @@
 
 Built-in catalogues are registered by name (``@register_source``, the way timm registers architectures; the tests
 register their synthetic ones the same way); a user's catalogues are the ones ``python -m core prepare`` wrote
-(``core.catalog.prepared_layout``). The CLI, the sidebar, training and the tests all open catalogues here, and only here is a
-catalogue prepared on demand: a built-in colour catalogue whose shipped files changed, or a prepared one whose
+(``core.catalog.prepared_layout``). The CLI, the sidebar, training and the tests all open catalogues here, and only
+here is a catalogue prepared on demand: a built-in colour catalogue whose shipped files changed, or a prepared one whose
 items table no longer matches its checksum and whose source can rebuild it.
 """
 
@@ -58,7 +58,8 @@ def catalog_choices(settings: Settings) -> dict[str, str]:
 
 def user_catalogs(settings: Settings) -> list[str]:
     """The user's prepared catalogues (the built-in ones are prepared in the same folder, and listed as built-in)."""
-    return [name for name in prepared_layout.prepared_names(settings) if name not in SOURCES and name not in builtin_names()]
+    return [name for name in prepared_layout.prepared_names(settings)
+            if name not in SOURCES and name not in builtin_names()]
 
 
 def _load_or_rebuild(settings: Settings, name: str, rebuild: Callable[[dict], None]) -> Catalog:

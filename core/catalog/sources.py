@@ -422,19 +422,54 @@ def _text(value: object) -> str:
     return str(value).strip()
 
 
+PLAUSIBLE_PRICE = 1e9  # above this a price is listed as a problem (kept): a typo or a sentinel, not a garment
+# One separator followed by exactly three digits, and no other: "1,234" or "€1.234" is 1234 in one convention and
+# 1.234 in the other. Listed as a problem, never guessed.
+_AMBIGUOUS = re.compile(r"^\D*\d{1,3}[.,]\d{3}\D*$")
+
+
 def parse_price(value: object) -> tuple[float, str]:
-    """A price as a float (currency signs and thousands separators allowed), or NaN and the reason."""
+    """A price as a float, or NaN and the reason. A plain number is read as one (``12.5``, ``1e3``); anything else
+    by price-parser, which knows currency signs and codes, thousands separators and decimal commas
+    (``€12,50`` is 12.5, ``1.234,56 EUR`` 1234.56, ``1 234,50 zł`` 1234.5). An ambiguous one (``1,234``) is
+    left empty with a reason; an implausibly large one is kept with a reason."""
     text = _text(value)
     if not text:
         return float("nan"), ""
-    cleaned = re.sub(r"[\s$€£¥]|[A-Z]{3}$", "", text).replace(",", "")
     try:
-        price = float(cleaned)
+        price = float(text)
     except ValueError:
-        return float("nan"), "the price is not a number; left empty"
+        if _AMBIGUOUS.match(text):
+            return float("nan"), f"the price {text!r} could be read two ways (a thousands or a decimal separator); " \
+                                 "left empty: write it as 1234 or 1.234"
+        from price_parser import Price
+
+        amount = Price.fromstring(text).amount_float
+        if amount is None or re.search(r"\d", text) is None:
+            return float("nan"), "the price is not a number; left empty"
+        price = -amount if re.match(r"^\s*-", text) else amount
     if not np.isfinite(price):
         return float("nan"), "the price is not a finite number; left empty"
-    return (price, "") if price >= 0 else (float("nan"), "the price is negative; left empty")
+    if price < 0:
+        return float("nan"), "the price is negative; left empty"
+    price = abs(price)  # -0 is 0
+    if price > PLAUSIBLE_PRICE:
+        return price, f"the price {compact_number(price)} is over {compact_number(PLAUSIBLE_PRICE)}; kept, check it"
+    return price, ""
+
+
+def compact_number(value: float, digits: int = 2) -> str:
+    """A number as people read it, in at most 12 characters: ``1,234.50``; ``1.0e308`` from ten million on (never
+    hundreds of digits, nor wrong ones: 10**40 formatted with ``,.2f`` prints digits float does not hold); ``-0``
+    as ``0``; a tiny positive amount as ``1.0e-09`` rather than ``0.00``."""
+    value = float(value)
+    if not np.isfinite(value):
+        return str(value)
+    if value == 0:
+        return f"{0:.{digits}f}"
+    if abs(value) >= 1e7 or abs(value) < 10 ** -digits:  # 9,999,999.99 is 12 characters
+        return f"{value:.1e}".replace("e+", "e")
+    return f"{value:,.{digits}f}"
 
 
 def parse_tags(value: object) -> list[str]:

@@ -1,8 +1,8 @@
 """Image → vector: the ``Embedder`` (a feature network and the input transform it was trained with), a fine-tuned
 run's ``Heads`` and the PCA ``Projection``, and the description whose hash keys everything they produce.
 
-A whole catalogue is embedded by a runner (``core.embedding.sequential_runner``); the Embedder only maps a batch to vectors, so a
-distributed runner can call the same Embedder on shards without touching the model code.
+A whole catalogue is embedded by a runner (``core.embedding.sequential_runner``); the Embedder only maps a batch to
+vectors, so a distributed runner can call the same Embedder on shards without touching the model code.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 
 from core.artifacts import fingerprint
 from core.config import Settings
-from core.embedding.runtimes import Network, inference_network, onnx_file, resolve_runtime
+from core.embedding.runtimes import Network, inference_network, onnx_file, resolve_runtime, runtime_of
 from core.model.backbone import backbone_spec, create_backbone, file_fingerprint, weights_fingerprint
 from core.model.network import EmbeddingOnly, build_net
 from core.model.runs import RunDir, load_checkpoint, load_weights
@@ -39,6 +39,7 @@ class Embedder:
     pca_dim: int = 0  # the projection to fit on the catalogue (0: the features are the vectors)
     pca_whiten: bool = False
     runtime: str = "eager"  # what runs ``network``: cuda, onnx, torchscript or eager (core.embedding.runtimes)
+    flip_average: bool = False  # features are the mean of the image's and its mirror image's (twice the cost)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Embedder":
@@ -55,7 +56,7 @@ class Embedder:
         key = model_key(description)
         graph, runtime = _for_runtime(network, settings.image_size, settings, key)
         return cls(graph, ModelInput.from_data_config(config), key, description, pca_dim=settings.pca_dim,
-                   pca_whiten=settings.pca_whiten, runtime=runtime)
+                   pca_whiten=settings.pca_whiten, runtime=runtime, flip_average=settings.flip_average)
 
     @classmethod
     def from_run(cls, settings: Settings) -> "Embedder":
@@ -70,7 +71,8 @@ class Embedder:
         transform = ModelInput(recipe.image_size, tuple(description["mean"]), tuple(description["std"]))
         key = model_key(description)
         graph, runtime = _for_runtime(EmbeddingOnly(net), recipe.image_size, settings, key)
-        return cls(graph, transform, key, description, heads=Heads.from_state(state), runtime=runtime)
+        return cls(graph, transform, key, description, heads=Heads.from_state(state), runtime=runtime,
+                   flip_average=settings.flip_average)
 
     def __post_init__(self) -> None:
         # Two single-image passes: they give the feature size, and the runtimes optimise on their first calls
@@ -88,7 +90,10 @@ class Embedder:
     @torch.inference_mode()
     def features(self, batch: np.ndarray) -> np.ndarray:
         """uint8 domain arrays (B, H, W[, 3]) → raw pooled features, float32 (B, feature_dim)."""
-        return self.network(self.transform(batch)).float().numpy()
+        x = self.transform(batch)
+        if not self.flip_average:
+            return self.network(x).float().numpy()
+        return ((self.network(x).float() + self.network(torch.flip(x, dims=[-1])).float()) / 2).numpy()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """uint8 domain arrays → float32 (B, dim), projected if fitted, unit length (cosine = dot product)."""
@@ -101,13 +106,14 @@ class Embedder:
 
 def describe_model(settings: Settings) -> dict:
     """Everything that determines the vectors, without loading weights: the model key is a hash of this."""
+    flip = {"flip_average": True} if settings.flip_average else {}  # absent when off: older keys stay valid
     if settings.run:
         run = RunDir.of(settings)
         info, recipe = run.info(), run.config()
         spec = backbone_spec(info["backbone"])
         return {"backbone": spec.name, "run": run.id, "checkpoint": file_fingerprint(run.best),
                 "image_size": recipe.image_size, "mean": [float(v) for v in spec.mean],
-                "std": [float(v) for v in spec.std], "embedding": f"fine-tuned-{recipe.embedding_dim}-l2"}
+                "std": [float(v) for v in spec.std], "embedding": f"fine-tuned-{recipe.embedding_dim}-l2", **flip}
     spec = backbone_spec(settings.backbone)
     return {
         "backbone": spec.name,
@@ -116,6 +122,7 @@ def describe_model(settings: Settings) -> dict:
         "mean": [float(v) for v in spec.mean],
         "std": [float(v) for v in spec.std],
         "embedding": _embedding_recipe(settings),
+        **flip,
     }
 
 
@@ -208,9 +215,9 @@ class Projection:
 
 def _for_runtime(network: torch.nn.Module, image_size: int, settings: Settings, key: str) -> tuple[Network, str]:
     """The network (put in eval mode) ready for the settings' runtime, its ONNX export cached under the model key."""
-    runtime = resolve_runtime(settings.inference)
-    return inference_network(network.eval(), image_size, runtime,
-                             onnx_file(settings.artifacts_dir, key, image_size)), runtime
+    graph = inference_network(network.eval(), image_size, resolve_runtime(settings.inference),
+                              onnx_file(settings.artifacts_dir, key, image_size))
+    return graph, runtime_of(graph)  # the one serving: an export that failed fell back to another
 
 
 def _whitening_scale(variance: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""Embedding a whole catalogue on a Ray cluster (``settings.runner == "ray"``), beside ``core.embedding.sequential_runner``'s
-``SequentialRunner`` and with its interface: ``run(pixels, out) -> features``, ``resumed_from``, progress.
+"""Embedding a whole catalogue on a Ray cluster (``settings.runner == "ray"``), beside
+``core.embedding.sequential_runner``'s ``SequentialRunner`` and with its interface: ``run(pixels, out) -> features``,
+``resumed_from``, progress.
 
 The pipeline is Ray Data: the items' rows (row id, path, box) as a dataset → ``map_batches`` decode tasks on CPUs
 (``FileImages.item``: the same decode, box and domain as everywhere else) → ``map_batches`` embedding actors, one
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from core.artifacts import save_npy
+from core.artifacts import reserve, save_npy
 from core.catalog.item_files import FileImages
 from core.config import Settings
 from core.photo.domain import Domain
@@ -101,6 +102,7 @@ def assemble(folder: Path, ranges: list[tuple[int, int]], n: int, dim: int, out:
     # A sequential pass's row count for ``out`` would vouch for rows this overwrites: it goes first.
     Path(out).with_suffix(".json").unlink(missing_ok=True)
     features = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(n, dim))
+    reserve(out)  # allocated before the shards are copied in: a full disk is ENOSPC, not SIGBUS
     for start, stop in ranges:
         features[start:stop] = np.load(folder / shard_name(start, stop, n), mmap_mode="r")
     features.flush()

@@ -64,6 +64,18 @@ def inference_network(network: nn.Module, image_size: int, runtime: str, onnx_pa
     return network
 
 
+def runtime_of(network: Network) -> str:
+    """What actually runs ``network``: ``inference_network`` falls back from onnx to torchscript to eager, and a
+    summary must say which one serves, not which one was asked for."""
+    if isinstance(network, OnnxNetwork):
+        return "onnx"
+    if isinstance(network, DeviceNetwork):
+        return "cuda"
+    if isinstance(network, torch.jit.ScriptModule):
+        return "torchscript"
+    return "eager"
+
+
 def _onnx_network(network: nn.Module, image_size: int, path: Path | None) -> "OnnxNetwork":
     try:
         return OnnxNetwork(export_onnx(network, image_size, path))
@@ -100,9 +112,13 @@ def export_onnx(network: nn.Module, image_size: int, path: Path | None) -> bytes
                           dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}})
     model = buffer.getvalue()
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(model)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(model)
+        except OSError as exc:  # read-only or full: the export runs from memory, and is made again next start
+            warnings.warn(f"the ONNX export could not be cached ({exc.strerror or exc}); it is kept in memory",
+                          stacklevel=2)
     return model
 
 
@@ -133,7 +149,8 @@ class OnnxNetwork:
         self.input_name = self.session.get_inputs()[0].name
 
     def with_threads(self, threads: int) -> "OnnxNetwork":
-        """Another session of the same model on ``threads`` threads (a catalogue pass's stream, core.embedding.sequential_runner)."""
+        """Another session of the same model on ``threads`` threads (a catalogue pass's stream,
+        core.embedding.sequential_runner)."""
         return OnnxNetwork(self.model, threads)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:

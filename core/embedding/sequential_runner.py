@@ -1,6 +1,7 @@
 """Embedding a whole catalogue, the clip-retrieval way: a reader (``read_batches``) yields batches of domain arrays
-(sliced from memory, or decoded from files by DataLoader workers), the ``Embedder`` (the mapper, ``core.embedding.embedder``)
-turns a batch into features, and a runner collects them into a resumable memory-mapped file.
+(sliced from memory, or decoded from files by DataLoader workers), the ``Embedder`` (the mapper,
+``core.embedding.embedder``) turns a batch into features, and a runner collects them into a resumable memory-mapped
+file.
 
 ``SequentialRunner`` does this in one process; a distributed runner (Ray Data, Spark) is an adapter beside it that
 calls the same Embedder on shards and writes one such file per shard for the index builder to read (README,
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.artifacts import atomic_path
+from core.artifacts import atomic_path, reserve
 from core.catalog.item_files import FileImages, ItemDataset
 from core.embedding.embedder import Embedder
 from core.locks import die_with_parent
@@ -115,12 +116,19 @@ def _open_partial(path: Path, n: int, dim: int) -> tuple[np.ndarray, int]:
     try:
         state = json.loads(state_path.read_text())
         if state.get("shape") == [n, dim] and path.is_file():
+            reserve(path)  # a file left sparse must not SIGBUS when its remaining pages are written
             return np.lib.format.open_memmap(path, mode="r+"), int(state["done"])
     except (OSError, ValueError, KeyError):
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     state_path.unlink(missing_ok=True)
     features = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
+    try:
+        reserve(path)  # every page allocated before one is written: a full disk is ENOSPC here, not SIGBUS later
+    except OSError:
+        del features
+        path.unlink(missing_ok=True)
+        raise
     _commit_partial(path, features, 0)
     return features, 0
 

@@ -143,18 +143,18 @@ def create_backbone(
 
 
 def _read_state_dict(path: Path) -> "OrderedDict[str, torch.Tensor]":
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    """A weights file read by timm's own loader (``timm.models.load_state_dict``, safe ``weights_only`` unpickling):
+    a training checkpoint saved as ``{"model": …}``, ``{"state_dict": …}`` or with EMA weights, and the
+    ``module.`` prefix of DataParallel, unwrap as timm unwraps them, instead of being called "a different
+    architecture"."""
+    from timm.models import load_state_dict
 
-            return OrderedDict(load_file(str(path)))
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = load_state_dict(str(path), use_ema=True, device="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to read a weights file gets the same explanation
         raise WeightsError(f"Could not read weights from {path}: {exc}") from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise WeightsError(f"{path} does not hold a state dict (found {type(state).__name__}).")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path} does not hold a state dict of tensors (found {type(state).__name__}).")
     return OrderedDict(state)
 
 

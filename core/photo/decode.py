@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import stat
 import threading
@@ -31,6 +32,14 @@ _large_slots = threading.BoundedSemaphore(LARGE_DECODES)
 # Every catalogue conversion ends far below this; capping here keeps a 40 MP phone photo from costing seconds and
 # a gigabyte of float copies per query.
 WORKING_SIZE = 1024
+# Shape, not only pixel count: a 4000×1 strip is 4,000 pixels, but the model's transform resizes its shorter side
+# to 256, which made it 262,144×256 (+270 MB a search). Measured on the shop's photos and phone shots, garments
+# stay within 1:4; a query more extreme than MAX_ASPECT or with a side under MIN_SIDE is refused with a message,
+# and a catalogue file kept anyway (``prepare --keep-odd-shapes``) is padded on white to MAX_ASPECT. MAX_SIDE
+# bounds a decode's row length whatever its pixel count (a 16,000,000×1 PNG).
+MAX_ASPECT = 20.0
+MIN_SIDE = 16
+MAX_SIDE = 20_000
 ACCEPTED_TYPES = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 # The formats Pillow may even try: an ICO whose header says 16×16 can hold a 13000×13000 PNG that Image.open decodes
 # at once, before any size check. (Pillow reads cameras' multi-picture JPEGs, MPO, as JPEG.)
@@ -39,6 +48,36 @@ ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 class ImageDecodeError(ValueError):
     """The upload cannot be used; ``str(err)`` is meant to be shown to the user as is."""
+
+
+class ImageShapeError(ImageDecodeError):
+    """The image decodes, but its shape is too extreme to search with (a strip, a dot); ``prepare`` lists such
+    catalogue files as problems rather than as unreadable."""
+
+
+def shape_problem(width: int, height: int, name: str = "The image") -> str:
+    """Why an image of this size is not a usable garment photo, or "" when it is (MIN_SIDE, MAX_ASPECT)."""
+    short, long = min(width, height), max(width, height)
+    if short < MIN_SIDE:
+        return (f"{name} is {width}×{height} pixels; a garment photo needs at least {MIN_SIDE} pixels on each "
+                "side.")
+    if long / short > MAX_ASPECT:
+        return (f"{name} is {width}×{height} pixels, a strip of {long / short:.0f}:1; photos up to "
+                f"{MAX_ASPECT:.0f}:1 are accepted.")
+    return ""
+
+
+def pad_to_aspect(image: Image.Image, aspect: float = MAX_ASPECT) -> Image.Image:
+    """``image`` centred on white so that its sides are within ``aspect``: every later resize of a kept strip
+    then costs what a photo of its longer side costs."""
+    width, height = image.size
+    target = (width, max(height, math.ceil(width / aspect))) if width >= height else \
+        (max(width, math.ceil(height / aspect)), height)
+    if target == image.size:
+        return image
+    canvas = Image.new("RGB", target, (255, 255, 255))
+    canvas.paste(image.convert("RGB"), ((target[0] - width) // 2, (target[1] - height) // 2))
+    return canvas
 
 
 def read_image_file(path: str | Path, name: str | None = None) -> bytes:
@@ -67,8 +106,12 @@ def _too_big(name: str, size: int) -> str:
     return f"{name} is {size / 2**20:.0f} MB; the limit is {MAX_BYTES // 2**20} MB."
 
 
-def decode_image(data: bytes, name: str = "upload", draft_to: int = WORKING_SIZE) -> Image.Image:
+def decode_image(data: bytes, name: str = "upload", draft_to: int = WORKING_SIZE, odd_shapes: str = "refuse"
+                 ) -> Image.Image:
     """Decode ``data`` to an upright 8-bit RGB image, raising ImageDecodeError with a readable reason.
+
+    ``odd_shapes``: "refuse" (queries, and ``prepare``'s check) raises ImageShapeError for a strip or a dot
+    (``shape_problem``); "pad" (a catalogue file that ``prepare`` kept) pads it to MAX_ASPECT instead.
 
     A JPEG is decoded at the smallest of 1/1, 1/2, 1/4, 1/8 scale whose sides are at least ``draft_to``. Uploads
     and catalogue passes keep ``WORKING_SIZE``. A smaller ``draft_to`` decodes a 12 MP photo about 6x faster but
@@ -82,6 +125,11 @@ def decode_image(data: bytes, name: str = "upload", draft_to: int = WORKING_SIZE
         image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
         width, height = image.size  # read from the header: nothing is decoded yet
         reduced = image.format == "JPEG"  # draft() below decodes it at 1/2, 1/4 or 1/8 scale
+        if odd_shapes == "refuse" and (problem := shape_problem(width, height, name)):
+            raise ImageShapeError(problem)  # from the header: a strip is refused before it is decoded
+        if max(width, height) > MAX_SIDE:
+            raise ImageDecodeError(f"{name} is {width}×{height} pixels; images up to {MAX_SIDE:,} pixels on "
+                                   "their longer side are accepted. Please downscale it first.")
         limit = MAX_PIXELS if reduced else MAX_FULL_DECODE_PIXELS
         if width * height > limit:  # checked before Pillow's own (warning-only) bomb limit matters
             kind = "JPEG photos" if reduced else f"{image.format or 'such'} images"
@@ -99,13 +147,13 @@ def decode_image(data: bytes, name: str = "upload", draft_to: int = WORKING_SIZE
                 image.thumbnail((2 * WORKING_SIZE, 2 * WORKING_SIZE), Image.Resampling.NEAREST)
             image = to_rgb(image)
             image.thumbnail((WORKING_SIZE, WORKING_SIZE), Image.Resampling.LANCZOS)
-        return image
+        return pad_to_aspect(image)  # a no-op unless a strip got this far (odd_shapes "pad")
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(
-            f"{name} is too large to decode safely ({exc}). Images up to {MAX_PIXELS / 1e6:.0f} MP are accepted; "
-            "please downscale it first."
+            f"{name} is too large to decode safely. JPEG photos up to {MAX_PIXELS / 1e6:.0f} MP and other images "
+            f"up to {MAX_FULL_DECODE_PIXELS / 1e6:.0f} MP are accepted; please downscale it first."
         ) from exc
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(

@@ -56,11 +56,33 @@ def tag_values(catalog: Catalog) -> list[str]:
     return [str(t) for t in counts.index]
 
 
+FENCE = 3.0  # Tukey's far-out fence: an end is at most this many interquartile ranges beyond the quartiles
+
+
 def price_range(catalog: Catalog) -> tuple[float, float] | None:
+    """The price slider's ends: the lowest and highest prices within Tukey's far-out fences (quartiles ∓ 3 IQR),
+    widened to whole units. One price of 1e308 made the slider span -0.0 … 1.797e308 in steps of 0.01, a dot
+    nobody could move; percentiles alone do not help a small catalogue, whose 99th is interpolated towards the
+    outlier. The items beyond an end are still found with that end (``open_ended``)."""
     if "price" not in catalog.items.columns:
         return None
-    prices = pd.to_numeric(catalog.items["price"], errors="coerce").dropna()
-    return (float(prices.min()), float(prices.max())) if len(prices) and prices.min() < prices.max() else None
+    prices = pd.to_numeric(catalog.items["price"], errors="coerce")
+    prices = prices[np.isfinite(prices)]
+    if len(prices) == 0:
+        return None
+    q1, q3 = prices.quantile([0.25, 0.75]).to_numpy()
+    inside = prices[(prices >= q1 - FENCE * (q3 - q1)) & (prices <= q3 + FENCE * (q3 - q1))]
+    low, high = inside.min(), inside.max()
+    low, high = float(np.floor(low)) + 0.0, float(np.ceil(high))  # + 0.0: never -0.0
+    return (low, high) if low < high else None
+
+
+def open_ended(chosen: tuple[float, float], bounds: tuple[float, float]) -> tuple[float, float] | None:
+    """A slider's range as a filter: an end left at the slider's end takes everything beyond it too (the
+    outliers ``price_range`` leaves off the slider); None when both are."""
+    low = chosen[0] if chosen[0] > bounds[0] else -np.inf
+    high = chosen[1] if chosen[1] < bounds[1] else np.inf
+    return None if (low, high) == (-np.inf, np.inf) else (low, high)
 
 
 def filter_rows(catalog: Catalog, wanted: ItemFilter) -> np.ndarray:

@@ -8,14 +8,18 @@ initialises new points; on a PCA map it is projected exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
+import logging
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from core.artifacts import ArtifactDir, atomic_path, fingerprint
+
+log = logging.getLogger(__name__)
 
 METHODS = ("umap", "pca")
 UMAP_INPUT_DIM = 50
@@ -30,6 +34,7 @@ class EmbeddingMap:
     mean: np.ndarray  # PCA centre, (dim,)
     components: np.ndarray  # PCA axes used for the map (PCA) or its input (UMAP), (k, dim)
     seconds: float  # time to compute it (0 when it came from the cache)
+    cached: bool = True  # False: the artifacts folder could not keep it (read-only or full)
 
     @property
     def dims(self) -> int:
@@ -94,9 +99,13 @@ def load_or_compute_map(store: ArtifactDir, embeddings: np.ndarray, rows: np.nda
     result = compute_map(embeddings, rows, method, dims, seed)
     buffer = io.BytesIO()
     np.savez(buffer, rows=result.rows, coords=result.coords, mean=result.mean, components=result.components)
-    with atomic_path(store.file(name)) as tmp:
-        tmp.write_bytes(buffer.getvalue())
-    store.record(name, method=method, dims=dims, points=len(rows), seconds=result.seconds)
+    try:
+        with atomic_path(store.file(name)) as tmp:
+            tmp.write_bytes(buffer.getvalue())
+        store.record(name, method=method, dims=dims, points=len(rows), seconds=result.seconds)
+    except OSError as exc:  # a read-only or full artifacts folder: the map is shown, computed again next time
+        log.warning("the map could not be cached in %s (%s); it is computed on each start", store.path, exc)
+        result = dataclasses.replace(result, cached=False)
     return result
 
 

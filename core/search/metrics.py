@@ -158,8 +158,33 @@ def label_report(true: np.ndarray, predicted: np.ndarray, names: list[str]) -> p
     from sklearn.metrics import precision_recall_fscore_support
 
     true, predicted = np.asarray(true), np.asarray(predicted)
-    labels = None if true.ndim == 2 else list(range(len(names)))
-    precision, recall, f1, support = precision_recall_fscore_support(true, predicted, labels=labels, average=None,
-                                                                     zero_division=0)
+    if not names:
+        return pd.DataFrame({"label": [], "precision": [], "recall": [], "f1": [], "support": []})
+    if true.ndim == 2:
+        # Counted here: scikit-learn reads a one-column 0/1 matrix (the garment photos' one tag) as binary labels and
+        # returns two rows for one name. Each tag is its own "present" class, whatever the vocabulary's size.
+        true, predicted = true.astype(bool), predicted.astype(bool)
+        hits, guessed, support = (true & predicted).sum(axis=0), predicted.sum(axis=0), true.sum(axis=0)
+        precision = np.where(guessed > 0, hits / np.maximum(guessed, 1), 0.0)
+        recall = np.where(support > 0, hits / np.maximum(support, 1), 0.0)
+        f1 = np.where(guessed + support > 0, 2 * hits / np.maximum(guessed + support, 1), 0.0)
+    else:
+        precision, recall, f1, support = precision_recall_fscore_support(
+            true, predicted, labels=list(range(len(names))), average=None, zero_division=0)
     return pd.DataFrame({"label": names, "precision": precision, "recall": recall, "f1": f1,
                          "support": support.astype(int)})
+
+
+def confusion_table(true: np.ndarray, predicted: np.ndarray, names: list[str]) -> pd.DataFrame:
+    """Counts of (true category, predicted category): rows are what an item is, columns what it was taken for,
+    every category in ``names`` order on both axes (a category never predicted still gets its column)."""
+    from sklearn.metrics import confusion_matrix
+
+    counts = confusion_matrix(np.asarray(true), np.asarray(predicted), labels=list(range(len(names))))
+    return pd.DataFrame(counts, index=pd.Index(names, name="category"), columns=pd.Index(names, name="taken for"))
+
+
+def row_shares(counts: pd.DataFrame) -> pd.DataFrame:
+    """Each row as shares of its total (rows normalised; an empty row stays 0)."""
+    totals = counts.sum(axis=1).replace(0, 1)
+    return counts.div(totals, axis=0)

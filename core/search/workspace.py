@@ -6,6 +6,7 @@ progress) whatever is missing or damaged. The app keeps one per (catalogue, mode
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from core.artifacts import ArtifactDir, atomic_path, fingerprint, save_npy
+from core.artifacts import ArtifactDir, ReadOnlyArtifacts, atomic_path, fingerprint, save_npy, space_for
 from core.catalog.base import Catalog
 from core.catalog.registry import open_catalog
 from core.catalog.splits import Splits
@@ -47,6 +48,10 @@ WORDS_MODES = ("rerank", "narrow")
 WORDS_WEIGHT = 1.0
 WORDS_POOL = 100  # at least this many of the photo's nearest items are re-ranked (or 10 × k, whichever is more)
 WORDS_METHOD = "words (TF-IDF)"
+# Re-ranking by the predicted category: this many nearest items are re-ordered, that category's first, when the
+# prediction is at least ``Settings.category_rerank`` sure (RERANK_SURE when a caller asks for it and it is off).
+RERANK_POOL = 50
+RERANK_SURE = 0.5
 
 
 def projection_dim(settings: Settings) -> int:
@@ -66,6 +71,7 @@ class SearchResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     vector: np.ndarray | None = None  # the query's unit vector (the embedding map places it)
     steps: QuerySteps | None = None  # a photo's way to the query: crop, mask, converted
+    reranked_by: str | None = None  # the predicted category whose items were put first (``category_rerank``)
 
     @property
     def latency_ms(self) -> float:
@@ -92,13 +98,14 @@ class Workspace:
         self.annoy = annoy  # the card's index, built for every catalogue
         # What searches use unless told otherwise (settings.index); without a measured choice, Annoy as built.
         self.index_choice, self.index = served or (None, annoy)
+        self.read_only = False  # served from a folder that is not written (``Workspace.open``)
 
     # ---------------------------------------------------------------- building / loading
     @classmethod
     def open(cls, settings: Settings, progress: Progress = no_progress) -> "Workspace":
         progress("Loading catalogue", 0, 1)
         catalog = open_catalog(settings)
-        settings = settings.for_catalog(catalog.domain.input_size)
+        settings = settings.for_catalog(catalog.domain.input_size, len(catalog.fit_rows()))
         progress("Loading catalogue", 1, 1)
         progress("Loading model", 0, 1)
         embedder = Embedder.from_settings(settings)
@@ -107,32 +114,44 @@ class Workspace:
                              f"than catalogue {catalog.name!r} has; pick it with the catalogue it was trained on.")
         progress("Loading model", 1, 1)
         store = Workspace.store_for(settings, catalog)
+        read_only = settings.read_only or not store.writable()
+        if read_only:  # replicas on a read-only volume: load what is there, without a lock nobody could take
+            missing = [name for name in built_names(settings) if not store.verified(name, full_check=False)]
+            if missing:
+                raise ReadOnlyArtifacts(
+                    f"{store.path} is read-only and lacks {', '.join(missing)} for {catalog.name!r} with this "
+                    "model: prepare it where the folder is writable (python -m core prepare), then serve the copy.")
         # One builder at a time per store (sessions, threads, CLI runs): the others wait, then load its result.
-        with store.lock(notify=lambda message: progress(message, 0, 1)):
-            embeddings = load_or_build_embeddings(store, catalog, embedder, settings, progress)
-            annoy = load_or_build_annoy(store, embeddings, settings, progress)
-            served = load_or_choose_index(store, embeddings, settings, annoy, progress)
+        with contextlib.nullcontext() if read_only else store.lock(notify=lambda message: progress(message, 0, 1)):
+            # What is missing must fit before it starts, and a write that runs out part-way says where and how
+            # much: an ordinary error for the caller, never a dead process (core.artifacts.reserve).
+            with space_for(store.path, build_bytes(store, catalog, embedder, settings),
+                           f"the embeddings and index of {catalog.name!r}"):
+                embeddings = load_or_build_embeddings(store, catalog, embedder, settings, progress)
+                annoy = load_or_build_annoy(store, embeddings, settings, progress)
+                served = load_or_choose_index(store, embeddings, settings, annoy, progress, read_only)
         single_threaded_blas()
         heads = embedder.heads
         probs = np.load(store.file(PROBS), mmap_mode="r") if heads is not None else None
         tag_probs = np.load(store.file(TAG_PROBS), mmap_mode="r") if heads is not None and heads.tags else None
-        return cls(settings, catalog, embedder, embeddings, annoy, store, probs, tag_probs, served)
+        workspace = cls(settings, catalog, embedder, embeddings, annoy, store, probs, tag_probs, served)
+        workspace.read_only = read_only
+        return workspace
 
     @staticmethod
     def store_for(settings: Settings, catalog: Catalog | None = None) -> ArtifactDir:
         """Where this catalogue + model's artifacts live, without loading the model."""
         catalog = catalog or open_catalog(settings)
-        settings = settings.for_catalog(catalog.domain.input_size)
+        settings = settings.for_catalog(catalog.domain.input_size, len(catalog.fit_rows()))
         return ArtifactDir(Path(settings.artifacts_dir) / catalog.key / model_key(describe_model(settings)))
 
     @staticmethod
     def is_built(settings: Settings) -> bool:
         """Cheap check (sizes, not checksums) that opening will load rather than build."""
-        store = Workspace.store_for(settings)
-        names = ["embeddings.npy", annoy_name(settings)] + (["projection.npz"] if projection_dim(settings) else [])
-        if settings.run:
-            names += [PROBS] + ([TAG_PROBS] if RunDir.of(settings).info().get("tags") else [])
-        if not all(store.verified(name, full_check=False) for name in names):
+        catalog = open_catalog(settings)
+        store = Workspace.store_for(settings, catalog)
+        settings = settings.for_catalog(catalog.domain.input_size, len(catalog.fit_rows()))
+        if not all(store.verified(name, full_check=False) for name in built_names(settings)):
             return False
         choice = _recorded_choice(store, settings)
         return choice is not None and (choice.kind != "hnsw" or store.verified(hnsw_name(settings), full_check=False))
@@ -180,7 +199,7 @@ class Workspace:
 
     def search(self, query: Image.Image | bytes, k: int = 10, exact: bool | None = None, category: str | None = None,
                isolate: bool | None = None, box: Box | None = None, words: str = "",
-               words_mode: str = "rerank") -> SearchResult:
+               words_mode: str = "rerank", rerank: bool | None = None) -> SearchResult:
         """Search with a photo (PIL image, or raw upload bytes, which are decoded safely); ``words`` re-rank its
         results or narrow them to the items that mention them (``words_mode``, see WORDS_MODES). ``exact``: None
         searches with the served index, True by brute force, False with the approximate one (``searcher``)."""
@@ -189,17 +208,17 @@ class Workspace:
         steps, vector, probs = self.embed_photo(photo, isolate, box)
         prepared = time.perf_counter()
         result = self._search_vector(vector, k, exact, category, exclude=None, probs=probs, words=words,
-                                     words_mode=words_mode)
+                                     words_mode=words_mode, rerank=rerank)
         result.query_image, result.steps = steps.query_image, steps
         result.timings_ms = {"convert + embed": (prepared - started) * 1e3, **result.timings_ms}
         return result
 
     def search_item(self, row: int, k: int = 10, exact: bool | None = None, category: str | None = None,
-                    words: str = "", words_mode: str = "rerank") -> SearchResult:
+                    words: str = "", words_mode: str = "rerank", rerank: bool | None = None) -> SearchResult:
         """Search with a catalogue item's stored vector; the item itself is left out of its results."""
         probs = np.asarray(self.category_probs[row]) if self.category_probs is not None else None
         return self._search_vector(np.asarray(self.embeddings[row]), k, exact, category, exclude=row, probs=probs,
-                                   words=words, words_mode=words_mode)
+                                   words=words, words_mode=words_mode, rerank=rerank)
 
     def search_words(self, words: str, k: int = 10, category: str | None = None) -> SearchResult:
         """Words alone: the items that mention them, best TF-IDF score first (ties in catalogue order), for a
@@ -217,7 +236,7 @@ class Workspace:
 
     def _search_vector(self, vector: np.ndarray, k: int, exact: bool | None, category: str | None,
                        exclude: int | None, probs: np.ndarray | None = None, words: str = "",
-                       words_mode: str = "rerank") -> SearchResult:
+                       words_mode: str = "rerank", rerank: bool | None = None) -> SearchResult:
         if words_mode not in WORDS_MODES:
             raise ValueError(f"words_mode must be one of {WORDS_MODES}, not {words_mode!r}")
         searcher = self.searcher(exact)
@@ -231,13 +250,15 @@ class Workspace:
             text = self.text_index.scores(words)
             words_ms = (time.perf_counter() - text_started) * 1e3
         narrow = text is not None and words_mode == "narrow"
+        rerank_at = self.settings.category_rerank if rerank is None else (self.settings.category_rerank or
+                                                                          RERANK_SURE) * bool(rerank)
         started = time.perf_counter()
         if narrow:  # the photo's nearest among the items that mention a word: k of them whenever k exist
             mentions = text > 0 if allowed is None else allowed & (text > 0)
             found = searcher.search(vector, k + extra, mentions)
         else:
             wanted = max(k, VOTE_NEIGHBOURS) if text is None else max(k * 10, WORDS_POOL)
-            found = searcher.search(vector, wanted + extra, allowed)
+            found = searcher.search(vector, max(wanted, RERANK_POOL if rerank_at else 0) + extra, allowed)
         elapsed = (time.perf_counter() - started) * 1e3
         found = _drop(found, exclude)
         ranked = found
@@ -246,18 +267,26 @@ class Workspace:
             combined = found.scores + WORDS_WEIGHT * text[found.indices]
             order = np.argsort(-combined, kind="stable")
             ranked = Neighbours(found.indices[order], found.scores[order])
+        if probs is not None:
+            shares, predicted_by = probs, "the fine-tuned category head"
+        else:  # without a trained head, the category is the similarity-weighted vote of the nearest neighbours
+            unfiltered = allowed is None and not narrow
+            votes = found if unfiltered else _drop(searcher.search(vector, VOTE_NEIGHBOURS + extra), exclude)
+            shares, predicted_by = self.vote(votes), "vote of the 10 nearest items"
+        reranked_by = None
+        if rerank_at and not narrow and float(np.max(shares)) >= rerank_at:
+            # the head (or the vote) is sure: that category's items first, each group in the order it had
+            reranked_by = self.catalog.categories[int(np.argmax(shares))]
+            other = self.catalog.labels[ranked.indices] != int(np.argmax(shares))
+            order = np.argsort(other, kind="stable")
+            ranked = Neighbours(ranked.indices[order], ranked.scores[order])
         hits = self._hits(ranked.indices[:k], ranked.scores[:k], text, words)
         timings = {f"search ({searcher.name})": elapsed}
         if text is not None:
             timings[WORDS_METHOD] = words_ms + (time.perf_counter() - text_started) * 1e3
         method = searcher.name if text is None else f"{searcher.name} + words"
-        result = SearchResult(None, hits, [], method, timings_ms=timings, vector=np.asarray(vector))
-        if probs is not None:
-            result.predicted, result.predicted_by = self._ranked(probs), "the fine-tuned category head"
-        else:  # without a trained head, the category is the similarity-weighted vote of the nearest neighbours
-            unfiltered = allowed is None and not narrow
-            votes = found if unfiltered else _drop(searcher.search(vector, VOTE_NEIGHBOURS + extra), exclude)
-            result.predicted = self._ranked(self.vote(votes))
+        result = SearchResult(None, hits, self._ranked(shares), method, predicted_by=predicted_by,
+                              timings_ms=timings, vector=np.asarray(vector), reranked_by=reranked_by)
         return result
 
     def _hits(self, rows: np.ndarray, scores: np.ndarray, text: np.ndarray | None, words: str) -> pd.DataFrame:
@@ -350,6 +379,7 @@ class Workspace:
             "artifacts": str(self.store.path),
             "n_trees": self.settings.n_trees,
             "search_k": self.settings.search_k,
+            "read_only": self.read_only,
             "index": self.index.name,  # what serves (settings.index), and how it measured when it was chosen
             "index_choice": self.index_choice.as_dict() if self.index_choice else None,
             "index_summary": self.index_choice.summary() if self.index_choice else None,
@@ -385,10 +415,8 @@ def load_or_build_embeddings(store: ArtifactDir, catalog: Catalog, embedder: Emb
     features = runner.run(catalog.pixels, out=partial)
     embedder.projection = None
     if embedder.pca_dim:
-        train = catalog.items["split"].to_numpy() == "train"
-        fit_rows = np.flatnonzero(train) if train.any() else np.arange(len(features))
         embedder.projection = Projection.fit(features, embedder.pca_dim, whiten=embedder.pca_whiten,
-                                             seed=settings.seed, rows=fit_rows)
+                                             seed=settings.seed, rows=catalog.fit_rows())
         with atomic_path(store.file(projection_name)) as tmp:
             embedder.projection.save(tmp)
         store.record(projection_name, dim=embedder.projection.dim, whiten=embedder.pca_whiten,
@@ -419,6 +447,30 @@ def catalogue_runner(embedder: Embedder, settings: Settings, progress: Progress)
         return RayRunner(settings, embedder.feature_dim, progress)
     return SequentialRunner(embedder, settings.batch_size, progress, workers=loader_workers(settings),
                             streams=embedding_streams(settings, embedder.runtime))
+
+
+def built_names(settings: Settings) -> list[str]:
+    """The files a served store holds."""
+    names = ["embeddings.npy", annoy_name(settings)] + (["projection.npz"] if projection_dim(settings) else [])
+    if settings.run:
+        names += [PROBS] + ([TAG_PROBS] if RunDir.of(settings).info().get("tags") else [])
+    return names
+
+
+def build_bytes(store: ArtifactDir, catalog: Catalog, embedder: Embedder, settings: Settings) -> int:
+    """About how many bytes building what ``store`` lacks will write (0 when it lacks nothing): checked against the
+    free space before a build starts. The resumable features file (less what an interrupted pass already
+    allocated), the vectors and head outputs, each written beside its final name first, and the Annoy forest
+    (measured: 1.34 × the vectors for 32 trees at 256 dimensions, 1.16 × at 512; estimated 3 × for 32 trees)."""
+    if all(store.verified(name, full_check=False) for name in built_names(settings)):
+        return 0
+    n, dim = len(catalog), embedder.pca_dim or embedder.feature_dim
+    partial = store.file("features.partial.npy")
+    allocated = partial.stat().st_blocks * 512 if partial.is_file() else 0
+    heads = embedder.heads
+    outputs = len(heads.categories) + len(heads.tags or []) if heads is not None else 0
+    annoy = n * (dim * 4 + 16) * (1 + settings.n_trees / 16)
+    return int(max(0, n * embedder.feature_dim * 4 - allocated) + 2 * n * (dim + outputs) * 4 + annoy + (1 << 20))
 
 
 def annoy_name(settings: Settings) -> str:
@@ -508,11 +560,13 @@ def _recorded_choice(store: ArtifactDir, settings: Settings, full_check: bool = 
 
 
 def load_or_choose_index(store: ArtifactDir, embeddings: np.ndarray, settings: Settings, annoy: AnnoySearcher,
-                         progress: Progress = no_progress) -> tuple[IndexChoice, Searcher]:
+                         progress: Progress = no_progress, read_only: bool = False) -> tuple[IndexChoice, Searcher]:
     """The served index (``settings.index``, core/search/served.py) and its measured figures: loaded when a choice
     made from the same inputs is on disk, chosen and measured (a few seconds; HNSW's build where HNSW is served)
     otherwise. An HNSW graph rebuilt since its choice was measured is measured again, so the recorded recall is
     always the served graph's."""
+    if read_only:  # a choice made elsewhere is used; without one it is measured (and any graph built) in memory
+        return _choose_in_memory(store, embeddings, settings, annoy, progress)
     choice = _recorded_choice(store, settings, full_check=True)
     if choice is not None:
         if choice.kind == "exact":
@@ -531,3 +585,28 @@ def load_or_choose_index(store: ArtifactDir, embeddings: np.ndarray, settings: S
         tmp.write_text(json.dumps(choice.as_dict(), indent=2))
     store.record(name, inputs=_choice_inputs(store, settings), kind=choice.kind)
     return choice, searcher
+
+
+def _choose_in_memory(store: ArtifactDir, embeddings: np.ndarray, settings: Settings, annoy: AnnoySearcher,
+                      progress: Progress = no_progress) -> tuple[IndexChoice, Searcher]:
+    """The served index on a store that cannot be written: the recorded choice where one is there (with its HNSW
+    graph, if intact), else chosen and measured now, kept in memory only."""
+    choice = _recorded_choice(store, settings, full_check=True)
+    if choice is not None and choice.kind == "exact":
+        return choice, ExactSearcher(embeddings)
+    if choice is not None and choice.kind == "annoy":
+        return choice, AnnoySearcher(annoy.index, int(choice.search_k), annoy.fallback, annoy.path)
+    name = hnsw_name(settings)
+    built_from = store.meta().get("files", {}).get("embeddings.npy", {}).get("checksum")
+
+    def graph() -> HNSWSearcher:
+        if store.verified(name) and store.meta()["files"][name].get("embeddings") == built_from:
+            return HNSWSearcher.load(store.file(name), embeddings, settings.hnsw_ef)
+        return HNSWSearcher.build(embeddings, settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef,
+                                  seed=settings.seed)
+
+    if choice is not None:
+        hnsw = graph()
+        hnsw.ef = int(choice.ef)
+        return choice, hnsw
+    return choose_index(embeddings, settings, annoy, graph, progress)
