@@ -125,7 +125,8 @@ else:
     model_label = BACKBONES[settings.backbone].label if settings.backbone in BACKBONES else settings.backbone
 cols[2].metric("Vector size", ws.embeddings.shape[1],
                help=f"{model_label}, {ws.embedder.transform.size} px input")
-cols[3].metric("Annoy index", f"{settings.n_trees} trees", help=f"search_k {settings.search_k}")
+cols[3].metric("Served index", ws.index_choice.label if ws.index_choice else ws.index.name,
+               help=ws.index_choice.summary() if ws.index_choice else None)
 
 left, right = st.columns([3, 2])
 with left:

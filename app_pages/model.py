@@ -31,7 +31,16 @@ cols[0].metric("Catalogue items", f"{info['items']:,}")
 cols[1].metric("Backbone", info["model"]["backbone"].replace("efficientnet_", "").title(),
                help=f"{info['model']['backbone']}, {info['model']['image_size']} px input")
 cols[2].metric("Vector size", info["dim"], help=info["model"]["embedding"])
-cols[3].metric("Annoy", f"{info['n_trees']} trees", help=f"search_k {info['search_k']}")
+served = ws.index_choice
+cols[3].metric("Served index", served.label if served else info["index"],
+               f"recall@10 {served.recall_at_10:.3f} · p50 {served.p50_ms:.2f} ms" if served else None,
+               delta_color="off", delta_arrow="off",
+               help=(served.summary() if served else "") + f". The Annoy index ({info['n_trees']} trees) is built for "
+               "every catalogue; FVS_INDEX picks auto, exact, annoy or hnsw.")
+if served is not None:
+    with st.expander("How the served index was chosen", expanded=False):
+        st.markdown(ui.plain(served.summary()))
+        st.dataframe(pd.DataFrame(served.tried), hide_index=True, width="stretch")
 if ws.read_only:
     st.info("**Served read-only.** The artifacts folder cannot be written (a read-only volume, or "
             "`FVS_READ_ONLY`): searches use what was prepared there, and anything that would be written (a new "

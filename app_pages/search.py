@@ -61,9 +61,18 @@ with st.sidebar:
     st.header("Search")
     k = st.slider("Results (top K)", min_value=1, max_value=50, value=10, key="k")
     category = st.selectbox("Only this category", ["All categories", *catalog.categories], key="category")
-    exact = st.toggle("Exact search (brute force)", value=False, key="exact",
-                      help=f"Off: Annoy index ({settings.n_trees} trees, search_k {settings.search_k}). "
-                           "On: compare the query with every item; slower, the ground truth.")
+    served = ws.index_choice
+    if ws.index.name == "exact":  # small enough that the scan is served: the switch compares with the Annoy index
+        switched = st.toggle("Annoy index instead", value=False, key="exact",
+                             help=f"Off: exact search, served here ({served.summary() if served else ''}). "
+                                  f"On: the Annoy index ({settings.n_trees} trees, search_k {settings.search_k}), "
+                                  "approximate, to compare.")
+        exact = False if switched else None
+    else:
+        switched = st.toggle("Exact search (brute force)", value=False, key="exact",
+                             help=f"Off: the served index, {served.summary() if served else ws.index.name}. "
+                                  "On: compare the query with every item; slower, the ground truth.")
+        exact = True if switched else None
     rerank = st.toggle("Predicted category first", value=settings.category_rerank > 0, key="rerank",
                        help="When the model is sure of the photo's category (at least "
                             f"{settings.category_rerank or RERANK_SURE:.0%}), that category's items among the "
@@ -141,6 +150,9 @@ with query_col:
         st.metric("Search latency", f"{result.latency_ms:.1f} ms", result.method, delta_color="off",
                   delta_arrow="off")
         st.caption(" · ".join(f"{stage} {ms:.1f} ms" for stage, ms in result.timings_ms.items()))
+        if served is not None and result.method.split(" + ")[0] == ws.index.name:
+            st.caption(f"Served index: {served.label}, recall@10 {served.recall_at_10:.3f} against exact search "
+                       f"(measured on {served.queries} of the catalogue's items when it was chosen).")
 
 with results_col:
     if result is None:

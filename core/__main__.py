@@ -195,7 +195,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     # a bad file fails before the model loads, and what cannot be an image is refused before it is read
     photo = decode_image(read_image_file(args.photo), name=str(args.photo))
     workspace = Workspace.open(_served(_settings(args)), tqdm_progress())
-    result = workspace.search(photo, k=args.k, exact=args.exact, isolate=args.isolate_photo)
+    result = workspace.search(photo, k=args.k, exact=args.exact or None, isolate=args.isolate_photo)
     print(f"predicted ({result.predicted_by}): {', '.join(f'{c} {p:.0%}' for c, p in result.predicted[:3])}; "
           f"{result.latency_ms:.1f} ms ({result.method})")
     shown = [c for c in ("id", "category", "brand", "price", "split", "score") if c in result.hits.columns]
@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     _settings_args(p)
     p.add_argument("photo", type=Path)
     p.add_argument("-k", type=int, default=10)
-    p.add_argument("--exact", action="store_true", help="brute-force search instead of Annoy")
+    p.add_argument("--exact", action="store_true", help="brute-force search instead of the served index")
     p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None, dest="isolate_photo",
                    help="separate the garment from its surroundings first (default: the isolate setting)")
     p.set_defaults(func=cmd_search)

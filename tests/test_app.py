@@ -50,6 +50,7 @@ def test_home_shows_what_the_app_does_and_the_catalogue(app):
     assert app.title[0].value == "Fashion visual search"
     metrics = {m.label: m.value for m in app.metric}
     assert metrics["Catalogue items"] == "64" and metrics["Categories"] == "4"
+    assert metrics["Served index"] == "exact search"
     assert len(app.get("image")) >= 1  # the category montage
 
 
@@ -81,10 +82,26 @@ def test_exact_switch_changes_the_method(app):
     search_page(app)
     photos, _ = synthetic_photos()
     upload(app, "bar.png", encoded(photos[40]))
+    # 64 items: exact search serves (settings.exact_max_items), and the switch compares it with the Annoy index
+    assert {m.label: m for m in app.metric}["Search latency"].delta == "exact"
+    captions = [c.value for c in app.caption]
+    assert any(c.startswith("Served index: exact search, recall@10 1.000") for c in captions), captions
+    assert app.toggle(key="exact").label == "Annoy index instead"
+    app.toggle(key="exact").set_value(True).run()
     assert {m.label: m for m in app.metric}["Search latency"].delta == "annoy"
+    assert result_images(app) == 10
+
+
+def test_exact_switch_compares_a_served_index_with_exact_search(app, monkeypatch):
+    monkeypatch.setenv("FVS_INDEX", "annoy")
+    search_page(app)
+    photos, _ = synthetic_photos()
+    upload(app, "bar.png", encoded(photos[40]))
+    assert {m.label: m for m in app.metric}["Search latency"].delta == "annoy"
+    assert app.toggle(key="exact").label == "Exact search (brute force)"
+    assert "Annoy (search_k 200)" in app.toggle(key="exact").help
     app.toggle(key="exact").set_value(True).run()
     assert {m.label: m for m in app.metric}["Search latency"].delta == "exact"
-    assert result_images(app) == 10
 
 
 @pytest.mark.parametrize(

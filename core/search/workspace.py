@@ -7,6 +7,7 @@ progress) whatever is missing or damaged. The app keeps one per (catalogue, mode
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from core.artifacts import ArtifactDir, ReadOnlyArtifacts, atomic_path, save_npy, space_for
+from core.artifacts import ArtifactDir, ReadOnlyArtifacts, atomic_path, fingerprint, save_npy, space_for
 from core.catalog.base import Catalog
 from core.catalog.registry import open_catalog
 from core.catalog.splits import Splits
@@ -29,8 +30,9 @@ from core.photo.decode import decode_image
 from core.photo.query_steps import QuerySteps, prepare_query
 from core.progress import Progress, no_progress
 from core.search.embedding_map import EmbeddingMap, load_or_compute_map, sample_rows
-from core.search.index import AnnoySearcher, ExactSearcher, Neighbours, Searcher
+from core.search.index import AnnoySearcher, ExactSearcher, HNSWSearcher, Neighbours, Searcher
 from core.search.metrics import nearest
+from core.search.served import BUDGET_MS, TARGET_RECALL, IndexChoice, choose_index
 from core.search.text_search import TextIndex
 from core.text import tags
 from core.threads import embedding_streams, loader_workers, single_threaded_blas
@@ -87,13 +89,15 @@ class Prediction:
 class Workspace:
     def __init__(self, settings: Settings, catalog: Catalog, embedder: Embedder, embeddings: np.ndarray,
                  annoy: AnnoySearcher, store: ArtifactDir, category_probs: np.ndarray | None = None,
-                 tag_probs: np.ndarray | None = None):
+                 tag_probs: np.ndarray | None = None, served: tuple[IndexChoice, Searcher] | None = None):
         self.settings, self.catalog, self.embedder = settings, catalog, embedder
         self.embeddings, self.store = embeddings, store
         self.category_probs = category_probs  # (N, C) from a fine-tuned run's head; None for ImageNet features
         self._tag_probs = tag_probs  # (N, T) from its tag head; None without one
         self.exact = ExactSearcher(embeddings)
-        self.annoy = annoy
+        self.annoy = annoy  # the card's index, built for every catalogue
+        # What searches use unless told otherwise (settings.index); without a measured choice, Annoy as built.
+        self.index_choice, self.index = served or (None, annoy)
         self.read_only = False  # served from a folder that is not written (``Workspace.open``)
 
     # ---------------------------------------------------------------- building / loading
@@ -125,11 +129,12 @@ class Workspace:
                            f"the embeddings and index of {catalog.name!r}"):
                 embeddings = load_or_build_embeddings(store, catalog, embedder, settings, progress)
                 annoy = load_or_build_annoy(store, embeddings, settings, progress)
+                served = load_or_choose_index(store, embeddings, settings, annoy, progress, read_only)
         single_threaded_blas()
         heads = embedder.heads
         probs = np.load(store.file(PROBS), mmap_mode="r") if heads is not None else None
         tag_probs = np.load(store.file(TAG_PROBS), mmap_mode="r") if heads is not None and heads.tags else None
-        workspace = cls(settings, catalog, embedder, embeddings, annoy, store, probs, tag_probs)
+        workspace = cls(settings, catalog, embedder, embeddings, annoy, store, probs, tag_probs, served)
         workspace.read_only = read_only
         return workspace
 
@@ -146,7 +151,10 @@ class Workspace:
         catalog = open_catalog(settings)
         store = Workspace.store_for(settings, catalog)
         settings = settings.for_catalog(catalog.domain.input_size, len(catalog.fit_rows()))
-        return all(store.verified(name, full_check=False) for name in built_names(settings))
+        if not all(store.verified(name, full_check=False) for name in built_names(settings)):
+            return False
+        choice = _recorded_choice(store, settings)
+        return choice is not None and (choice.kind != "hnsw" or store.verified(hnsw_name(settings), full_check=False))
 
     # ---------------------------------------------------------------- querying
     @property
@@ -156,8 +164,18 @@ class Workspace:
         mode = self.settings.isolate.lower()
         return mode == "on" or (mode == "auto" and bool(self.settings.run) and self.catalog.domain.cutout)
 
-    def searcher(self, exact: bool) -> Searcher:
-        return self.exact if exact else self.annoy
+    @property
+    def compared(self) -> Searcher:
+        """The index the Search page's switch compares exact search with: the served one, or the Annoy index
+        where exact search itself is served."""
+        return self.annoy if self.index.name == "exact" else self.index
+
+    def searcher(self, exact: bool | None = None) -> Searcher:
+        """None: the served index (``self.index``); True: exact search; False: ``compared``, the approximate index
+        (the served one, or Annoy where exact search is served)."""
+        if exact is None:
+            return self.index
+        return self.exact if exact else self.compared
 
     def embed_photo(self, photo: Image.Image, isolate: bool | None = None, box: Box | None = None
                     ) -> tuple[QuerySteps, np.ndarray, np.ndarray | None]:
@@ -179,11 +197,12 @@ class Workspace:
         a second, and only sessions that type words pay it. Two sessions racing build the same index twice."""
         return TextIndex.of(self.catalog)
 
-    def search(self, query: Image.Image | bytes, k: int = 10, exact: bool = False, category: str | None = None,
+    def search(self, query: Image.Image | bytes, k: int = 10, exact: bool | None = None, category: str | None = None,
                isolate: bool | None = None, box: Box | None = None, words: str = "",
                words_mode: str = "rerank", rerank: bool | None = None) -> SearchResult:
         """Search with a photo (PIL image, or raw upload bytes, which are decoded safely); ``words`` re-rank its
-        results or narrow them to the items that mention them (``words_mode``, see WORDS_MODES)."""
+        results or narrow them to the items that mention them (``words_mode``, see WORDS_MODES). ``exact``: None
+        searches with the served index, True by brute force, False with the approximate one (``searcher``)."""
         started = time.perf_counter()
         photo = decode_image(query) if isinstance(query, bytes) else query
         steps, vector, probs = self.embed_photo(photo, isolate, box)
@@ -194,7 +213,7 @@ class Workspace:
         result.timings_ms = {"convert + embed": (prepared - started) * 1e3, **result.timings_ms}
         return result
 
-    def search_item(self, row: int, k: int = 10, exact: bool = False, category: str | None = None,
+    def search_item(self, row: int, k: int = 10, exact: bool | None = None, category: str | None = None,
                     words: str = "", words_mode: str = "rerank", rerank: bool | None = None) -> SearchResult:
         """Search with a catalogue item's stored vector; the item itself is left out of its results."""
         probs = np.asarray(self.category_probs[row]) if self.category_probs is not None else None
@@ -215,7 +234,7 @@ class Workspace:
         return SearchResult(None, hits, [], WORDS_METHOD, predicted_by="",
                             timings_ms={WORDS_METHOD: (time.perf_counter() - started) * 1e3})
 
-    def _search_vector(self, vector: np.ndarray, k: int, exact: bool, category: str | None,
+    def _search_vector(self, vector: np.ndarray, k: int, exact: bool | None, category: str | None,
                        exclude: int | None, probs: np.ndarray | None = None, words: str = "",
                        words_mode: str = "rerank", rerank: bool | None = None) -> SearchResult:
         if words_mode not in WORDS_MODES:
@@ -361,6 +380,9 @@ class Workspace:
             "n_trees": self.settings.n_trees,
             "search_k": self.settings.search_k,
             "read_only": self.read_only,
+            "index": self.index.name,  # what serves (settings.index), and how it measured when it was chosen
+            "index_choice": self.index_choice.as_dict() if self.index_choice else None,
+            "index_summary": self.index_choice.summary() if self.index_choice else None,
         }
 
 
@@ -473,3 +495,118 @@ def load_or_build_annoy(store: ArtifactDir, embeddings: np.ndarray, settings: Se
                  embeddings=built_from)
     progress("Building Annoy index", 1, 1)
     return AnnoySearcher.load(store.file(name), embeddings, settings.search_k)
+
+
+def hnsw_name(settings: Settings) -> str:
+    return f"hnsw-M{settings.hnsw_m}-efc{settings.hnsw_ef_construction}.bin"
+
+
+def load_or_build_hnsw(store: ArtifactDir, embeddings: np.ndarray, settings: Settings,
+                       progress: Progress = no_progress) -> HNSWSearcher:
+    """The HNSW graph, kept like the Annoy index: written atomically, recorded with the embeddings it was built
+    from, checked on every load and rebuilt when it does not match. Built only where it is served."""
+    name = hnsw_name(settings)
+    files = store.meta().get("files", {})
+    built_from = files.get("embeddings.npy", {}).get("checksum")
+    if store.verified(name) and files.get(name, {}).get("embeddings") == built_from:
+        try:
+            return HNSWSearcher.load(store.file(name), embeddings, settings.hnsw_ef)
+        except (OSError, ValueError, RuntimeError):
+            pass  # verified but unloadable: rebuild below
+    progress("Building HNSW graph", 0, 1)
+    started = time.perf_counter()
+    hnsw = HNSWSearcher.build(embeddings, settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef,
+                              seed=settings.seed)
+    seconds = time.perf_counter() - started
+    with atomic_path(store.file(name)) as tmp:
+        hnsw.save(tmp)
+    store.record(name, m=settings.hnsw_m, ef_construction=settings.hnsw_ef_construction, seconds=round(seconds, 2),
+                 embeddings=built_from)
+    progress("Building HNSW graph", 1, 1)
+    return hnsw
+
+
+def _policy(settings: Settings) -> dict:
+    """Every setting the choice of index reads (core/search/served.py)."""
+    return {"index": settings.index, "exact_max_items": settings.exact_max_items, "search_k": settings.search_k,
+            "n_trees": settings.n_trees, "hnsw_m": settings.hnsw_m, "hnsw_ef": settings.hnsw_ef,
+            "hnsw_ef_construction": settings.hnsw_ef_construction, "target_recall": TARGET_RECALL,
+            "budget_ms": BUDGET_MS, "seed": settings.seed}
+
+
+def index_choice_name(settings: Settings) -> str:
+    """One record per policy, so sessions with other index settings on the same store keep their own."""
+    return f"index-{settings.index}-{fingerprint(_policy(settings), 8)}.json"
+
+
+def _choice_inputs(store: ArtifactDir, settings: Settings) -> dict:
+    """What a recorded choice depends on: the vectors, the Annoy file it measured, and the policy's settings.
+    Another value of any of them chooses (and measures) again."""
+    files = store.meta().get("files", {})
+    return {"embeddings": files.get("embeddings.npy", {}).get("checksum"),
+            "annoy": files.get(annoy_name(settings), {}).get("checksum"), **_policy(settings)}
+
+
+def _recorded_choice(store: ArtifactDir, settings: Settings, full_check: bool = False) -> IndexChoice | None:
+    """The choice on disk if it is intact and was made from these inputs, else None."""
+    name = index_choice_name(settings)
+    entry = store.meta().get("files", {}).get(name, {})
+    if entry.get("inputs") != _choice_inputs(store, settings) or not store.verified(name, full_check):
+        return None
+    try:
+        return IndexChoice.from_dict(json.loads(store.file(name).read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def load_or_choose_index(store: ArtifactDir, embeddings: np.ndarray, settings: Settings, annoy: AnnoySearcher,
+                         progress: Progress = no_progress, read_only: bool = False) -> tuple[IndexChoice, Searcher]:
+    """The served index (``settings.index``, core/search/served.py) and its measured figures: loaded when a choice
+    made from the same inputs is on disk, chosen and measured (a few seconds; HNSW's build where HNSW is served)
+    otherwise. An HNSW graph rebuilt since its choice was measured is measured again, so the recorded recall is
+    always the served graph's."""
+    if read_only:  # a choice made elsewhere is used; without one it is measured (and any graph built) in memory
+        return _choose_in_memory(store, embeddings, settings, annoy, progress)
+    choice = _recorded_choice(store, settings, full_check=True)
+    if choice is not None:
+        if choice.kind == "exact":
+            return choice, ExactSearcher(embeddings)
+        if choice.kind == "annoy":
+            return choice, AnnoySearcher(annoy.index, int(choice.search_k), annoy.fallback, annoy.path)
+        graph = store.meta().get("files", {}).get(hnsw_name(settings), {}).get("checksum")
+        hnsw = load_or_build_hnsw(store, embeddings, settings, progress)
+        if store.meta().get("files", {}).get(hnsw_name(settings), {}).get("checksum") == graph:
+            hnsw.ef = int(choice.ef)
+            return choice, hnsw
+    choice, searcher = choose_index(embeddings, settings, annoy,
+                                    lambda: load_or_build_hnsw(store, embeddings, settings, progress), progress)
+    name = index_choice_name(settings)
+    with atomic_path(store.file(name)) as tmp:
+        tmp.write_text(json.dumps(choice.as_dict(), indent=2))
+    store.record(name, inputs=_choice_inputs(store, settings), kind=choice.kind)
+    return choice, searcher
+
+
+def _choose_in_memory(store: ArtifactDir, embeddings: np.ndarray, settings: Settings, annoy: AnnoySearcher,
+                      progress: Progress = no_progress) -> tuple[IndexChoice, Searcher]:
+    """The served index on a store that cannot be written: the recorded choice where one is there (with its HNSW
+    graph, if intact), else chosen and measured now, kept in memory only."""
+    choice = _recorded_choice(store, settings, full_check=True)
+    if choice is not None and choice.kind == "exact":
+        return choice, ExactSearcher(embeddings)
+    if choice is not None and choice.kind == "annoy":
+        return choice, AnnoySearcher(annoy.index, int(choice.search_k), annoy.fallback, annoy.path)
+    name = hnsw_name(settings)
+    built_from = store.meta().get("files", {}).get("embeddings.npy", {}).get("checksum")
+
+    def graph() -> HNSWSearcher:
+        if store.verified(name) and store.meta()["files"][name].get("embeddings") == built_from:
+            return HNSWSearcher.load(store.file(name), embeddings, settings.hnsw_ef)
+        return HNSWSearcher.build(embeddings, settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef,
+                                  seed=settings.seed)
+
+    if choice is not None:
+        hnsw = graph()
+        hnsw.ef = int(choice.ef)
+        return choice, hnsw
+    return choose_index(embeddings, settings, annoy, graph, progress)
