@@ -13,7 +13,7 @@ from PIL import Image
 
 from core.catalog.item_files import FileImages
 from core.catalog.sources import compact_number
-from core.photo.colour import TAG_SOURCE
+from core.photo.colour import TAG_SOURCE, GarmentColours, garment_colours
 from core.photo.decode import ImageDecodeError
 from core.photo.domain import Domain
 from core.text import tags
@@ -103,6 +103,14 @@ class Catalog:
         value = self.items.iloc[row]["tags"]
         own = [str(t) for t in value] if value is not None and not isinstance(value, str) else []
         return [t for t in own if self.tag_sources.get(t) == TAG_SOURCE] if self.tags_mined else own
+
+    def photo_colours(self, row: int) -> GarmentColours | None:
+        """The item's colours read from its photo, with their swatches (named again from the photo: the same
+        function ``prepare`` stored the names of, a few milliseconds); None for a catalogue prepared without them
+        (Fashion-MNIST, a catalogue prepared before colours were read)."""
+        if PHOTO_COLOURS not in self.items.columns:
+            return None
+        return garment_colours(self.image(row))
 
     def trained_tags(self) -> list[str]:
         """The tags a tag head learns: every tag but the colours read from the photos. Those are computed from the

@@ -86,6 +86,19 @@ class GarmentColours:
     def tags(self) -> list[str]:
         return [tag_of(name) for name in self.names]
 
+    def describe(self) -> str:
+        """"Blue 63 % · Navy 31 %": the colours as words, for a caption beside their swatches."""
+        return " · ".join(f"{tag_of(n)} {s:.0%}" for n, s in zip(self.names, self.shares, strict=True))
+
+    def swatches_image(self, side: int = 28) -> Image.Image:
+        """One square per colour, in its average pixel colour, side by side: what the pages draw (Streamlit has no
+        element for an arbitrary colour, and the project sends no HTML of its own)."""
+        gap = side // 4
+        strip = Image.new("RGB", (max(1, len(self.swatches)) * (side + gap) - gap, side), (255, 255, 255))
+        for i, swatch in enumerate(self.swatches):
+            strip.paste(Image.new("RGB", (side, side), swatch), (i * (side + gap), 0))
+        return strip
+
 
 def is_colour_word(word: str) -> bool:
     """A basic colour term in any case, "gray" included: a source that names its items' colours itself."""
@@ -124,7 +137,7 @@ def small_rgb(photo: Image.Image, side: int = SIDE) -> np.ndarray:
     image = photo.convert("RGB")
     if max(image.size) > side:
         image = image.copy()
-        image.thumbnail((side, side), Image.Resampling.BILINEAR)
+        image.thumbnail((side, side), Image.Resampling.NEAREST)
     return np.ascontiguousarray(np.asarray(image))
 
 
