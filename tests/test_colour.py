@@ -147,3 +147,18 @@ def test_an_upload_gets_its_colours_the_same_way_as_a_catalogue_item():
     assert strip.size == (20, 20) and strip.getpixel((10, 10)) == steps.colours.swatches[0]
     cropped = prepare_query(photo, PhotoDomain(size=64), isolate_garment=False, box=(0, 0, 300, 40))
     assert cropped.colours.names == ("red",)  # inside the user's crop: only the bed
+
+
+def test_the_colour_benchmark_draws_each_photo_with_its_colours(tmp_path):
+    from core.bench import benchmark_module
+
+    bench = benchmark_module("colour")
+    assert not bench.SERVED and bench.shop_term("Gray") == "grey" and bench.shop_term("Lavender") == "purple"
+    settings = tiny_settings(tmp_path, catalog="shirts", image_size=0)
+    prepare_catalog(write_catalogue(tmp_path / "shirts"), settings, name="shirts", photo_size=64)
+    catalog = open_catalog(settings)
+    sheet = Image.open(bench.contact_sheet(catalog, np.arange(3), tmp_path / "sheet.png", columns=2,
+                                           truth={0: "red", 1: "blue", 2: "black"}))
+    assert sheet.size == (2 * bench.CELL, 2 * (bench.CELL + bench.CAPTION))
+    swatch = np.asarray(sheet)[bench.CELL + 2 + 14 + 5, 4 + 5]  # the first photo's first swatch, under its label
+    assert np.abs(swatch.astype(int) - (200, 20, 30)).max() < 12

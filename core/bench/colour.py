@@ -9,6 +9,8 @@ what they cost, and two contact sheets to look at.
   pass over garment photos with and without naming, in worker processes as ``prepare`` runs it.
 - **Garment photos**: 48 of them with the pixels that were read (the rest dimmed) and their colours as swatches, and
   how often each colour was named over the prepared catalogue.
+- **Words with the photo**: garment photos of the test split searched with the served model, without words and with
+  "blue" (or "red", "black") re-ranking the results: the share of the top 10 in that colour.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def shop_term(label: str) -> str:
 
 
 def run_colour_bench(settings: Settings, out: Path, photos: int = 48, timed: int = 500, checked: int = 1000,
-                     progress: Progress = no_progress) -> dict:
+                     words: int = 100, progress: Progress = no_progress) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     naming_table()  # once per process, as prepare builds it before its workers start: not in the per-photo figure
     shop = open_catalog(dataclasses.replace(settings, catalog=SHOP))
@@ -60,7 +62,33 @@ def run_colour_bench(settings: Settings, out: Path, photos: int = 48, timed: int
         "tag_head_vocabulary": garments.trained_tags(),
         "contact_sheet": str(out / "colour-garment-photos.png"),
     }
+    if words:
+        figures["words_with_the_photo"] = words_rerank(settings, queries=words, progress=progress)
     return figures
+
+
+def words_rerank(settings: Settings, queries: int = 100, colours: tuple[str, ...] = ("blue", "red", "black"),
+                 progress: Progress = no_progress) -> dict:
+    """"Like this, in blue": for garment photos of the test split searched with the served model, the share of the
+    10 results whose colours include the word, without words and with the word re-ranking them."""
+    from core.search.serving import served_settings
+    from core.search.workspace import Workspace
+
+    ws = Workspace.open(served_settings(dataclasses.replace(settings, catalog=PHOTOS, run="")), progress)
+    named = ws.catalog.items[PHOTO_COLOURS].map(set).to_numpy()
+    rows = ws.catalog.query_rows()
+    rows = np.sort(np.random.default_rng(settings.seed).choice(rows, size=min(queries, len(rows)), replace=False))
+    out = {"model": ws.embedder.key, "queries": len(rows)}
+    for word in colours:
+        plain, worded = [], []
+        for row in rows:
+            for shares, words in ((plain, ""), (worded, word)):
+                result = ws.search_item(int(row), k=10, words=words)
+                shares.append(np.mean([word in named[r] for r in result.hits["row"]]))
+        out[word] = {"share_of_top10_without_words": round(float(np.mean(plain)), 3),
+                     "share_of_top10_with_the_word": round(float(np.mean(worded)), 3),
+                     "share_of_catalogue": round(float(np.mean([word in n for n in named])), 3)}
+    return out
 
 
 def shop_agreement(shop: Catalog, sheet: Path, progress: Progress = no_progress) -> dict:
@@ -158,6 +186,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timed", type=int, default=500, help="garment photos the naming is timed on")
     parser.add_argument("--checked", type=int, default=1000,
                         help="garment photos prepare's check pass is timed on, without and with the colours")
+    parser.add_argument("--words", type=int, default=100,
+                        help="garment photos searched with and without a colour word (0: skip; needs the served model)")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for the contact sheets (default: <artifacts>/bench-colour)")
 
@@ -165,5 +195,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace, settings: Settings, progress: Progress) -> dict:
     out = args.out or Path(settings.artifacts_dir) / "bench-colour"
     return run_colour_bench(settings, out, photos=args.photos, timed=args.timed, checked=args.checked,
-                            progress=progress)
+                            words=args.words, progress=progress)
 
