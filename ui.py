@@ -418,6 +418,25 @@ def query_steps(steps) -> None:
         column.image(image, caption=caption, width="stretch")
 
 
+def tag_with_source(catalog):
+    """A tag as lists show it, with where it came from: "Blue · colour from the photo", "zip · description"."""
+    def label(tag: str) -> str:
+        source = catalog.tag_sources.get(tag)
+        return f"{tag} · {source}" if source and source != "tags" else tag
+
+    return label
+
+
+def garment_colours(colours) -> None:
+    """The garment's colours read from the photo (``core.photo.colour``): their swatches, then their names and
+    shares, with where they come from."""
+    if colours is None or not colours.names:
+        return
+    swatch, words = st.columns([1, 3], vertical_alignment="center")
+    swatch.image(colours.swatches_image(), width="content")
+    words.caption(f"{colours.describe()} · colour from the photo")
+
+
 def crop_box(photo, proposed: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
     """A box the user drags on the photo (streamlit-cropper), starting at ``proposed``: (left, top, right, bottom)."""
     from streamlit_cropper import st_cropper

@@ -93,6 +93,7 @@ with query_col:
         st.button("Random catalogue item", icon=":material/casino:", on_click=random_item, width="stretch")
         st.image(catalog.thumbnail(row), caption=f"{ui.plain(catalog.items.iloc[row]['id'])} · "
                                                  f"{ui.plain(catalog.items.iloc[row]['category'])}", width=168)
+        ui.garment_colours(catalog.photo_colours(row))
     # the same label, placeholder and help in every mode: the typed words stay when the query mode changes
     typed = st.text_input("Words", key="words", placeholder="blue, zip, fleece",
                           help="Words from the items' names, descriptions, tags, colours and materials: alone "
@@ -132,6 +133,7 @@ with query_col:
                 except QueryError as exc:  # a box dragged down to nothing: say so, keep the uncropped results
                     st.warning(str(exc))
         ui.query_steps(result.steps)
+        ui.garment_colours(result.steps.colours)
 
     if result is not None and result.vector is not None:  # the map page draws the latest query and its neighbours
         label = "your photo" if photo is not None else catalog.items.iloc[state["query_row"]]["id"]

@@ -68,9 +68,11 @@ prediction = ws.predict(photo) if photo is not None else (ws.predict(row) if row
 with query_col:
     if photo is not None:
         ui.query_steps(prediction.steps)
+        ui.garment_colours(prediction.steps.colours)
     elif row is not None:
         item = catalog.items.iloc[row]
         st.image(catalog.thumbnail(row), caption=f"{ui.plain(item['id'])} · {ui.plain(item['category'])}", width=168)
+        ui.garment_colours(catalog.photo_colours(row))
         if "description" in (details := catalog.details(row)):
             st.caption(f"“{ui.plain(details['description'])}”")
 

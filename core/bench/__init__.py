@@ -41,6 +41,8 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
     Benchmark("photos", "core.bench.photos", "real photos (DIR with labels.csv) against their labels, contact sheet"),
     Benchmark("cross-domain", "core.bench.cross_domain", "held-out photos of one catalogue searched against the other "
               "(both directions) and in third styles no fit has seen; served model and ImageNet features"),
+    Benchmark("colour", "core.bench.colour", "garment colours read from the pixels against the shop's colour column; "
+              "their cost; contact sheets"),
     Benchmark("hostile", "core.bench.hostile", "peak memory under inputs that used to exhaust it"),
 )}
 DEFAULT = "search"  # `python -m core bench` with no name

@@ -107,7 +107,7 @@ class Trainer:
         self.device = pick_device()
         configure_threads(self.settings)
         self.splits = Splits.of(self.catalog, self.config)
-        self.tag_names = tags.vocabulary(self.catalog.items)
+        self.tag_names = self.catalog.trained_tags()
         self.tags = torch.from_numpy(tags.binarize(self.catalog.items, self.tag_names)).to(self.device)
         self.labels = torch.from_numpy(self.catalog.labels.astype(np.int64)).to(self.device)
         # An in-memory catalogue is copied to the device once (mmaps are read-only); a file catalogue's images are
@@ -316,7 +316,7 @@ def prepare_run(settings: Settings, config: TrainConfig) -> tuple[Catalog, RunDi
     if not run.info_path.is_file():
         run.write_json("run.json", {"run": rid, "catalog": catalog.key, "catalog_name": catalog.name,
                                     "backbone": settings.backbone, "weights_path": settings.weights_path,
-                                    "categories": catalog.categories, "tags": tags.vocabulary(catalog.items),
+                                    "categories": catalog.categories, "tags": catalog.trained_tags(),
                                     "recipe": config.as_dict(),
                                     "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return catalog, run
