@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-from conftest import tiny_settings
 
 from core.config import Settings
 from core.search import served
