@@ -47,6 +47,8 @@ def _settings_args(parser: argparse.ArgumentParser) -> None:
                         "(default 2000)")
     parser.add_argument("--flip-average", action="store_const", const=True, help="embed every image with its "
                         "mirror image too and average (twice the embedding cost)")
+    parser.add_argument("--shared-weight", type=float, help="weight of the shared-category space in the vectors of "
+                        "a catalogue of a group (the built-in colour ones; default 0.75, 0 = off)")
     parser.add_argument("--category-rerank", type=float, help="put the predicted category's items first when the "
                         "prediction is at least this sure (0 = off, the default)")
     parser.add_argument("--pca-whiten", action="store_const", const=True, help="whiten the PCA (more precise, "

@@ -78,6 +78,11 @@ class Settings:
     # category, but takes ImageNet features from 0.31 to 0.26; against a catalogue of garment photos, which are not
     # cut-outs, it lowered on-model photos from 0.57 to 0.42 (issue 14).
     isolate: str = "auto"
+    # Photos of other styles (core/search/shared_space.py): for a catalogue in a group of the shared category map
+    # (the two built-in colour catalogues), the served vectors blend its own with a discriminant in shared garment
+    # classes fitted on every catalogue of the group: cosine = (1 - w) own + w shared. 0 = off. BENCHMARKS.md,
+    # "Across photo styles", has the sweep that chose 0.75.
+    shared_weight: float = 0.75
     # Every image (catalogue item and query) embedded with its mirror image too, features averaged: a garment
     # photographed facing the other way lands on the same vector. Twice the embedding cost.
     flip_average: bool = False

@@ -9,6 +9,10 @@ are written per direction because acceptance is not symmetric: a shop's "Tanks" 
 
 Categories with no counterpart are left out of a direction with the reason in ``LEFT_OUT``; a test checks that every
 category of both built-in catalogues is either mapped or left out with a reason.
+
+``SHARED_CLASS`` is the other use of the map: one class per garment, whatever the catalogue calls it, so that a
+projection fitted on several catalogues (``core.search.shared_space``) learns that a phone photo of a T-shirt and a
+shop's Tee are one thing. Catalogues listed there form one group; a category not listed keeps a class of its own.
 """
 
 from __future__ import annotations
@@ -65,6 +69,31 @@ LEFT_OUT: dict[tuple[str, str], dict[str, str]] = {
     (SHOP, GARMENT_PHOTOS): {"Bags": "the garment photos have no bags",
                              "Watches": "the garment photos have no watches"},
 }
+
+
+# One class per garment across the catalogues of a group (the discriminant's labels). Where the accepted map is looser
+# (a Longsleeve may be a sweatshirt or a tee), the class is the garment's own: only clear equivalents are merged.
+SHARED_CLASS: dict[str, dict[str, str]] = {
+    GARMENT_PHOTOS: {"T-Shirt": "tee", "Polo": "tee", "Hoodie": "hoodie", "Outwear": "jacket", "Blazer": "jacket",
+                     "Undershirt": "tank", "Top": "tank", "Pants": "pants", "Shorts": "shorts"},
+    SHOP: {"Tees": "tee", "Hoodies & Sweatshirts": "hoodie", "Jackets": "jacket", "Tanks": "tank",
+           "Bras & Tanks": "tank", "Pants": "pants", "Shorts": "shorts"},
+}
+
+
+# Catalogues whose train splits are fitted together, each with its classes in SHARED_CLASS.
+SHARED_GROUPS: list[tuple[str, ...]] = [(GARMENT_PHOTOS, SHOP)]
+
+
+def shared_group(name: str) -> list[str]:
+    """The catalogues whose train splits a shared projection for ``name`` is fitted on (``name`` included, sorted);
+    [] for a catalogue outside every group (a user's catalogue, Fashion-MNIST)."""
+    return next((sorted(group) for group in SHARED_GROUPS if name in group), [])
+
+
+def shared_class(catalogue: str, category: str) -> str:
+    """The category's class across its group; a category with no counterpart is a class of its own."""
+    return SHARED_CLASS.get(catalogue, {}).get(category, f"{catalogue}: {category}")
 
 
 def accepted(source: str, target: str, category: str) -> tuple[str, ...]:

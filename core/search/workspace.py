@@ -29,6 +29,7 @@ from core.model.runs import RunDir
 from core.photo.decode import decode_image
 from core.photo.query_steps import QuerySteps, prepare_query
 from core.progress import Progress, no_progress
+from core.search import shared_space
 from core.search.embedding_map import EmbeddingMap, load_or_compute_map, sample_rows
 from core.search.index import AnnoySearcher, ExactSearcher, HNSWSearcher, Neighbours, Searcher
 from core.search.metrics import nearest
@@ -99,6 +100,7 @@ class Workspace:
         # What searches use unless told otherwise (settings.index); without a measured choice, Annoy as built.
         self.index_choice, self.index = served or (None, annoy)
         self.read_only = False  # served from a folder that is not written (``Workspace.open``)
+        self.shared: SharedSpace | None = None  # the shared-category space blended into the vectors (open)
 
     # ---------------------------------------------------------------- building / loading
     @classmethod
@@ -114,9 +116,18 @@ class Workspace:
                              f"than catalogue {catalog.name!r} has; pick it with the catalogue it was trained on.")
         progress("Loading model", 1, 1)
         store = Workspace.store_for(settings, catalog)
-        read_only = settings.read_only or not store.writable()
+        # Photos of other styles: the group's discriminant and this catalogue's ImageNet features (Workspaces of
+        # their own, each built under its own lock) before this store's lock is taken.
+        shared = None
+        if shared_space.active(settings, catalog.name):
+            projection, reference = shared_space.load_or_fit(settings, catalog.name, Workspace.open, progress)
+            shared = SharedSpace(projection, reference.embedder, settings.shared_weight, reference.embeddings)
+        vectors_store = shared.store_in(store) if shared else store  # where the served vectors and index live
+        read_only = settings.read_only or not store.writable() or not vectors_store.writable()
         if read_only:  # replicas on a read-only volume: load what is there, without a lock nobody could take
             missing = [name for name in built_names(settings) if not store.verified(name, full_check=False)]
+            missing += [f"{vectors_store.path.name}/{name}" for name in SHARED_NAMES
+                        if shared and not vectors_store.verified(name, full_check=False)]
             if missing:
                 raise ReadOnlyArtifacts(
                     f"{store.path} is read-only and lacks {', '.join(missing)} for {catalog.name!r} with this "
@@ -128,14 +139,16 @@ class Workspace:
             with space_for(store.path, build_bytes(store, catalog, embedder, settings),
                            f"the embeddings and index of {catalog.name!r}"):
                 embeddings = load_or_build_embeddings(store, catalog, embedder, settings, progress)
-                annoy = load_or_build_annoy(store, embeddings, settings, progress)
-                served = load_or_choose_index(store, embeddings, settings, annoy, progress, read_only)
+                if shared:
+                    embeddings = load_or_build_shared_vectors(vectors_store, store, embeddings, shared, progress)
+                annoy = load_or_build_annoy(vectors_store, embeddings, settings, progress)
+                served = load_or_choose_index(vectors_store, embeddings, settings, annoy, progress, read_only)
         single_threaded_blas()
         heads = embedder.heads
         probs = np.load(store.file(PROBS), mmap_mode="r") if heads is not None else None
         tag_probs = np.load(store.file(TAG_PROBS), mmap_mode="r") if heads is not None and heads.tags else None
-        workspace = cls(settings, catalog, embedder, embeddings, annoy, store, probs, tag_probs, served)
-        workspace.read_only = read_only
+        workspace = cls(settings, catalog, embedder, embeddings, annoy, vectors_store, probs, tag_probs, served)
+        workspace.read_only, workspace.shared = read_only, shared
         return workspace
 
     @staticmethod
@@ -153,6 +166,11 @@ class Workspace:
         settings = settings.for_catalog(catalog.domain.input_size, len(catalog.fit_rows()))
         if not all(store.verified(name, full_check=False) for name in built_names(settings)):
             return False
+        if shared_space.active(settings, catalog.name):  # the served vectors and index are in a shared folder
+            folders = [ArtifactDir(f) for f in store.path.glob(f"shared-*-w{settings.shared_weight:g}")]
+            store = next((f for f in folders if f.verified("embeddings.npy", full_check=False)), None)
+            if store is None:
+                return False
         choice = _recorded_choice(store, settings)
         return choice is not None and (choice.kind != "hnsw" or store.verified(hnsw_name(settings), full_check=False))
 
@@ -182,7 +200,12 @@ class Workspace:
         """A photo → (its query steps, its unit vector, category probabilities if the model has a head)."""
         steps, features = self._convert_and_embed(photo, isolate, box)
         probs = self.embedder.heads.category_probs(features)[0] if self.embedder.heads is not None else None
-        return steps, self.embedder.vectors(features)[0], probs
+        return steps, self._query_vector(steps, features), probs
+
+    def _query_vector(self, steps: QuerySteps, features: np.ndarray) -> np.ndarray:
+        """The query's unit vector in the space the catalogue's vectors are in (the shared space blended in)."""
+        own = self.embedder.vectors(features)[0]
+        return own if self.shared is None else self.shared.query(own, steps.query)
 
     def _convert_and_embed(self, photo: Image.Image, isolate: bool | None = None, box: Box | None = None
                            ) -> tuple[QuerySteps, np.ndarray]:
@@ -342,7 +365,7 @@ class Workspace:
             if self.embedder.heads is not None:
                 return Prediction(self.embedder.heads.category_probs(features)[0],
                                   self.embedder.heads.tag_probs(features)[0], steps.query_image, steps)
-            vector = self.embedder.vectors(features)[0]
+            vector = self._query_vector(steps, features)
             return Prediction(self.vote(self.exact.search(vector, VOTE_NEIGHBOURS)), None, steps.query_image, steps)
         tag_probs = self.tag_probs()
         return Prediction(self.category_probs_for(np.array([query]))[0],
@@ -383,7 +406,61 @@ class Workspace:
             "index": self.index.name,  # what serves (settings.index), and how it measured when it was chosen
             "index_choice": self.index_choice.as_dict() if self.index_choice else None,
             "index_summary": self.index_choice.summary() if self.index_choice else None,
+            "shared_space": self.shared.describe() if self.shared else None,
         }
+
+
+SHARED_NAMES = ("embeddings.npy",)
+
+
+@dataclass(frozen=True)
+class SharedSpace:
+    """The group's discriminant, the reference (ImageNet) embedder that feeds it, and the weight it gets."""
+
+    projection: shared_space.SharedProjection
+    reference: Embedder
+    weight: float
+    reference_vectors: np.ndarray  # the catalogue's own ImageNet vectors (the reference Workspace's)
+
+    def store_in(self, store: ArtifactDir) -> ArtifactDir:
+        """The served vectors and their index live beside the catalogue's own vectors, keyed by the projection and
+        the weight (another weight, or a refitted projection, is another folder)."""
+        return ArtifactDir(store.path / f"shared-{self.projection.key}-w{self.weight:g}")
+
+    def query(self, own: np.ndarray, domain_query: np.ndarray) -> np.ndarray:
+        reference = self.reference.vectors(self.reference.features(domain_query[None]))
+        return shared_space.blend(own, self.projection(reference), self.weight)[0]
+
+    def describe(self) -> dict:
+        return {"weight": self.weight, "fitted_on": list(self.projection.fitted_on),
+                "classes": len(self.projection.classes), "key": self.projection.key,
+                "reference_model": self.reference.key}
+
+
+def load_or_build_shared_vectors(store: ArtifactDir, own_store: ArtifactDir, own: np.ndarray, shared: SharedSpace,
+                                 progress: Progress = no_progress) -> np.ndarray:
+    """The catalogue's served vectors: its own (``own_store``'s) and the discriminant's, blended, in ``store`` (the
+    shared folder). Keyed by the own vectors' checksum; the projection's key covers the reference vectors."""
+    name = "embeddings.npy"
+    own_checksum = own_store.meta().get("files", {}).get(name, {}).get("checksum", "")
+    built_from = fingerprint({"own": own_checksum, "reference": shared.reference.key,
+                              "projection": shared.projection.key, "weight": shared.weight})
+    if store.verified(name) and store.meta().get("files", {}).get(name, {}).get("built_from") == built_from:
+        try:
+            vectors = np.load(store.file(name), mmap_mode="r")
+            if vectors.shape[0] == len(own):
+                return vectors
+        except (OSError, ValueError):
+            pass  # recorded but unreadable: made again below
+    progress("Blending in the shared-category space", 0, 1)
+    store.path.mkdir(parents=True, exist_ok=True)
+    vectors = shared_space.blend(np.asarray(own), shared.projection(np.asarray(shared.reference_vectors)),
+                                 shared.weight)
+    save_npy(store.file(name), vectors)
+    store.record(name, shape=list(vectors.shape), built_from=built_from, weight=shared.weight,
+                 fitted_on=list(shared.projection.fitted_on))
+    progress("Blending in the shared-category space", 1, 1)
+    return np.load(store.file(name), mmap_mode="r")
 
 
 def _drop(found: Neighbours, row: int | None) -> Neighbours:
