@@ -37,6 +37,13 @@ cols[3].metric("Served index", served.label if served else info["index"],
                delta_color="off", delta_arrow="off",
                help=(served.summary() if served else "") + f". The Annoy index ({info['n_trees']} trees) is built for "
                "every catalogue; FVS_INDEX picks auto, exact, annoy or hnsw.")
+if info["shared_space"]:
+    shared = info["shared_space"]
+    st.caption(":material/join: **Photos of other styles:** the vectors blend this model's own "
+               f"({1 - shared['weight']:.0%} of the similarity) with a discriminant in {shared['classes']} shared garment classes "
+               f"({shared['weight']:.0%}), fitted on the ImageNet features of the train splits of "
+               f"{' and '.join(shared['fitted_on'])}: a phone photo finds the shop's garment and a shop photo the "
+               "phone photos' (BENCHMARKS.md, \"Across photo styles\"; `FVS_SHARED_WEIGHT=0` turns it off).")
 if served is not None:
     with st.expander("How the served index was chosen", expanded=False):
         st.markdown(ui.plain(served.summary()))
@@ -126,7 +133,8 @@ with st.expander("Train a new model", expanded=not runs, icon=":material/model_t
             help="The artifacts folder is read-only: train on a writable copy" if ws.read_only else None)
     st.caption(f"Backbone: {settings.backbone} with its ImageNet weights. On Fashion-MNIST the default recipe reached "
                "93.8 % test accuracy after 13.5 minutes of training on 2 CPU cores (BENCHMARKS.md); a GPU is used "
-               "when there is one. The same from the command line: `python -m core train --epochs … --image-size …`.")
+               "when there is one. The same from the command line: "
+               "`python -m core train --epochs … --image-size …`.")
     if submitted:
         try:
             recipe = defaults.replace(epochs=int(epochs), image_size=int(image_size), freeze=freeze,

@@ -169,7 +169,8 @@ def test_crossover_bench_reports_exact_and_annoy_at_each_size():
 
 
 def test_retrieval_lab_measures_what_would_be_served(tmp_path):
-    from core.bench.retrieval import build_methods, measure as lab_measure, truth_top_k
+    from core.bench.retrieval import build_methods, truth_top_k
+    from core.bench.retrieval import measure as lab_measure
 
     vectors = clustered(1500)
     choices: dict = {}
