@@ -40,8 +40,8 @@ cols[3].metric("Served index", served.label if served else info["index"],
 if info["shared_space"]:
     shared = info["shared_space"]
     st.caption(":material/join: **Photos of other styles:** the vectors blend this model's own "
-               f"({1 - shared['weight']:.0%} of the similarity) with a discriminant in {shared['classes']} shared garment classes "
-               f"({shared['weight']:.0%}), fitted on the ImageNet features of the train splits of "
+               f"({1 - shared['weight']:.0%} of the similarity) with a discriminant in {shared['classes']} shared "
+               f"garment classes ({shared['weight']:.0%}), fitted on the ImageNet features of the train splits of "
                f"{' and '.join(shared['fitted_on'])}: a phone photo finds the shop's garment and a shop photo the "
                "phone photos' (BENCHMARKS.md, \"Across photo styles\"; `FVS_SHARED_WEIGHT=0` turns it off).")
 if served is not None:
