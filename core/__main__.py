@@ -111,7 +111,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     elif settings.catalog == fashion_mnist.NAME:
         print(f"Fashion-MNIST files: {fashion_mnist.fetch(settings.data_dir)}", file=sys.stderr)
     if not args.data_only:
-        out["workspace"] = Workspace.open(_served(settings), tqdm_progress()).describe()
+        workspace = Workspace.open(_served(settings), tqdm_progress())
+        workspace.prepare_map(tqdm_progress())  # the first Map visit then only reads it
+        out["workspace"] = workspace.describe()
     if out:
         print(json.dumps(out if args.source else out["workspace"], indent=2, default=str))
     return 0
