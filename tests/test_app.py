@@ -330,3 +330,23 @@ def test_words_narrow_a_photos_results_and_search_alone(app):
     captions = [c.value for c in app.get_by_key("results").get("caption")]
     assert sum(c == "matches: round" for c in captions) == 10
     assert {m.label: m for m in app.metric}["Search latency"].delta == "words (TF-IDF)"
+
+
+def test_the_maps_first_draw_reads_what_prepare_made(app, monkeypatch, tmp_path):
+    """``python -m core prepare`` makes the default map and its thumbnails (Workspace.prepare_map); the first Map
+    visit then reads them instead of projecting (the page says "cached") or making a thumbnail."""
+    from core.config import Settings
+    from core.search.workspace import Workspace
+
+    monkeypatch.setenv("FVS_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("FVS_STATIC_DIR", str(tmp_path / "static"))
+    ws = Workspace.open(Settings.from_env())
+    emap = ws.prepare_map()
+    made = {p: p.stat().st_mtime_ns for p in [*ws.store.path.glob("map-*.npz"), *ws.thumbnails_folder.glob("*.jpg")]}
+    assert len(made) == 1 + len(emap.rows) == 1 + len(ws.catalog)  # one map, a thumbnail per point
+    app.run()
+    app.switch_page("app_pages/map.py").run()
+    assert not app.exception, app.exception
+    assert {m.label: m.value for m in app.metric}["Projection time"] == "cached"
+    now = {p: p.stat().st_mtime_ns for p in [*ws.store.path.glob("map-*.npz"), *ws.thumbnails_folder.glob("*.jpg")]}
+    assert now == made  # nothing projected or written again

@@ -367,6 +367,15 @@ class Workspace:
         """Where a tag head's probability counts as a predicted tag: the threshold its run chose on validation."""
         return self.embedder.heads.tag_threshold if self.embedder.heads is not None else tags.DEFAULT_THRESHOLD
 
+    @cached_property
+    def tag_families(self) -> list[str]:
+        """The family of each tag of the model's vocabulary (core.text.tags.tag_family)."""
+        return tags.tag_families(self.embedder.heads.tags if self.embedder.heads else [], self.catalog.tag_sources)
+
+    def decide_tags(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """Tag probabilities (…, T) → predicted tags, bool: ``tags.decide`` at ``threshold`` (default: the run's)."""
+        return tags.decide(probs, self.tag_families, self.tag_threshold if threshold is None else threshold)
+
     def tag_truth(self) -> np.ndarray:
         """The items' own tags against the model's tag vocabulary, (N, T) 0/1."""
         return tags.binarize(self.catalog.items, self.embedder.heads.tags if self.embedder.heads else [])
