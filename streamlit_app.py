@@ -20,7 +20,7 @@ navigation = st.navigation(pages)
 if "ui" not in sys.modules:
     frame = st.empty()
     with frame.container():
-        st.title(navigation.title)
+        st.title("Fashion visual search" if navigation.url_path == "" else navigation.title)  # as the page does
         line = st.progress(0.0, text="Loading PyTorch (the network that turns photos into vectors)…")
         import torch  # noqa: F401 - the longest part of the first start, named on the progress line
 
