@@ -11,6 +11,7 @@ from core.search.metrics import label_report, tag_f1
 from core.text.tags import from_photo
 
 UPLOAD, CAMERA, ITEM = "Upload a photo", "Take a photo", "Evaluation item"
+READ_FROM = {True: "the photo", False: "the item's facts"}  # from_photo(family) -> where the tag is read from
 GALLERY = 12
 
 settings = ui.current_settings()
@@ -104,8 +105,7 @@ with result_col:
             bars = pd.DataFrame({"tag": [ui.plain_html(f"{t} · {s}" if s else t) for t, s in zip(vocabulary, sources,
                                                                                             strict=True)],
                                  "probability": prediction.tags, "source": sources,
-                                 "read from": ["the photo" if from_photo(f) else "the description (a fact)"
-                                               for f in families]})
+                                 "read from": [READ_FROM[from_photo(f)] for f in families]})
             bars["predicted"] = np.where(decided, "predicted", "not predicted")
             if row is not None:
                 real_tags = set(catalog.items.iloc[row]["tags"])
@@ -145,14 +145,17 @@ if vocabulary:
                    help=f"{split_name}, at threshold {threshold:.2f}; the Model & index page gives the test split's")
     visible = np.array([from_photo(f) for f in families])
     if visible.any():
-        cols[4].metric("F1 micro, from the photo", f"{tag_f1(truth[:, visible], guessed[:, visible])['tag_f1_micro']:.3f}",
+        visible_f1 = tag_f1(truth[:, visible], guessed[:, visible])["tag_f1_micro"]
+        cols[4].metric("F1 micro, from the photo", f"{visible_f1:.3f}",
                        help=f"{split_name}: only the tags a photo can show ({', '.join(photo_families)})")
     st.caption(f"Figures on the **{split_name}**, at threshold {threshold:.2f}.")
-    by_family = pd.DataFrame([{"family": family, "read from": "the photo" if from_photo(family) else "the description",
-                               "tags": int(sum(f == family for f in families)),
-                               "F1 micro": tag_f1(truth[:, columns], guessed[:, columns])["tag_f1_micro"]}
-                              for family in dict.fromkeys(families)
-                              for columns in [np.array([f == family for f in families])]])
+    rows_by_family = []
+    for family in dict.fromkeys(families):
+        columns = np.array([f == family for f in families])
+        rows_by_family.append({"family": family, "read from": READ_FROM[from_photo(family)],
+                               "tags": int(columns.sum()),
+                               "F1 micro": tag_f1(truth[:, columns], guessed[:, columns])["tag_f1_micro"]})
+    by_family = pd.DataFrame(rows_by_family)
     st.dataframe(by_family.sort_values(["read from", "family"], ascending=[False, True]), hide_index=True,
                  width="stretch", key="tag_families")
     report = label_report(truth, guessed, vocabulary)

@@ -373,7 +373,8 @@ class Workspace:
         return tags.tag_families(self.embedder.heads.tags if self.embedder.heads else [], self.catalog.tag_sources)
 
     def decide_tags(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
-        """Tag probabilities (…, T) → predicted tags, bool: ``tags.decide`` at ``threshold`` (default: the run's)."""
+        """Tag probabilities (…, T) → predicted tags, bool: ``tags.decide`` at ``threshold`` (default: the
+        run's), so an exclusive family is one choice here as everywhere."""
         return tags.decide(probs, self.tag_families, self.tag_threshold if threshold is None else threshold)
 
     def tag_truth(self) -> np.ndarray:
