@@ -167,9 +167,7 @@ elif selected:
                     caption=f"200 of the {len(selected):,} selected items, at random" if len(selected) > 200 else None)
 
 cols = st.columns(3)
-map_score = silhouette(emap.coords, frame["category"].to_numpy(), seed=settings.seed)
-raw_score = silhouette(np.asarray(ws.embeddings)[rows], frame["category"].to_numpy(), metric="cosine",
-                       seed=settings.seed)
+map_score, raw_score = ws.map_silhouettes(emap)  # made with the default map by prepare, then cached
 cols[0].metric("Silhouette of the map", "—" if map_score is None else f"{map_score:.3f}",
                help="By category, on this map's coordinates: 1 = categories perfectly apart, 0 = mixed")
 cols[1].metric("Silhouette of the embeddings", "—" if raw_score is None else f"{raw_score:.3f}",
@@ -177,14 +175,16 @@ cols[1].metric("Silhouette of the embeddings", "—" if raw_score is None else f
 cols[2].metric("Projection time", f"{emap.seconds:.1f} s" if emap.seconds else "cached")
 
 with st.expander("PCA explained variance"):
-    curve = explained_variance(ws.embeddings, rows, seed=settings.seed)
-    needed = components_for(curve, 0.9)
-    variance = px.line(x=np.arange(1, len(curve) + 1), y=curve, labels={"x": "components", "y": "cumulative share"},
-                       height=300)
-    variance.add_hline(y=0.9, line_dash="dot")
-    st.plotly_chart(variance, width="stretch", key="variance_chart")
-    st.caption(f"{needed} components explain 90 % of the variance." if needed else
-               f"The first {len(curve)} components explain {curve[-1]:.0%} of the variance.")
+    # a PCA of the whole sample: seconds at 5,000 points, so only when asked, not on every visit
+    if st.toggle("Show the PCA explained variance of this sample", key="map_variance"):
+        curve = explained_variance(ws.embeddings, rows, seed=settings.seed)
+        needed = components_for(curve, 0.9)
+        variance = px.line(x=np.arange(1, len(curve) + 1), y=curve, height=300,
+                           labels={"x": "components", "y": "cumulative share"})
+        variance.add_hline(y=0.9, line_dash="dot")
+        st.plotly_chart(variance, width="stretch", key="variance_chart")
+        st.caption(f"{needed} components explain 90 % of the variance." if needed else
+                   f"The first {len(curve)} components explain {curve[-1]:.0%} of the variance.")
 
 if settings.run and not three_d:
     with st.expander("What fine-tuning did: ImageNet baseline beside this model", icon=":material/compare:"):

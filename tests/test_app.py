@@ -342,11 +342,21 @@ def test_the_maps_first_draw_reads_what_prepare_made(app, monkeypatch, tmp_path)
     monkeypatch.setenv("FVS_STATIC_DIR", str(tmp_path / "static"))
     ws = Workspace.open(Settings.from_env())
     emap = ws.prepare_map()
-    made = {p: p.stat().st_mtime_ns for p in [*ws.store.path.glob("map-*.npz"), *ws.thumbnails_folder.glob("*.jpg")]}
-    assert len(made) == 1 + len(emap.rows) == 1 + len(ws.catalog)  # one map, a thumbnail per point
+
+    def cached() -> dict:
+        files = [*ws.store.path.glob("map-*.npz"), *ws.store.path.glob("silhouettes-*.json"),
+                 *ws.thumbnails_folder.glob("*.jpg")]
+        return {p: p.stat().st_mtime_ns for p in files}
+
+    made = cached()
+    assert len(made) == 2 + len(emap.rows) == 2 + len(ws.catalog)  # the map, its silhouettes, a thumbnail per point
     app.run()
     app.switch_page("app_pages/map.py").run()
     assert not app.exception, app.exception
-    assert {m.label: m.value for m in app.metric}["Projection time"] == "cached"
-    now = {p: p.stat().st_mtime_ns for p in [*ws.store.path.glob("map-*.npz"), *ws.thumbnails_folder.glob("*.jpg")]}
-    assert now == made  # nothing projected or written again
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Projection time"] == "cached"
+    assert float(metrics["Silhouette of the map"]) == pytest.approx(ws.map_silhouettes(emap)[0], abs=5e-4)
+    assert cached() == made  # nothing projected, measured or written again
+    app.toggle(key="map_variance").set_value(True).run()  # the PCA curve, made only when asked
+    assert not app.exception, app.exception
+    assert app.get_by_key("variance_chart")

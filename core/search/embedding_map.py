@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import time
 from dataclasses import dataclass
 
@@ -136,6 +137,33 @@ def load_or_compute_map(store: ArtifactDir, embeddings: np.ndarray, rows: np.nda
         tmp.write_bytes(buffer.getvalue())
     store.record(name, method=method, dims=dims, points=len(rows), seconds=result.seconds)
     return result
+
+
+def map_silhouettes(store: ArtifactDir, emap: EmbeddingMap, embeddings: np.ndarray, labels: np.ndarray,
+                    seed: int = 0) -> tuple[float | None, float | None]:
+    """By category: (silhouette on the map's coordinates, on the raw vectors by cosine), cached beside the map.
+    The Map page shows both, and at 5,000 points they cost seconds a first visit should not wait for
+    (``Workspace.prepare_map`` makes them with the map)."""
+    labels = np.asarray(labels).astype(str)
+    digest = hashlib.blake2b(digest_size=8)
+    for part in (np.asarray(emap.rows, np.int64), np.ascontiguousarray(emap.coords, np.float32)):
+        digest.update(part.tobytes())
+    digest.update("\0".join(labels).encode())
+    built_from = store.meta().get("files", {}).get("embeddings.npy", {}).get("checksum", "")
+    name = f"silhouettes-{fingerprint({'map': digest.hexdigest(), 'embeddings': built_from, 'seed': seed})}.json"
+    if store.verified(name):
+        try:
+            values = json.loads(store.file(name).read_text())
+            return values["map"], values["embeddings"]
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable: compute again
+    values = {"map": silhouette(emap.coords, labels, seed=seed),
+              "embeddings": silhouette(np.asarray(embeddings, np.float32)[emap.rows], labels, metric="cosine",
+                                       seed=seed)}
+    with atomic_path(store.file(name)) as tmp:
+        tmp.write_text(json.dumps(values))
+    store.record(name, method=emap.method, points=len(emap.rows))
+    return values["map"], values["embeddings"]
 
 
 def explained_variance(embeddings: np.ndarray, rows: np.ndarray, max_components: int = 128, seed: int = 0

@@ -34,7 +34,7 @@ from core.photo.decode import decode_image
 from core.photo.query_steps import QuerySteps, prepare_query
 from core.progress import Progress, no_progress
 from core.search.embedding_map import (DEFAULT_METHOD, DEFAULT_SAMPLE, EmbeddingMap, default_sample,
-                                       load_or_compute_map, sample_rows)
+                                       load_or_compute_map, map_silhouettes, sample_rows)
 from core.search.index import AnnoySearcher, ExactSearcher, Neighbours, Searcher
 from core.search.metrics import nearest
 from core.search.text_search import TextIndex
@@ -316,6 +316,12 @@ class Workspace:
         with self._map_lock():
             return load_or_compute_map(self.store, self.embeddings, rows, method, dims, self.settings.seed)
 
+    def map_silhouettes(self, emap: EmbeddingMap) -> tuple[float | None, float | None]:
+        """By category, on the map and on the raw vectors (``embedding_map.map_silhouettes``, cached on disk)."""
+        labels = self.catalog.items["category"].to_numpy()[emap.rows]
+        with self._map_lock():
+            return map_silhouettes(self.store, emap, self.embeddings, labels, self.settings.seed)
+
     def _map_lock(self, notify: Callable[[str], None] | None = None) -> AbstractContextManager[None]:
         # a file lock: the CLI's prepare and the app's sessions and background thread all take turns on it
         return exclusive(self.store.file(".map.lock"), notify=notify or (lambda message: None))
@@ -340,6 +346,7 @@ class Workspace:
         app's background thread) so that visit only reads them. Cheap when both are already there."""
         progress("Projecting the embedding map", 0, 1)
         emap = self.embedding_map(DEFAULT_METHOD, default_sample(len(self.catalog)))
+        self.map_silhouettes(emap)
         progress("Projecting the embedding map", 1, 1)
         self.map_thumbnails(emap.rows, progress)
         return emap
