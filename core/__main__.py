@@ -1,6 +1,6 @@
 """Command line: every stage the app runs, scriptable.
 
-    python -m core prepare             fetch the built-in catalogue (set-up time), build embeddings + index
+    python -m core prepare             fetch the built-in catalogue (set-up time), build embeddings + index + map
     python -m core prepare SOURCE      validate and register your own catalogue (folder, CSV/Parquet, DeepFashion)
     python -m core train               fine-tune a backbone (resumes an interrupted run of the same recipe)
     python -m core evaluate --json     test-split figures of the served model (--run ID for a fine-tuned one)

@@ -123,6 +123,21 @@ BUILTIN_ENV = ("CATALOG", "BACKBONE", "IMAGE_SIZE", "PCA_DIM", "RUN", "N_TREES",
                "DATA_DIR")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def thumbnails_outside_the_checkout(tmp_path_factory):
+    """Maps are made by ``prepare`` and by the app's background thread, with their hover thumbnails: in tests those
+    go to a temporary folder, never into the checkout's static/ (the browser test, which needs them served, gives
+    its server the default back)."""
+    import os
+
+    if "FVS_STATIC_DIR" in os.environ:
+        yield
+        return
+    os.environ["FVS_STATIC_DIR"] = str(tmp_path_factory.mktemp("static"))
+    yield
+    os.environ.pop("FVS_STATIC_DIR", None)
+
+
 @pytest.fixture(scope="session")
 def builtin_artifacts(tmp_path_factory) -> Path:
     """One artifacts folder for every test on the real built-in catalogues, prepared once per test session as

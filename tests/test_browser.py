@@ -98,6 +98,7 @@ def free_port() -> int:
 def running_app(tmp_path):
     port = free_port()
     env = {**os.environ, "FVS_CATALOG": "luma-shop", "FVS_ARTIFACTS_DIR": str(tmp_path / "artifacts")}
+    env.pop("FVS_STATIC_DIR", None)  # the thumbnails where Streamlit serves them: the hover card fetches them
     log = (tmp_path / "streamlit.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"), "--server.port", str(port),
