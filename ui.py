@@ -23,7 +23,6 @@ from core.artifacts import DiskFullError, ReadOnlyArtifacts
 from core.catalog.base import upscale
 from core.catalog.fashion_mnist import MissingDataError
 from core.catalog.registry import catalog_choices, open_catalog
-from core.catalog.thumbnails import missing_thumbnails, thumbnails_dir, write_thumbnails
 from core.config import Settings
 from core.model.backbone import BACKBONES, WeightsError
 from core.model.runs import CheckpointError, RunDir, list_runs
@@ -166,25 +165,26 @@ def _map_hover_component():
                                       isolate_styles=False)
 
 
-def map_hover(chart_key: str, catalog, rows) -> int | None:
-    """Thumbnails on hover for the plotly chart drawn with ``key=chart_key`` (made here for ``rows`` if missing,
-    with a progress bar), and the row of a point the user clicked, if any (once per click)."""
+def map_hover(chart_key: str, ws: Workspace, rows) -> int | None:
+    """Thumbnails on hover for the plotly chart drawn with ``key=chart_key`` (made by ``prepare`` or the background
+    thread; made here for ``rows`` if still missing, with a progress bar), and the row of a point the user clicked,
+    if any (once per click)."""
+    catalog = ws.catalog
     if not st.get_option("server.enableStaticServing"):  # started without .streamlit/config.toml: no hover card
         return None
-    folder = thumbnails_dir(STATIC_DIR, catalog)
-    missing = missing_thumbnails(folder, rows)
-    if missing:
-        bar = st.progress(0.0, text=f"Making {len(missing):,} thumbnails for the map's hover cards…")
-        try:
-            write_thumbnails(catalog, missing, folder, progress=lambda stage, done, total: bar.progress(
-                done / max(total, 1), text=f"{stage}: {done:,} / {total:,}"))
-        except OSError as exc:  # a read-only checkout: the map works, without pictures on hover
-            log.warning("no hover thumbnails in %s: %s", folder, exc)
-            st.caption("No hover thumbnails: the app's thumbnail folder is read-only" if exc.errno in READ_ONLY_ERRNOS
-                       else "No hover thumbnails: they could not be written (the server log says why).")
-            return None
-        finally:
-            bar.empty()
+    folder = ws.thumbnails_folder
+    if folder.parent.parent.resolve() != STATIC_DIR:  # FVS_STATIC_DIR elsewhere: Streamlit does not serve it
+        return None
+    status = st.empty()
+    try:
+        ws.map_thumbnails(rows, progress_bar(status, unit="thumbnails"))
+    except OSError as exc:  # a read-only checkout: the map works, without pictures on hover
+        log.warning("no hover thumbnails in %s: %s", folder, exc)
+        st.caption("No hover thumbnails: the app's thumbnail folder is read-only" if exc.errno in READ_ONLY_ERRNOS
+                   else "No hover thumbnails: they could not be written (the server log says why).")
+        return None
+    finally:
+        status.empty()
     result = _map_hover_component()(data={"chartKey": chart_key, "thumbs": f"app/static/thumbs/{catalog.key}"},
                                      key=f"{chart_key}_hover", on_clicked_change=lambda: None)
     clicked = getattr(result, "clicked", None)  # sent by the browser: checked, not trusted
@@ -249,7 +249,9 @@ def _catalog_key(settings: Settings) -> str:
 
 @st.cache_resource(show_spinner="Loading catalogue, model and index…", max_entries=4)
 def _open_workspace(settings: Settings) -> Workspace:
-    return Workspace.open(settings)
+    ws = Workspace.open(settings)
+    ws.prepare_map_in_background()  # the first Map visit then finds its map made (or waits for it, never twice)
+    return ws
 
 
 class _NotBuilt(Exception):
@@ -298,7 +300,7 @@ def _build_with_progress(settings: Settings) -> None:
         status.empty()
 
 
-def progress_bar(status) -> Progress:
+def progress_bar(status, unit: str = "images") -> Progress:
     """A core ``Progress`` drawn as a Streamlit bar with the rate and time left of each stage."""
     started: dict[str, tuple[float, int]] = {}
 
@@ -307,7 +309,7 @@ def progress_bar(status) -> Progress:
         t0, first = started.setdefault(stage, (now, done))  # a resumed pass starts part-way: rate from there
         text = f"{stage}…"
         if total > 1:
-            text = f"{stage}… {done:,} / {total:,} images"
+            text = f"{stage}… {done:,} / {total:,} {unit}"
             if done > first and now - t0 > 1.0:
                 rate = (done - first) / (now - t0)
                 text += f" · {rate:,.0f}/s · {_duration((total - done) / rate)} left"

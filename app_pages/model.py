@@ -172,14 +172,18 @@ if runs:
                                    title="Validation"), width="stretch")
     figures = run.test_figures()
     if figures:
+        st.caption("**Test split** (never trained on, never used to choose anything): the run's final figures.")
         cols = st.columns(5)
         for col, (key, label) in zip(cols, (("top1", "Test top-1"), ("top3", "Top-3"), ("top5", "Top-5"),
                                             ("precision_at_10", "precision@10"), ("map_at_10", "mAP@10")), strict=True):
-            col.metric(label, f"{figures[key]:.1%}" if key.startswith("top") else f"{figures[key]:.3f}")
+            col.metric(label, f"{figures[key]:.1%}" if key.startswith("top") else f"{figures[key]:.3f}",
+                       help="On the test split, which training never sees")
         if "tag_f1_micro" in figures:
             cols = st.columns(5)
             for col, average in zip(cols, ("micro", "macro", "samples"), strict=False):
-                col.metric(f"Tag F1 {average}", f"{figures[f'tag_f1_{average}']:.3f}")
+                col.metric(f"Tag F1 {average}", f"{figures[f'tag_f1_{average}']:.3f}",
+                           help="On the test split, at the tag threshold beside it (the Tags page shows the "
+                                "validation split's, at the threshold you choose there)")
             cols[3].metric("Tag threshold", f"{figures.get('tag_threshold', DEFAULT_THRESHOLD):.2f}",
                            help="Chosen on the run's validation split: the threshold with the best micro-F1")
     with st.expander("Recipe and files"):

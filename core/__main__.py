@@ -1,6 +1,6 @@
 """Command line: every stage the app runs, scriptable.
 
-    python -m core prepare             fetch the built-in catalogue (set-up time), build embeddings + index
+    python -m core prepare             fetch the built-in catalogue (set-up time), build embeddings + index + map
     python -m core prepare SOURCE      validate and register your own catalogue (folder, CSV/Parquet, DeepFashion)
     python -m core train               fine-tune a backbone (resumes an interrupted run of the same recipe)
     python -m core evaluate --json     test-split figures of the served model (--run ID for a fine-tuned one)
@@ -119,7 +119,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     elif settings.catalog == fashion_mnist.NAME:
         print(f"Fashion-MNIST files: {fashion_mnist.fetch(settings.data_dir)}", file=sys.stderr)
     if not args.data_only:
-        out["workspace"] = Workspace.open(_served(settings), tqdm_progress()).describe()
+        workspace = Workspace.open(_served(settings), tqdm_progress())
+        workspace.prepare_map(tqdm_progress())  # the first Map visit then only reads it
+        out["workspace"] = workspace.describe()
     if out:
         print(json.dumps(out if args.source else out["workspace"], indent=2, default=str))
     return 0

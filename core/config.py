@@ -39,6 +39,10 @@ class Settings:
     runs_dir: Path | None = None  # fine-tuning runs; default <artifacts_dir>/runs
     # Runs that ship with the project (read only): the fine-tuned models of the built-in catalogues.
     shipped_runs_dir: Path = field(default_factory=lambda: _project_root() / "models")
+    # Files the browser fetches on its own: the map's hover thumbnails under <static_dir>/thumbs/<catalogue key>/.
+    # The default is the folder Streamlit serves at app/static/ (.streamlit/config.toml), so `prepare` can make them
+    # before the dashboard starts; another folder still works, without pictures on hover.
+    static_dir: Path = field(default_factory=lambda: _project_root() / "static")
 
     # What is searched.
     # The default demo: real colour photos (core/catalog/builtin.py). "fashion-mnist" is the 70,000-item benchmark

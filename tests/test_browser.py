@@ -103,6 +103,7 @@ def app_server(tmp_path: Path, **env_settings: str) -> Iterator[tuple[str, subpr
     process (so a test can ask whether it is still alive)."""
     port = free_port()
     env = {**os.environ, **{f"FVS_{name.upper()}": value for name, value in env_settings.items()}}
+    env.pop("FVS_STATIC_DIR", None)  # the thumbnails where Streamlit serves them: the hover card fetches them
     log = (tmp_path / "streamlit.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"), "--server.port", str(port),

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -21,16 +25,26 @@ from core.artifacts import ArtifactDir, ReadOnlyArtifacts, atomic_path, fingerpr
 from core.catalog.base import Catalog
 from core.catalog.registry import open_catalog
 from core.catalog.splits import Splits
+from core.catalog.thumbnails import missing_thumbnails, thumbnails_dir, write_thumbnails
 from core.config import Settings
 from core.embedding.embedder import Embedder, Projection, describe_model, model_key
 from core.embedding.ray_runner import RayRunner, remove_shards
 from core.embedding.sequential_runner import SequentialRunner, map_rows, remove_partial
+from core.locks import exclusive
 from core.model.runs import RunDir
 from core.photo.decode import decode_image
 from core.photo.query_steps import QuerySteps, prepare_query
 from core.progress import Progress, no_progress
 from core.search import shared_space
-from core.search.embedding_map import EmbeddingMap, load_or_compute_map, sample_rows
+from core.search.embedding_map import (
+    DEFAULT_METHOD,
+    DEFAULT_SAMPLE,
+    EmbeddingMap,
+    default_sample,
+    load_or_compute_map,
+    map_silhouettes,
+    sample_rows,
+)
 from core.search.index import AnnoySearcher, ExactSearcher, HNSWSearcher, Neighbours, Searcher
 from core.search.metrics import nearest
 from core.search.served import BUDGET_MS, TARGET_RECALL, IndexChoice, choose_index
@@ -371,10 +385,63 @@ class Workspace:
         return Prediction(self.category_probs_for(np.array([query]))[0],
                           None if tag_probs is None else np.asarray(tag_probs[query]), None)
 
-    def embedding_map(self, method: str = "umap", sample: int = 5000, dims: int = 2) -> EmbeddingMap:
-        """A 2-D/3-D map of a fixed sample of the catalogue (the same rows for every model), cached on disk."""
+    def embedding_map(self, method: str = DEFAULT_METHOD, sample: int = DEFAULT_SAMPLE, dims: int = 2
+                      ) -> EmbeddingMap:
+        """A 2-D/3-D map of a fixed sample of the catalogue (the same rows for every model), cached on disk. Made
+        under the map lock, so a visit while ``prepare_map`` works on the same map waits for it and reads its
+        result instead of computing it a second time."""
         rows = sample_rows(len(self.catalog), sample, self.settings.seed)
-        return load_or_compute_map(self.store, self.embeddings, rows, method, dims, self.settings.seed)
+        with self._map_lock():
+            return load_or_compute_map(self.store, self.embeddings, rows, method, dims, self.settings.seed)
+
+    def map_silhouettes(self, emap: EmbeddingMap) -> tuple[float | None, float | None]:
+        """By category, on the map and on the raw vectors (``embedding_map.map_silhouettes``, cached on disk)."""
+        labels = self.catalog.items["category"].to_numpy()[emap.rows]
+        with self._map_lock():
+            return map_silhouettes(self.store, emap, self.embeddings, labels, self.settings.seed)
+
+    def _map_lock(self, notify: Callable[[str], None] | None = None) -> AbstractContextManager[None]:
+        # a file lock: the CLI's prepare and the app's sessions and background thread all take turns on it
+        return exclusive(self.store.file(".map.lock"), notify=notify or (lambda message: None))
+
+    @property
+    def thumbnails_folder(self) -> Path:
+        """Where this catalogue's hover thumbnails are (``settings.static_dir``, served to the browser)."""
+        return thumbnails_dir(self.settings.static_dir, self.catalog)
+
+    def map_thumbnails(self, rows: np.ndarray, progress: Progress = no_progress) -> Path:
+        """The map's hover thumbnails for ``rows``, made where missing (under the map lock: a background
+        ``prepare_map`` finishes them first); returns their folder."""
+        folder = self.thumbnails_folder
+        with self._map_lock(notify=lambda message: progress("Waiting for the map's thumbnails", 0, 1)):
+            missing = missing_thumbnails(folder, rows)
+            if missing:
+                write_thumbnails(self.catalog, missing, folder, progress=progress)
+        return folder
+
+    def prepare_map(self, progress: Progress = no_progress) -> EmbeddingMap:
+        """The map a first Map visit draws, and its hover thumbnails, made now (``python -m core prepare``, or the
+        app's background thread) so that visit only reads them. Cheap when both are already there."""
+        progress("Projecting the embedding map", 0, 1)
+        emap = self.embedding_map(DEFAULT_METHOD, default_sample(len(self.catalog)))
+        self.map_silhouettes(emap)
+        progress("Projecting the embedding map", 1, 1)
+        self.map_thumbnails(emap.rows, progress)
+        return emap
+
+    def prepare_map_in_background(self) -> threading.Thread:
+        """``prepare_map`` in a daemon thread, for a catalogue or model opened in the app: no page waits for it
+        except a Map visit, which waits on the lock rather than doing the work twice. A failure is logged; the
+        Map page then meets it again in the foreground and says so."""
+        def work() -> None:
+            try:
+                self.prepare_map()
+            except Exception:  # noqa: BLE001 - a background thread has no caller to raise to
+                logging.getLogger(__name__).exception("Preparing the embedding map of %s failed", self.store.path)
+
+        thread = threading.Thread(target=work, name=f"prepare-map-{self.catalog.key}", daemon=True)
+        thread.start()
+        return thread
 
     def tag_probs(self) -> np.ndarray | None:
         """(N, T) tag probabilities of every item from a fine-tuned tag head; None without one."""
@@ -384,6 +451,16 @@ class Workspace:
     def tag_threshold(self) -> float:
         """Where a tag head's probability counts as a predicted tag: the threshold its run chose on validation."""
         return self.embedder.heads.tag_threshold if self.embedder.heads is not None else tags.DEFAULT_THRESHOLD
+
+    @cached_property
+    def tag_families(self) -> list[str]:
+        """The family of each tag of the model's vocabulary (core.text.tags.tag_family)."""
+        return tags.tag_families(self.embedder.heads.tags if self.embedder.heads else [], self.catalog.tag_sources)
+
+    def decide_tags(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """Tag probabilities (…, T) → predicted tags, bool: ``tags.decide`` at ``threshold`` (default: the
+        run's), so an exclusive family is one choice here as everywhere."""
+        return tags.decide(probs, self.tag_families, self.tag_threshold if threshold is None else threshold)
 
     def tag_truth(self) -> np.ndarray:
         """The items' own tags against the model's tag vocabulary, (N, T) 0/1."""

@@ -222,10 +222,12 @@ class Trainer:
         labels = self.catalog.labels[rows]
         neighbours, _ = nearest(predicted["embeddings"], predicted["embeddings"], 10, query_rows=np.arange(len(rows)))
         tag_truth = self.tags[torch.as_tensor(rows, device=self.device)].cpu().numpy() > 0.5
-        tags = (tag_truth, predicted["tags"] >= DEFAULT_THRESHOLD) if self.tag_names else None
-        out = quality_figures(predicted["categories"], labels, labels[neighbours], labels, tags)
+        families = tags.tag_families(self.tag_names, self.catalog.tag_sources)
+        decided = (tag_truth, tags.decide(predicted["tags"], families, DEFAULT_THRESHOLD)) if self.tag_names else None
+        out = quality_figures(predicted["categories"], labels, labels[neighbours], labels, decided)
         if self.tag_names:
-            out["tag_threshold"], out["tag_f1_micro_tuned"] = best_tag_threshold(tag_truth, predicted["tags"])
+            out["tag_threshold"], out["tag_f1_micro_tuned"] = best_tag_threshold(tag_truth, predicted["tags"],
+                                                                                 families=families)
         return out
 
     # ---------------------------------------------------------------- checkpoints
