@@ -19,7 +19,8 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -28,9 +29,6 @@ from core.catalog.shared_categories import SHARED_CLASS, shared_class, shared_gr
 from core.config import Settings
 from core.progress import Progress, no_progress
 from core.vectors import l2_normalize
-
-if TYPE_CHECKING:
-    from core.search.workspace import Workspace
 
 VERSION = 1  # bump when the fit changes: cached projections are refitted
 
@@ -90,10 +88,11 @@ def blend(own: np.ndarray, shared: np.ndarray, weight: float) -> np.ndarray:
     return np.hstack([np.sqrt(1 - weight) * own, np.sqrt(weight) * shared]).astype(np.float32)
 
 
-def load_or_fit(settings: Settings, catalogue: str, open_workspace, progress: Progress = no_progress,
-                ) -> tuple[SharedProjection, "Workspace"]:
+def load_or_fit(settings: Settings, catalogue: str, open_workspace: Callable[[Settings, Progress], Any],
+                progress: Progress = no_progress) -> tuple[SharedProjection, Any]:
     """The group's discriminant (cached under ``<artifacts>/shared-projections/``) and ``catalogue``'s reference
-    Workspace. ``open_workspace(settings, progress)`` opens a Workspace (passed in: this module sits beside it)."""
+    Workspace. ``open_workspace(settings, progress)`` is ``Workspace.open``, passed in because the Workspace imports
+    this module (an import back would be a circle)."""
     references = {name: open_workspace(reference_settings(settings, name), progress)
                   for name in shared_group(catalogue)}
     inputs = {name: {"catalog": ws.catalog.key, "model": ws.embedder.key,
