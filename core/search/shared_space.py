@@ -19,12 +19,12 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from core.artifacts import ArtifactDir, atomic_path, fingerprint
+from core.catalog.registry import open_catalog
 from core.catalog.shared_categories import SHARED_CLASS, shared_class, shared_group
 from core.config import Settings
 from core.progress import Progress, no_progress
@@ -88,37 +88,46 @@ def blend(own: np.ndarray, shared: np.ndarray, weight: float) -> np.ndarray:
     return np.hstack([np.sqrt(1 - weight) * own, np.sqrt(weight) * shared]).astype(np.float32)
 
 
-def load_or_fit(settings: Settings, catalogue: str, open_workspace: Callable[[Settings, Progress], Any],
-                progress: Progress = no_progress) -> tuple[SharedProjection, Any]:
+def load_or_fit(settings: Settings, catalogue: str, workspaces: Any, progress: Progress = no_progress,
+                ) -> tuple[SharedProjection, Any]:
     """The group's discriminant (cached under ``<artifacts>/shared-projections/``) and ``catalogue``'s reference
-    Workspace. ``open_workspace(settings, progress)`` is ``Workspace.open``, passed in because the Workspace imports
-    this module (an import back would be a circle)."""
-    references = {name: open_workspace(reference_settings(settings, name), progress)
-                  for name in shared_group(catalogue)}
-    inputs = {name: {"catalog": ws.catalog.key, "model": ws.embedder.key,
-                     "embeddings": ws.store.meta().get("files", {}).get("embeddings.npy", {}).get("checksum", "")}
-              for name, ws in references.items()}
+    Workspace. ``workspaces`` is the Workspace class, passed in because it imports this module (an import back would
+    be a circle). Only this catalogue's reference is opened; the others' are read from their stores (and built
+    first where missing), so serving one catalogue does not load the other's model."""
+    own = workspaces.open(reference_settings(settings, catalogue), progress)
+    members = {}
+    for name in shared_group(catalogue):
+        if name == catalogue:
+            members[name] = (own.catalog, own.store)
+            continue
+        member = reference_settings(settings, name)
+        if not workspaces.is_built(member):
+            workspaces.open(member, progress)
+        members[name] = (open_catalog(member), workspaces.store_for(member))
+    inputs = {name: {"catalog": catalog.key, "store": store.path.name,
+                     "embeddings": store.meta().get("files", {}).get("embeddings.npy", {}).get("checksum", "")}
+              for name, (catalog, store) in members.items()}
     key = fingerprint({"version": VERSION, "catalogues": inputs, "classes": SHARED_CLASS})
     store = ArtifactDir(Path(settings.artifacts_dir) / "shared-projections")
     name = f"discriminant-{key}.npz"
     if store.verified(name):
         try:
-            return SharedProjection.load(store.file(name)), references[catalogue]
+            return SharedProjection.load(store.file(name)), own
         except (OSError, ValueError, KeyError):
             pass  # recorded but unreadable: fitted again below
     progress("Fitting the shared-category projection", 0, 1)
     features, labels = [], []
-    for group_name, ws in references.items():
-        rows = ws.catalog.fit_rows()
-        features.append(np.asarray(ws.embeddings)[rows])
-        names = ws.catalog.items["category"].astype(str).to_numpy()[rows]
+    for group_name, (catalog, member_store) in members.items():
+        rows = catalog.fit_rows()
+        features.append(np.asarray(np.load(member_store.file("embeddings.npy"), mmap_mode="r")[rows]))
+        names = catalog.items["category"].astype(str).to_numpy()[rows]
         labels.extend(shared_class(group_name, n) for n in names)
-    projection = SharedProjection.fit(np.vstack(features), labels, key, tuple(references))
+    projection = SharedProjection.fit(np.vstack(features), labels, key, tuple(members))
     if store.writable():  # a read-only folder serves what it holds; a projection fitted here is used, not kept
         with store.lock():
             with atomic_path(store.file(name)) as tmp:
                 projection.save(tmp)
-            store.record(name, fitted_on=list(references), items=int(sum(len(f) for f in features)),
+            store.record(name, fitted_on=list(members), items=int(sum(len(f) for f in features)),
                          classes=len(projection.classes))
     progress("Fitting the shared-category projection", 1, 1)
-    return projection, references[catalogue]
+    return projection, own

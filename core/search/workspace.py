@@ -134,7 +134,7 @@ class Workspace:
         # their own, each built under its own lock) before this store's lock is taken.
         shared = None
         if shared_space.active(settings, catalog.name):
-            projection, reference = shared_space.load_or_fit(settings, catalog.name, Workspace.open, progress)
+            projection, reference = shared_space.load_or_fit(settings, catalog.name, Workspace, progress)
             shared = SharedSpace(projection, reference.embedder, settings.shared_weight, reference.embeddings)
         vectors_store = shared.store_in(store) if shared else store  # where the served vectors and index live
         read_only = settings.read_only or not store.writable() or not vectors_store.writable()
