@@ -9,7 +9,7 @@ import streamlit as st
 import ui
 from core.photo.query_steps import QueryError
 from core.search import export
-from core.search.workspace import RERANK_POOL, RERANK_SURE, WORDS_MODES
+from core.search.workspace import HEAD_AND_VOTE, RERANK_POOL, RERANK_SURE, WORDS_MODES
 
 UPLOAD, CAMERA, PASTE, ITEM, WORDS = "Upload a photo", "Take a photo", "Paste a photo", ui.ITEM_QUERY, "Words only"
 WORDS_MODE_LABELS = dict(zip(WORDS_MODES, ("re-rank", "only items that mention them"), strict=True))
@@ -141,9 +141,10 @@ with query_col:
                               "neighbours": result.hits["row"].tolist()}
     if result is not None and result.predicted:
         top, share = result.predicted[0]
-        voted = ws.category_probs is None
-        st.metric("Predicted category", top, f"{share:.0%} {'of neighbour votes' if voted else 'probability'}",
-                  delta_color="off", delta_arrow="off", help=f"From {result.predicted_by}")
+        unit = ("of neighbour votes" if ws.category_probs is None else
+                "head and votes" if result.predicted_by == HEAD_AND_VOTE else "probability")
+        st.metric("Predicted category", top, f"{share:.0%} {unit}", delta_color="off", delta_arrow="off",
+                  help=f"From {result.predicted_by}")
         st.caption(" · ".join(f"{ui.plain(name)} {value:.0%}" for name, value in result.predicted[1:4]))
         if result.reranked_by:
             st.caption(f":material/sort: Results re-ranked: **{ui.plain(result.reranked_by)}** items first (the "

@@ -171,3 +171,23 @@ def test_the_shared_projection_is_keyed_by_every_catalogue_of_its_group(two_styl
 
     shared_categories.SHARED_GROUPS = []  # (restored by the fixture's monkeypatch)
     assert Workspace.open(settings).shared is None
+
+
+def test_with_the_shared_space_a_photo_is_predicted_by_the_head_and_the_vote(two_styles, tmp_path):
+    from test_train import TINY_RECIPE
+
+    from core.search.workspace import HEAD_AND_VOTE
+    from core.training.trainer import train
+
+    settings = tiny_settings(tmp_path).replace(shared_weight=0.75)
+    run = train(settings, TINY_RECIPE.replace(epochs=1))
+    ws = Workspace.open(settings.replace(run=run.id))
+    photo = synthetic_photos()[0][7]
+    result = ws.search(photo, k=10)
+    steps, vector, probs = ws.embed_photo(photo)
+    vote = ws.vote(ws.index.search(vector, 10))
+    assert result.predicted_by == HEAD_AND_VOTE
+    assert dict(result.predicted)[result.predicted[0][0]] == pytest.approx(float(np.max((probs + vote) / 2)))
+    assert np.allclose(ws.predict(photo).categories, (probs + vote) / 2)  # the Tags page agrees with the Search page
+    plain = Workspace.open(settings.replace(run=run.id, shared_weight=0.0))
+    assert plain.search(photo, k=10).predicted_by == "the fine-tuned category head"
