@@ -23,7 +23,6 @@ from core.artifacts import DiskFullError, ReadOnlyArtifacts
 from core.catalog.base import upscale
 from core.catalog.fashion_mnist import MissingDataError
 from core.catalog.registry import catalog_choices, open_catalog
-from core.catalog.thumbnails import missing_thumbnails, thumbnails_dir, write_thumbnails
 from core.config import Settings
 from core.model.backbone import BACKBONES, WeightsError
 from core.model.runs import CheckpointError, RunDir, list_runs
@@ -67,6 +66,39 @@ def plain(text: object) -> str:
     escaped = _INLINE_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
     escaped = _AUTOLINK.sub(WORD_JOINER, escaped)
     return _LEADING_BLOCK.sub(lambda m: f"{m[1]}\\{m[2]}" if m[1] else f"\\{m[3]}", escaped)
+
+
+# An absolute path in a message (an OSError's, a checkpoint's): a slash after no letter, colon, dot or slash (so
+# "https://…" and "a/b" stay), then at least two parts. What a visitor sees is its last part.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w:/.])/(?:[\w.@+-]+/)+([\w.@+-]+)/?")
+
+
+def shown_path(path: Path | str, settings: Settings) -> str:
+    """A server folder as a visitor may see it: relative to the artifacts folder (``artifacts/<catalogue
+    key>/<model key>``) or to the shipped models (``models/<run>``), never the absolute path, which tells how the
+    server is laid out (issue 29, item 3). Any other folder shows its name only; the operator knows the roots."""
+    path = Path(path)
+    for root, name in ((settings.artifacts_dir, "artifacts"), (settings.runs_dir, "runs"),
+                       (settings.shipped_runs_dir, "models"), (settings.data_dir, "data")):
+        if root is None:
+            continue
+        for candidate in (path, path.resolve()):
+            for base in (Path(root), Path(root).resolve()):
+                if candidate.is_relative_to(base):
+                    return (Path(name) / candidate.relative_to(base)).as_posix()
+    return path.name
+
+
+def without_server_paths(message: object, settings: Settings) -> str:
+    """An error's text for the page: the settings' folders named as ``shown_path`` names them and any other
+    absolute path cut to its last part. Call ``log`` with the original: the operator's copy keeps the paths."""
+    text = str(message)
+    roots = [(r, n) for r, n in ((settings.artifacts_dir, "artifacts"), (settings.runs_dir, "runs"),
+                                 (settings.shipped_runs_dir, "models"), (settings.data_dir, "data")) if r is not None]
+    for root, name in sorted(((str(b), n) for r, n in roots for b in (Path(r), Path(r).resolve())),
+                             key=lambda pair: -len(pair[0])):  # the longest first: runs inside artifacts
+        text = text.replace(root, name)
+    return _ABSOLUTE_PATH.sub(lambda m: f"…/{m[1]}", text)
 
 
 def plain_html(text: object) -> str:
@@ -133,25 +165,26 @@ def _map_hover_component():
                                       isolate_styles=False)
 
 
-def map_hover(chart_key: str, catalog, rows) -> int | None:
-    """Thumbnails on hover for the plotly chart drawn with ``key=chart_key`` (made here for ``rows`` if missing,
-    with a progress bar), and the row of a point the user clicked, if any (once per click)."""
+def map_hover(chart_key: str, ws: Workspace, rows) -> int | None:
+    """Thumbnails on hover for the plotly chart drawn with ``key=chart_key`` (made by ``prepare`` or the background
+    thread; made here for ``rows`` if still missing, with a progress bar), and the row of a point the user clicked,
+    if any (once per click)."""
+    catalog = ws.catalog
     if not st.get_option("server.enableStaticServing"):  # started without .streamlit/config.toml: no hover card
         return None
-    folder = thumbnails_dir(STATIC_DIR, catalog)
-    missing = missing_thumbnails(folder, rows)
-    if missing:
-        bar = st.progress(0.0, text=f"Making {len(missing):,} thumbnails for the map's hover cards…")
-        try:
-            write_thumbnails(catalog, missing, folder, progress=lambda stage, done, total: bar.progress(
-                done / max(total, 1), text=f"{stage}: {done:,} / {total:,}"))
-        except OSError as exc:  # a read-only checkout: the map works, without pictures on hover
-            log.warning("no hover thumbnails in %s: %s", folder, exc)
-            st.caption("No hover thumbnails: the app's thumbnail folder is read-only" if exc.errno in READ_ONLY_ERRNOS
-                       else "No hover thumbnails: they could not be written (the server log says why).")
-            return None
-        finally:
-            bar.empty()
+    folder = ws.thumbnails_folder
+    if folder.parent.parent.resolve() != STATIC_DIR:  # FVS_STATIC_DIR elsewhere: Streamlit does not serve it
+        return None
+    status = st.empty()
+    try:
+        ws.map_thumbnails(rows, progress_bar(status, unit="thumbnails"))
+    except OSError as exc:  # a read-only checkout: the map works, without pictures on hover
+        log.warning("no hover thumbnails in %s: %s", folder, exc)
+        st.caption("No hover thumbnails: the app's thumbnail folder is read-only" if exc.errno in READ_ONLY_ERRNOS
+                   else "No hover thumbnails: they could not be written (the server log says why).")
+        return None
+    finally:
+        status.empty()
     result = _map_hover_component()(data={"chartKey": chart_key, "thumbs": f"app/static/thumbs/{catalog.key}"},
                                      key=f"{chart_key}_hover", on_clicked_change=lambda: None)
     clicked = getattr(result, "clicked", None)  # sent by the browser: checked, not trusted
@@ -216,7 +249,9 @@ def _catalog_key(settings: Settings) -> str:
 
 @st.cache_resource(show_spinner="Loading catalogue, model and index…", max_entries=4)
 def _open_workspace(settings: Settings) -> Workspace:
-    return Workspace.open(settings)
+    ws = Workspace.open(settings)
+    ws.prepare_map_in_background()  # the first Map visit then finds its map made (or waits for it, never twice)
+    return ws
 
 
 class _NotBuilt(Exception):
@@ -252,7 +287,8 @@ def workspace(settings: Settings) -> Workspace:
         st.button("Try again", icon=":material/refresh:", key="retry_build")  # a rerun retries: errors are not cached
         st.stop()
     except (MissingDataError, WeightsError, CheckpointError, FileNotFoundError, ValueError) as exc:
-        st.error(f"**The catalogue or model could not be loaded.**\n\n{exc}")
+        log.error("the catalogue or model could not be loaded: %s", exc)
+        st.error(f"**The catalogue or model could not be loaded.**\n\n{without_server_paths(exc, settings)}")
         st.stop()
 
 
@@ -264,7 +300,7 @@ def _build_with_progress(settings: Settings) -> None:
         status.empty()
 
 
-def progress_bar(status) -> Progress:
+def progress_bar(status, unit: str = "images") -> Progress:
     """A core ``Progress`` drawn as a Streamlit bar with the rate and time left of each stage."""
     started: dict[str, tuple[float, int]] = {}
 
@@ -273,7 +309,7 @@ def progress_bar(status) -> Progress:
         t0, first = started.setdefault(stage, (now, done))  # a resumed pass starts part-way: rate from there
         text = f"{stage}…"
         if total > 1:
-            text = f"{stage}… {done:,} / {total:,} images"
+            text = f"{stage}… {done:,} / {total:,} {unit}"
             if done > first and now - t0 > 1.0:
                 rate = (done - first) / (now - t0)
                 text += f" · {rate:,.0f}/s · {_duration((total - done) / rate)} left"
@@ -382,6 +418,25 @@ def query_steps(steps) -> None:
     shown.append((upscale(steps.query_image, 168), "As the catalogue sees it"))
     for column, (image, caption) in zip(st.columns(len(shown)), shown, strict=True):
         column.image(image, caption=caption, width="stretch")
+
+
+def tag_with_source(catalog):
+    """A tag as lists show it, with where it came from: "Blue · colour from the photo", "zip · description"."""
+    def label(tag: str) -> str:
+        source = catalog.tag_sources.get(tag)
+        return f"{tag} · {source}" if source and source != "tags" else tag
+
+    return label
+
+
+def garment_colours(colours) -> None:
+    """The garment's colours read from the photo (``core.photo.colour``): their swatches, then their names and
+    shares, with where they come from."""
+    if colours is None or not colours.names:
+        return
+    swatch, words = st.columns([1, 3], vertical_alignment="center")
+    swatch.image(colours.swatches_image(), width="content")
+    words.caption(f"{colours.describe()} · colour from the photo")
 
 
 def crop_box(photo, proposed: tuple[int, int, int, int]) -> tuple[int, int, int, int]:

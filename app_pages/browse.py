@@ -32,7 +32,7 @@ facet_options, tag_options, prices = facets(catalog.key, catalog)
 top = st.columns([2, 2, 3])
 categories = top[0].multiselect("Category", catalog.categories, key="browse_categories", on_change=reset_page)
 tags = top[1].multiselect("Tags (all of them)", tag_options, key="browse_tags", on_change=reset_page,
-                          disabled=not tag_options)
+                          disabled=not tag_options, format_func=ui.tag_with_source(catalog))
 words = top[2].text_input("Words in the name or description", key="browse_words", on_change=reset_page,
                           placeholder="zip fleece", disabled="description" not in catalog.items.columns
                           and "name" not in catalog.items.columns)

@@ -34,7 +34,7 @@ def add_catalogue() -> None:
     switch to it. A browser user picks from what lies there: no other path on the server can be read or probed."""
     roots = settings.allowed_catalog_roots()
     sources = sources_under(roots)
-    folders = ", ".join(f"`{root}`" for root in roots)
+    folders = ", ".join(f"`{root.name}/`" for root in roots)  # by name, as the list below names them: no server layout
     if not sources:
         st.info(f"No catalogue to add yet. Put a folder of category subfolders, a CSV or Parquet table beside its "
                 f"images, or a DeepFashion folder into {folders} on the server, then open this again. "
@@ -77,7 +77,7 @@ def add_catalogue() -> None:
             ui.forget_catalogues()
         except (CatalogError, OSError, ValueError, RuntimeError) as exc:  # whatever the files hold: a message
             state.pop("_prepared", None)
-            st.error(f"**This catalogue could not be added.**\n\n{ui.plain(str(exc))}")
+            st.error(f"**This catalogue could not be added.**\n\n{ui.plain(ui.without_server_paths(exc, settings))}")
         finally:
             bar.empty()
     summary = state.get("_prepared")
@@ -125,7 +125,8 @@ else:
     model_label = BACKBONES[settings.backbone].label if settings.backbone in BACKBONES else settings.backbone
 cols[2].metric("Vector size", ws.embeddings.shape[1],
                help=f"{model_label}, {ws.embedder.transform.size} px input")
-cols[3].metric("Annoy index", f"{settings.n_trees} trees", help=f"search_k {settings.search_k}")
+cols[3].metric("Served index", ws.index_choice.label if ws.index_choice else ws.index.name,
+               help=ws.index_choice.summary() if ws.index_choice else None)
 
 left, right = st.columns([3, 2])
 with left:
@@ -140,4 +141,5 @@ with right:
                     category_orders={"category": list(summary.index)})
     figure.update_layout(margin=dict(l=0, r=0, t=10, b=0), legend_title_text="")
     st.plotly_chart(figure, width="stretch")
-    st.caption(f"Catalogue key `{catalog.key}` · model key `{ws.embedder.key}` · artifacts in `{ws.store.path}`")
+    st.caption(f"Catalogue key `{catalog.key}` · model key `{ws.embedder.key}` · "
+               f"artifacts in `{ui.shown_path(ws.store.path, settings)}`")

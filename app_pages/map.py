@@ -7,7 +7,17 @@ import streamlit as st
 
 import ui
 from core.catalog.montage import item_grid
-from core.search.embedding_map import components_for, explained_variance, kmeans_clusters, silhouette
+from core.search.embedding_map import (
+    DEFAULT_METHOD,
+    METHODS,
+    category_groups,
+    category_palette,
+    components_for,
+    default_sample,
+    explained_variance,
+    kmeans_clusters,
+    silhouette,
+)
 from core.search.export import csv_bytes, items_table
 
 SAMPLES = [1_000, 2_000, 5_000, 10_000, 20_000, 0]  # 0 = the whole catalogue
@@ -25,11 +35,12 @@ if state.get("map_sample") not in options:  # first visit (a shared link may ask
     asked = st.query_params.get("points", "")
     asked = int(asked) if asked.isascii() and asked.isdigit() and len(asked) < 10 else None
     state["map_sample"] = (min(options, key=lambda n: abs((n or len(catalog)) - asked)) if asked is not None
-                           else min(5_000, len(catalog)) if len(catalog) > 5_000 else 0)
+                           else default_sample(len(catalog)))  # the map prepare made (Workspace.prepare_map)
 
 with st.sidebar:
     st.header("Map")
-    method = st.radio("Projection", ["umap", "pca"], format_func=str.upper, horizontal=True, key="map_method")
+    method = st.radio("Projection", METHODS, index=METHODS.index(DEFAULT_METHOD), format_func=str.upper,
+                      horizontal=True, key="map_method")
     sample = st.select_slider("Points", options, key="map_sample", format_func=lambda n: "all" if n == 0 else f"{n:,}",
                               help="A fixed random sample of the catalogue")
     three_d = st.toggle("3-D", key="map_3d")
@@ -47,13 +58,17 @@ st.markdown("Every point is a catalogue item, placed so that items the model fin
 dims = 3 if three_d else 2
 points = len(catalog) if sample == 0 else sample
 with st.spinner(f"Projecting {points:,} items with {method.upper()}… (the first time takes up to a minute, then "
-                "it is cached)"):
+                "it is cached; the default map is made ahead, by `prepare` or right after the catalogue opens)"):
     emap = ui.cached_map(settings, method, sample, dims)
 rows = emap.rows
 frame = pd.DataFrame(emap.coords, columns=["x", "y", "z"][:dims])
 frame["row"] = rows
 # catalogue text reaches plotly, which reads a few HTML tags in labels: escaped, so it is shown, not interpreted
 categories = [ui.plain_html(c) for c in catalog.categories]
+# a colour per category, each readable on white; past 24 categories the largest keep theirs and the rest are "other"
+counts = catalog.items["category"].value_counts()
+groups = category_groups(categories, [int(counts.get(c, 0)) for c in catalog.categories])
+palette = category_palette(categories, [int(counts.get(c, 0)) for c in catalog.categories])
 frame["id"] = [ui.plain_html(v) for v in catalog.items["id"].to_numpy()[rows]]
 frame["category"] = [ui.plain_html(v) for v in catalog.items["category"].to_numpy()[rows]]
 needs_prediction = colour in ("predicted category", "misclassified")
@@ -65,6 +80,10 @@ if colour == "K-Means cluster":
     clusters = kmeans_clusters(ws.embeddings, rows, k, settings.seed)
     frame["K-Means cluster"] = clusters.astype(str)
     cluster_order = [str(c) for c in sorted(set(clusters))]
+colour_column = colour
+if colour in ("category", "predicted category") and len(set(groups.values())) < len(groups):
+    colour_column = f"{colour} (largest)"  # the column plotly colours by; the hover keeps the real category
+    frame[colour_column] = frame[colour].map(groups)
 if "tags" in catalog.items.columns:
     frame["tags"] = [ui.plain_html(", ".join(t)) for t in catalog.items["tags"].to_numpy()[rows]]
 if colour.startswith("tag: "):
@@ -75,13 +94,16 @@ if colour.startswith("tag: "):
 hover = {"id": True, "category": True, **{c: True for c in ("tags", "predicted category") if c in frame},
          **{axis: False for axis in ["x", "y", "z"][:dims]}}
 plot = px.scatter_3d if three_d else px.scatter
-figure = plot(frame, **{axis: axis for axis in ["x", "y", "z"][:dims]}, color=colour, hover_data=hover,
+order = [g for g in palette if g in set(groups.values())]
+figure = plot(frame, **{axis: axis for axis in ["x", "y", "z"][:dims]}, color=colour_column, hover_data=hover,
               custom_data=["row"], height=640, opacity=0.75,
               category_orders={"category": categories, "predicted category": categories,
+                               f"{colour} (largest)": order,
                                "K-Means cluster": cluster_order if colour == "K-Means cluster" else []},
               color_continuous_scale="Viridis" if colour.startswith("tag: ") else None,
-              # errors stand out in red; clusters get a 24-colour palette so k up to 24 stays distinguishable
-              color_discrete_map={"misclassified": "#d62728", "right": "#c7c7c7"},
+              # categories: a colour each (core.search.embedding_map.category_palette); errors stand out in red;
+              # clusters get a 24-colour palette so k up to 24 stays distinguishable
+              color_discrete_map={**palette, "misclassified": "#d62728", "right": "#c7c7c7"},
               color_discrete_sequence=px.colors.qualitative.Dark24 if colour == "K-Means cluster" else None)
 figure.update_traces(marker=dict(size=3 if three_d else 5))
 
@@ -102,7 +124,7 @@ figure.update_layout(margin=dict(l=0, r=0, t=40, b=0), legend_title_text=colour,
                      dragmode="turntable" if three_d else "select")  # dragging on the 2-D map selects
 event = st.plotly_chart(figure, width="stretch", key="map_chart", on_select="ignore" if three_d else "rerun",
                         selection_mode=("box", "lasso"))
-if not three_d and (clicked := ui.map_hover("map_chart", catalog, rows)) is not None:
+if not three_d and (clicked := ui.map_hover("map_chart", ws, rows)) is not None:
     ui.search_with_item(clicked)  # a click on a point: its results, on the Search page
     ui.follow_search_request()
 if query is None:
@@ -154,9 +176,7 @@ elif selected:
                     caption=f"200 of the {len(selected):,} selected items, at random" if len(selected) > 200 else None)
 
 cols = st.columns(3)
-map_score = silhouette(emap.coords, frame["category"].to_numpy(), seed=settings.seed)
-raw_score = silhouette(np.asarray(ws.embeddings)[rows], frame["category"].to_numpy(), metric="cosine",
-                       seed=settings.seed)
+map_score, raw_score = ws.map_silhouettes(emap)  # made with the default map by prepare, then cached
 cols[0].metric("Silhouette of the map", "—" if map_score is None else f"{map_score:.3f}",
                help="By category, on this map's coordinates: 1 = categories perfectly apart, 0 = mixed")
 cols[1].metric("Silhouette of the embeddings", "—" if raw_score is None else f"{raw_score:.3f}",
@@ -167,14 +187,16 @@ if not emap.cached:
                "after each restart.")
 
 with st.expander("PCA explained variance"):
-    curve = explained_variance(ws.embeddings, rows, seed=settings.seed)
-    needed = components_for(curve, 0.9)
-    variance = px.line(x=np.arange(1, len(curve) + 1), y=curve, labels={"x": "components", "y": "cumulative share"},
-                       height=300)
-    variance.add_hline(y=0.9, line_dash="dot")
-    st.plotly_chart(variance, width="stretch", key="variance_chart")
-    st.caption(f"{needed} components explain 90 % of the variance." if needed else
-               f"The first {len(curve)} components explain {curve[-1]:.0%} of the variance.")
+    # a PCA of the whole sample: seconds at 5,000 points, so only when asked, not on every visit
+    if st.toggle("Show the PCA explained variance of this sample", key="map_variance"):
+        curve = explained_variance(ws.embeddings, rows, seed=settings.seed)
+        needed = components_for(curve, 0.9)
+        variance = px.line(x=np.arange(1, len(curve) + 1), y=curve, height=300,
+                           labels={"x": "components", "y": "cumulative share"})
+        variance.add_hline(y=0.9, line_dash="dot")
+        st.plotly_chart(variance, width="stretch", key="variance_chart")
+        st.caption(f"{needed} components explain 90 % of the variance." if needed else
+                   f"The first {len(curve)} components explain {curve[-1]:.0%} of the variance.")
 
 if settings.run and not three_d:
     with st.expander("What fine-tuning did: ImageNet baseline beside this model", icon=":material/compare:"):
@@ -188,8 +210,10 @@ if settings.run and not three_d:
                 side = pd.DataFrame(m.coords, columns=["x", "y"])
                 side["category"] = [ui.plain_html(v) for v in catalog.items["category"].to_numpy()[m.rows]]
                 score = silhouette(m.coords, side["category"].to_numpy(), seed=settings.seed)
-                chart = px.scatter(side, x="x", y="y", color="category", height=420, opacity=0.7,
-                                   category_orders={"category": categories},
+                side["shown"] = side["category"].map(groups)
+                chart = px.scatter(side, x="x", y="y", color="shown", height=420, opacity=0.7,
+                                   category_orders={"shown": order}, color_discrete_map=palette,
+                                   labels={"shown": "category"},
                                    title=f"{name} · silhouette {score:.3f}" if score is not None else name)
                 chart.update_traces(marker=dict(size=4))
                 chart.update_layout(margin=dict(l=0, r=0, t=40, b=0), showlegend=column is right)

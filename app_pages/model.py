@@ -31,7 +31,23 @@ cols[0].metric("Catalogue items", f"{info['items']:,}")
 cols[1].metric("Backbone", info["model"]["backbone"].replace("efficientnet_", "").title(),
                help=f"{info['model']['backbone']}, {info['model']['image_size']} px input")
 cols[2].metric("Vector size", info["dim"], help=info["model"]["embedding"])
-cols[3].metric("Annoy", f"{info['n_trees']} trees", help=f"search_k {info['search_k']}")
+served = ws.index_choice
+cols[3].metric("Served index", served.label if served else info["index"],
+               f"recall@10 {served.recall_at_10:.3f} · p50 {served.p50_ms:.2f} ms" if served else None,
+               delta_color="off", delta_arrow="off",
+               help=(served.summary() if served else "") + f". The Annoy index ({info['n_trees']} trees) is built for "
+               "every catalogue; FVS_INDEX picks auto, exact, annoy or hnsw.")
+if info["shared_space"]:
+    shared = info["shared_space"]
+    st.caption(":material/join: **Photos of other styles:** the vectors blend this model's own "
+               f"({1 - shared['weight']:.0%} of the similarity) with a discriminant in {shared['classes']} shared "
+               f"garment classes ({shared['weight']:.0%}), fitted on the ImageNet features of the train splits of "
+               f"{' and '.join(shared['fitted_on'])}: a phone photo finds the shop's garment and a shop photo the "
+               "phone photos' (BENCHMARKS.md, \"Across photo styles\"; `FVS_SHARED_WEIGHT=0` turns it off).")
+if served is not None:
+    with st.expander("How the served index was chosen", expanded=False):
+        st.markdown(ui.plain(served.summary()))
+        st.dataframe(pd.DataFrame(served.tried), hide_index=True, width="stretch")
 if ws.read_only:
     st.info("**Served read-only.** The artifacts folder cannot be written (a read-only volume, or "
             "`FVS_READ_ONLY`): searches use what was prepared there, and anything that would be written (a new "
@@ -46,7 +62,8 @@ with st.expander("Artifacts on disk", expanded=False):
                       for name, entry in files.items()]),
         hide_index=True, width="stretch",
     )
-    st.caption(f"`{ws.store.path}` · catalogue key `{info['catalog_key']}` · model key `{info['model_key']}`")
+    st.caption(f"`{ui.shown_path(ws.store.path, settings)}` · catalogue key `{info['catalog_key']}` · "
+               f"model key `{info['model_key']}`")
 
 st.header("Fine-tuning")
 st.markdown(
@@ -111,10 +128,13 @@ with st.expander("Train a new model", expanded=not runs, icon=":material/model_t
         triplet = c3.number_input("Triplet loss weight", 0.0, 5.0, defaults.triplet_weight, step=0.1,
                                   help="Batch-hard triplet margin loss on the embeddings, added to cross-entropy")
         augment = c4.checkbox("Augment (shift, scale, flip)", value=defaults.augment)
-        submitted = st.form_submit_button("Train", type="primary", icon=":material/play_arrow:", key="train_run")
+        submitted = st.form_submit_button(  # a run writes checkpoints beside the artifacts: not on a read-only folder
+            "Train", type="primary", icon=":material/play_arrow:", key="train_run", disabled=ws.read_only,
+            help="The artifacts folder is read-only: train on a writable copy" if ws.read_only else None)
     st.caption(f"Backbone: {settings.backbone} with its ImageNet weights. On Fashion-MNIST the default recipe reached "
                "93.8 % test accuracy after 13.5 minutes of training on 2 CPU cores (BENCHMARKS.md); a GPU is used "
-               "when there is one. The same from the command line: `python -m core train --epochs … --image-size …`.")
+               "when there is one. The same from the command line: "
+               "`python -m core train --epochs … --image-size …`.")
     if submitted:
         try:
             recipe = defaults.replace(epochs=int(epochs), image_size=int(image_size), freeze=freeze,
@@ -122,7 +142,7 @@ with st.expander("Train a new model", expanded=not runs, icon=":material/model_t
                                       triplet_weight=float(triplet), augment=augment)
             run = start_training(settings.replace(run=""), recipe)
         except (ValueError, OSError, RuntimeError) as exc:
-            st.error(f"Training could not start: {exc}")
+            st.error(f"Training could not start: {ui.without_server_paths(exc, settings)}")
         else:
             if run.is_complete():
                 st.info(f"This recipe was trained already: run `{run.id}` (below, and in the sidebar).")
@@ -152,19 +172,23 @@ if runs:
                                    title="Validation"), width="stretch")
     figures = run.test_figures()
     if figures:
+        st.caption("**Test split** (never trained on, never used to choose anything): the run's final figures.")
         cols = st.columns(5)
         for col, (key, label) in zip(cols, (("top1", "Test top-1"), ("top3", "Top-3"), ("top5", "Top-5"),
                                             ("precision_at_10", "precision@10"), ("map_at_10", "mAP@10")), strict=True):
-            col.metric(label, f"{figures[key]:.1%}" if key.startswith("top") else f"{figures[key]:.3f}")
+            col.metric(label, f"{figures[key]:.1%}" if key.startswith("top") else f"{figures[key]:.3f}",
+                       help="On the test split, which training never sees")
         if "tag_f1_micro" in figures:
             cols = st.columns(5)
             for col, average in zip(cols, ("micro", "macro", "samples"), strict=False):
-                col.metric(f"Tag F1 {average}", f"{figures[f'tag_f1_{average}']:.3f}")
+                col.metric(f"Tag F1 {average}", f"{figures[f'tag_f1_{average}']:.3f}",
+                           help="On the test split, at the tag threshold beside it (the Tags page shows the "
+                                "validation split's, at the threshold you choose there)")
             cols[3].metric("Tag threshold", f"{figures.get('tag_threshold', DEFAULT_THRESHOLD):.2f}",
                            help="Chosen on the run's validation split: the threshold with the best micro-F1")
     with st.expander("Recipe and files"):
         st.json(run.info().get("recipe", {}))
-        st.caption(f"`{run.path}`")
+        st.caption(f"`{ui.shown_path(run.path, settings)}`")
 
 st.header("Real photos")
 st.caption("How well photos from the real world land in this catalogue. Name a folder of photos with a "
@@ -190,7 +214,7 @@ if measure:
             st.session_state["photo_bench"] = {"model": ws.embedder.key, "folder": folder.strip(),
                                                "figures": figures, "sheet": sheet}
         except (LabelsError, OSError, ValueError, RuntimeError) as exc:
-            st.error(f"**These photos could not be measured.**\n\n{ui.plain(str(exc))}")
+            st.error(f"**These photos could not be measured.**\n\n{ui.plain(ui.without_server_paths(exc, settings))}")
 measured = st.session_state.get("photo_bench")
 if measured and measured["model"] == ws.embedder.key:
     figures = measured["figures"]
@@ -278,7 +302,8 @@ if run_bench:
         save_result(ws, run_retrieval_bench(ws, n_queries=int(n_queries), sweep=sweep, scale=tuple(sorted(scale)),
                                             progress=progress))
     except (MemoryError, OSError, ValueError) as exc:
-        st.error(f"The comparison stopped: {type(exc).__name__}: {exc}. Try fewer queries or a smaller N.")
+        st.error(f"The comparison stopped: {type(exc).__name__}: {ui.without_server_paths(exc, settings)}. "
+                 "Try fewer queries or a smaller N.")
     finally:
         bar.empty()
 

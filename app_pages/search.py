@@ -9,7 +9,7 @@ import streamlit as st
 import ui
 from core.photo.query_steps import QueryError
 from core.search import export
-from core.search.workspace import RERANK_POOL, RERANK_SURE, WORDS_MODES
+from core.search.workspace import HEAD_AND_VOTE, RERANK_POOL, RERANK_SURE, WORDS_MODES
 
 UPLOAD, CAMERA, PASTE, ITEM, WORDS = "Upload a photo", "Take a photo", "Paste a photo", ui.ITEM_QUERY, "Words only"
 WORDS_MODE_LABELS = dict(zip(WORDS_MODES, ("re-rank", "only items that mention them"), strict=True))
@@ -61,9 +61,18 @@ with st.sidebar:
     st.header("Search")
     k = st.slider("Results (top K)", min_value=1, max_value=50, value=10, key="k")
     category = st.selectbox("Only this category", ["All categories", *catalog.categories], key="category")
-    exact = st.toggle("Exact search (brute force)", value=False, key="exact",
-                      help=f"Off: Annoy index ({settings.n_trees} trees, search_k {settings.search_k}). "
-                           "On: compare the query with every item; slower, the ground truth.")
+    served = ws.index_choice
+    if ws.index.name == "exact":  # small enough that the scan is served: the switch compares with the Annoy index
+        switched = st.toggle("Annoy index instead", value=False, key="exact",
+                             help=f"Off: exact search, served here ({served.summary() if served else ''}). "
+                                  f"On: the Annoy index ({settings.n_trees} trees, search_k {settings.search_k}), "
+                                  "approximate, to compare.")
+        exact = False if switched else None
+    else:
+        switched = st.toggle("Exact search (brute force)", value=False, key="exact",
+                             help=f"Off: the served index, {served.summary() if served else ws.index.name}. "
+                                  "On: compare the query with every item; slower, the ground truth.")
+        exact = True if switched else None
     rerank = st.toggle("Predicted category first", value=settings.category_rerank > 0, key="rerank",
                        help="When the model is sure of the photo's category (at least "
                             f"{settings.category_rerank or RERANK_SURE:.0%}), that category's items among the "
@@ -84,6 +93,7 @@ with query_col:
         st.button("Random catalogue item", icon=":material/casino:", on_click=random_item, width="stretch")
         st.image(catalog.thumbnail(row), caption=f"{ui.plain(catalog.items.iloc[row]['id'])} · "
                                                  f"{ui.plain(catalog.items.iloc[row]['category'])}", width=168)
+        ui.garment_colours(catalog.photo_colours(row))
     # the same label, placeholder and help in every mode: the typed words stay when the query mode changes
     typed = st.text_input("Words", key="words", placeholder="blue, zip, fleece",
                           help="Words from the items' names, descriptions, tags, colours and materials: alone "
@@ -123,6 +133,7 @@ with query_col:
                 except QueryError as exc:  # a box dragged down to nothing: say so, keep the uncropped results
                     st.warning(str(exc))
         ui.query_steps(result.steps)
+        ui.garment_colours(result.steps.colours)
 
     if result is not None and result.vector is not None:  # the map page draws the latest query and its neighbours
         label = "your photo" if photo is not None else catalog.items.iloc[state["query_row"]]["id"]
@@ -130,9 +141,10 @@ with query_col:
                               "neighbours": result.hits["row"].tolist()}
     if result is not None and result.predicted:
         top, share = result.predicted[0]
-        voted = ws.category_probs is None
-        st.metric("Predicted category", top, f"{share:.0%} {'of neighbour votes' if voted else 'probability'}",
-                  delta_color="off", delta_arrow="off", help=f"From {result.predicted_by}")
+        unit = ("of neighbour votes" if ws.category_probs is None else
+                "head and votes" if result.predicted_by == HEAD_AND_VOTE else "probability")
+        st.metric("Predicted category", top, f"{share:.0%} {unit}", delta_color="off", delta_arrow="off",
+                  help=f"From {result.predicted_by}")
         st.caption(" · ".join(f"{ui.plain(name)} {value:.0%}" for name, value in result.predicted[1:4]))
         if result.reranked_by:
             st.caption(f":material/sort: Results re-ranked: **{ui.plain(result.reranked_by)}** items first (the "
@@ -141,6 +153,9 @@ with query_col:
         st.metric("Search latency", f"{result.latency_ms:.1f} ms", result.method, delta_color="off",
                   delta_arrow="off")
         st.caption(" · ".join(f"{stage} {ms:.1f} ms" for stage, ms in result.timings_ms.items()))
+        if served is not None and result.method.split(" + ")[0] == ws.index.name:
+            st.caption(f"Served index: {served.label}, recall@10 {served.recall_at_10:.3f} against exact search "
+                       f"(measured on {served.queries} of the catalogue's items when it was chosen).")
 
 with results_col:
     if result is None:

@@ -8,8 +8,10 @@ import streamlit as st
 
 import ui
 from core.search.metrics import label_report, tag_f1
+from core.text.tags import from_photo
 
 UPLOAD, CAMERA, ITEM = "Upload a photo", "Take a photo", "Evaluation item"
+READ_FROM = {True: "the photo", False: "the item's facts"}  # from_photo(family) -> where the tag is read from
 GALLERY = 12
 
 settings = ui.current_settings()
@@ -19,6 +21,9 @@ vocabulary = ws.embedder.heads.tags if ws.embedder.heads is not None else []
 val_rows = ws.validation_rows()
 split_word = "validation" if settings.run else "test"  # a fine-tuned run's own validation split, else the test split
 has_head = ws.category_probs is not None
+families = ws.tag_families  # each tag's family: colour, pattern, garment words, parts, material, climate, gender…
+photo_families = sorted({f for f in families if from_photo(f)})
+fact_families = sorted({f for f in families if not from_photo(f)})
 catalog_has_tags = "tags" in catalog.items.columns
 
 
@@ -68,9 +73,11 @@ prediction = ws.predict(photo) if photo is not None else (ws.predict(row) if row
 with query_col:
     if photo is not None:
         ui.query_steps(prediction.steps)
+        ui.garment_colours(prediction.steps.colours)
     elif row is not None:
         item = catalog.items.iloc[row]
         st.image(catalog.thumbnail(row), caption=f"{ui.plain(item['id'])} · {ui.plain(item['category'])}", width=168)
+        ui.garment_colours(catalog.photo_colours(row))
         if "description" in (details := catalog.details(row)):
             st.caption(f"“{ui.plain(details['description'])}”")
 
@@ -90,25 +97,32 @@ with result_col:
                                                       + ("" if right_first else " (the prediction differs)"))
         if prediction.tags is not None and len(prediction.tags):
             st.subheader("Tags")
+            decided = ws.decide_tags(prediction.tags, threshold)  # an exclusive family (gender) is one choice
+            st.caption(f"Read from the photo: **{', '.join(photo_families) or 'none'}**."
+                       + (f" Facts of the item, rarely visible in a photo and given by its description or the shop's "
+                          f"columns: **{', '.join(fact_families)}**; the model's guess at them is not read from the "
+                          "photo." if fact_families else ""))
             # each tag with where it came from: the shop's own column (colour, material, …) or its description
             sources = [catalog.tag_sources.get(t, "") for t in vocabulary]
             bars = pd.DataFrame({"tag": [ui.plain_html(f"{t} · {s}" if s else t) for t, s in zip(vocabulary, sources,
                                                                                             strict=True)],
-                                 "probability": prediction.tags, "source": sources})
-            bars["predicted"] = np.where(bars["probability"] >= threshold, "predicted", "below threshold")
+                                 "probability": prediction.tags, "source": sources,
+                                 "read from": [READ_FROM[from_photo(f)] for f in families]})
+            bars["predicted"] = np.where(decided, "predicted", "not predicted")
             if row is not None:
                 real_tags = set(catalog.items.iloc[row]["tags"])
                 bars["real"] = ["real tag" if t in real_tags else "" for t in vocabulary]
             bars = bars.sort_values("probability", ascending=False)
             figure = px.bar(bars, x="probability", y="tag", orientation="h", color="predicted",
-                            color_discrete_map={"predicted": "#c2185b", "below threshold": "#cfcfcf"},
-                            height=max(220, 24 * len(bars)), hover_data=[c for c in ("real", "source") if c in bars])
+                            color_discrete_map={"predicted": "#c2185b", "not predicted": "#cfcfcf"},
+                            height=max(220, 24 * len(bars)),
+                            hover_data=[c for c in ("real", "source", "read from") if c in bars])
             figure.add_vline(x=threshold, line_dash="dot")
             figure.update_layout(yaxis={"categoryorder": "total ascending"}, margin=dict(l=0, r=0, t=10, b=0),
                                  legend_title_text="")
             st.plotly_chart(figure, width="stretch", key="tag_bars")
             if row is not None:
-                predicted = {t for t, p in zip(vocabulary, prediction.tags, strict=True) if p >= threshold}
+                predicted = {t for t, chosen in zip(vocabulary, decided, strict=True) if chosen}
                 real_tags = set(catalog.items.iloc[row]["tags"]) & set(vocabulary)
                 marks = [f":green[:material/check: {ui.plain(t)}]" if t in real_tags and t in predicted else
                          (f":red[:material/add: ~~{ui.plain(t)}~~]" if t in predicted else
@@ -124,13 +138,31 @@ predicted_labels = probs.argmax(axis=1)
 true_labels = catalog.labels[val_rows]
 if vocabulary:
     truth = ws.tag_truth()[val_rows] > 0.5
-    guessed = np.asarray(ws.tag_probs())[val_rows] >= threshold
+    guessed = ws.decide_tags(np.asarray(ws.tag_probs())[val_rows], threshold)
     f1 = tag_f1(truth, guessed)
-    cols = st.columns(4)
+    cols = st.columns(5)
     cols[0].metric("Items", f"{len(val_rows):,}", help=split_name)
-    for col, average in zip(cols[1:], ("micro", "macro", "samples"), strict=True):
-        col.metric(f"F1 {average}", f"{f1[f'tag_f1_{average}']:.3f}")
-    st.dataframe(label_report(truth, guessed, vocabulary), hide_index=True, width="stretch", key="tag_report")
+    for col, average in zip(cols[1:4], ("micro", "macro", "samples"), strict=True):
+        col.metric(f"F1 {average}", f"{f1[f'tag_f1_{average}']:.3f}",
+                   help=f"{split_name}, at threshold {threshold:.2f}; the Model & index page gives the test split's")
+    visible = np.array([from_photo(f) for f in families])
+    if visible.any():
+        visible_f1 = tag_f1(truth[:, visible], guessed[:, visible])["tag_f1_micro"]
+        cols[4].metric("F1 micro, from the photo", f"{visible_f1:.3f}",
+                       help=f"{split_name}: only the tags a photo can show ({', '.join(photo_families)})")
+    st.caption(f"Figures on the **{split_name}**, at threshold {threshold:.2f}.")
+    rows_by_family = []
+    for family in dict.fromkeys(families):
+        columns = np.array([f == family for f in families])
+        rows_by_family.append({"family": family, "read from": READ_FROM[from_photo(family)],
+                               "tags": int(columns.sum()),
+                               "F1 micro": tag_f1(truth[:, columns], guessed[:, columns])["tag_f1_micro"]})
+    by_family = pd.DataFrame(rows_by_family)
+    st.dataframe(by_family.sort_values(["read from", "family"], ascending=[False, True]), hide_index=True,
+                 width="stretch", key="tag_families")
+    report = label_report(truth, guessed, vocabulary)
+    report.insert(1, "family", families)
+    st.dataframe(report, hide_index=True, width="stretch", key="tag_report")
 cols = st.columns(2)
 cols[0].metric("Category accuracy", f"{np.mean(predicted_labels == true_labels):.1%}",
                help=f"{len(val_rows):,} items of the {split_name}")
@@ -146,7 +178,7 @@ for i, index in enumerate(sample):
     caption = f"Predicted: {ui.plain(guess)}  \nReal: {ui.plain(real)}"
     if vocabulary:
         scores = np.asarray(ws.tag_probs())[item_row]
-        guessed_tags = [t for t, p in zip(vocabulary, scores, strict=True) if p >= threshold]
+        guessed_tags = [t for t, chosen in zip(vocabulary, ws.decide_tags(scores, threshold), strict=True) if chosen]
         real_tags = ", ".join(catalog.items.iloc[item_row]["tags"])
         caption += f"  \nTags: {ui.plain(', '.join(guessed_tags)) or '—'}  \nReal: {ui.plain(real_tags)}"
     with columns[i % 6]:

@@ -1,6 +1,6 @@
 """Command line: every stage the app runs, scriptable.
 
-    python -m core prepare             fetch the built-in catalogue (set-up time), build embeddings + index
+    python -m core prepare             fetch the built-in catalogue (set-up time), build embeddings + index + map
     python -m core prepare SOURCE      validate and register your own catalogue (folder, CSV/Parquet, DeepFashion)
     python -m core train               fine-tune a backbone (resumes an interrupted run of the same recipe)
     python -m core evaluate --json     test-split figures of the served model (--run ID for a fine-tuned one)
@@ -56,6 +56,8 @@ def _settings_args(parser: argparse.ArgumentParser) -> None:
                         "(default 2000)")
     parser.add_argument("--flip-average", action="store_const", const=True, help="embed every image with its "
                         "mirror image too and average (twice the embedding cost)")
+    parser.add_argument("--shared-weight", type=float, help="weight of the shared-category space in the vectors of "
+                        "a catalogue of a group (the built-in colour ones; default 0.75, 0 = off)")
     parser.add_argument("--category-rerank", type=float, help="put the predicted category's items first when the "
                         "prediction is at least this sure (0 = off, the default)")
     parser.add_argument("--pca-whiten", action="store_const", const=True, help="whiten the PCA (more precise, "
@@ -126,7 +128,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     elif settings.catalog == fashion_mnist.NAME:
         print(f"Fashion-MNIST files: {fashion_mnist.fetch(settings.data_dir)}", file=sys.stderr)
     if not args.data_only:
-        out["workspace"] = Workspace.open(_served(settings), tqdm_progress()).describe()
+        workspace = Workspace.open(_served(settings), tqdm_progress())
+        workspace.prepare_map(tqdm_progress())  # the first Map visit then only reads it
+        out["workspace"] = workspace.describe()
     if out:
         print(json.dumps(out if args.source else out["workspace"], indent=2, default=str))
     return 0
@@ -204,7 +208,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     # a bad file fails before the model loads, and what cannot be an image is refused before it is read
     photo = decode_image(read_image_file(args.photo), name=str(args.photo))
     workspace = Workspace.open(_served(_settings(args)), tqdm_progress())
-    result = workspace.search(photo, k=args.k, exact=args.exact, isolate=args.isolate_photo)
+    result = workspace.search(photo, k=args.k, exact=args.exact or None, isolate=args.isolate_photo)
     print(f"predicted ({result.predicted_by}): {', '.join(f'{c} {p:.0%}' for c, p in result.predicted[:3])}; "
           f"{result.latency_ms:.1f} ms ({result.method})")
     shown = [c for c in ("id", "category", "brand", "price", "split", "score") if c in result.hits.columns]
@@ -343,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     _settings_args(p)
     p.add_argument("photo", type=Path)
     p.add_argument("-k", type=int, default=10)
-    p.add_argument("--exact", action="store_true", help="brute-force search instead of Annoy")
+    p.add_argument("--exact", action="store_true", help="brute-force search instead of the served index")
     p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None, dest="isolate_photo",
                    help="separate the garment from its surroundings first (default: the isolate setting)")
     p.set_defaults(func=cmd_search)

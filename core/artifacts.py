@@ -72,7 +72,7 @@ class DiskFullError(OSError):
 
     def visitor_message(self) -> str:
         """The same without the server's folder: what a dashboard visitor is shown."""
-        return (f"The server's disk is full: {self.what} needs about {human_bytes(self.needed)} and "
+        return (f"The server's disk is full: building {self.what} needs about {human_bytes(self.needed)} and "
                 f"{human_bytes(self.free)} is free. The operator has the details in the server log; try again "
                 "once space is freed.")
 

@@ -16,12 +16,13 @@ ENV_PREFIX = "FVS_"
 ISOLATE_MODES = ("auto", "on", "off")
 INFERENCE_MODES = ("auto", "cuda", "onnx", "torchscript", "eager")
 RUNNERS = ("sequential", "ray")
+INDEX_MODES = ("auto", "exact", "annoy", "hnsw")
 # The smallest value each whole-number setting may take (image_size 0 and workers -1 mean "decide for me").
 SETTING_MINIMUMS = {"catalog_limit": 0, "page_max_items": 0, "image_size": 0, "pca_dim": 0, "pca_min_fit_items": 0,
                     "batch_size": 1,
                     "num_threads": 0, "workers": -1, "n_trees": 1, "search_k": -1, "kmeans_clusters": 1,
                     "kmeans_probe": 1, "pca_search_dim": 1, "hnsw_m": 2, "hnsw_ef_construction": 1,
-                    "hnsw_ef": 1, "ray_shard_rows": 1, "seed": 0}
+                    "hnsw_ef": 1, "ray_shard_rows": 1, "exact_max_items": 0, "seed": 0}
 MAX_IMAGE_SIZE = 1024
 
 
@@ -38,6 +39,10 @@ class Settings:
     runs_dir: Path | None = None  # fine-tuning runs; default <artifacts_dir>/runs
     # Runs that ship with the project (read only): the fine-tuned models of the built-in catalogues.
     shipped_runs_dir: Path = field(default_factory=lambda: _project_root() / "models")
+    # Files the browser fetches on its own: the map's hover thumbnails under <static_dir>/thumbs/<catalogue key>/.
+    # The default is the folder Streamlit serves at app/static/ (.streamlit/config.toml), so `prepare` can make them
+    # before the dashboard starts; another folder still works, without pictures on hover.
+    static_dir: Path = field(default_factory=lambda: _project_root() / "static")
 
     # What is searched.
     # The default demo: real colour photos (core/catalog/builtin.py). "fashion-mnist" is the 70,000-item benchmark
@@ -77,6 +82,11 @@ class Settings:
     # category, but takes ImageNet features from 0.31 to 0.26; against a catalogue of garment photos, which are not
     # cut-outs, it lowered on-model photos from 0.57 to 0.42 (issue 14).
     isolate: str = "auto"
+    # Photos of other styles (core/search/shared_space.py): for a catalogue in a group of the shared category map
+    # (the two built-in colour catalogues), the served vectors blend its own with a discriminant in shared garment
+    # classes fitted on every catalogue of the group: cosine = (1 - w) own + w shared. 0 = off. BENCHMARKS.md,
+    # "Across photo styles", has the sweep that chose 0.75.
+    shared_weight: float = 0.75
     # Every image (catalogue item and query) embedded with its mirror image too, features averaged: a garment
     # photographed facing the other way lands on the same vector. Twice the embedding cost.
     flip_average: bool = False
@@ -98,7 +108,19 @@ class Settings:
     ray_address: str = ""  # the cluster to join ("" = start a local one; "auto" = the one `ray start` made here)
     ray_shard_rows: int = 4096  # rows per shard file: the unit of resume
 
-    # Annoy parameters: see BENCHMARKS.md for the sweep that chose them.
+    # Which index serves searches (core/search/served.py, issue 27): "exact", "annoy", "hnsw", or "auto": exact
+    # search up to ``exact_max_items`` items, Annoy above it with the smallest search_k from ``search_k`` up that
+    # holds recall@10 >= 0.95 on the catalogue's own items, HNSW where Annoy cannot within 2 ms. The Annoy index is
+    # built for every catalogue either way; the HNSW graph only where it is served.
+    # 7,500: the largest size measured (`python -m core bench crossover`, BENCHMARKS.md) where a scan of 512-d
+    # vectors still costs under 1 ms on 2 cores (0.97 ms; 1.7 ms at 10,000, where Annoy at recall 0.95 takes
+    # 0.28 ms); 256-d vectors are cheaper still (0.28 ms at 10,000). Below it exact search is free next to a query's
+    # ~25 ms model forward, and Annoy's 0.2-0.3 ms saving would cost one true neighbour in thirty.
+    index: str = "auto"
+    exact_max_items: int = 7_500
+
+    # Annoy parameters: see BENCHMARKS.md for the sweep that chose them. ``search_k`` is what "annoy" serves and
+    # where "auto" starts its search for enough recall.
     n_trees: int = 32
     search_k: int = 2000
 
@@ -107,7 +129,8 @@ class Settings:
     kmeans_clusters: int = 256
     kmeans_probe: int = 12
     pca_search_dim: int = 64
-    # HNSW (hnswlib) beside Annoy in the lab: graph degree, build-time and query-time candidate lists.
+    # HNSW (hnswlib), served past Annoy's reach and in the lab: graph degree, build-time and query-time candidate
+    # lists ("auto" raises ``hnsw_ef`` where the catalogue needs it for recall@10 >= 0.95).
     hnsw_m: int = 16
     hnsw_ef_construction: int = 200
     hnsw_ef: int = 64
@@ -148,7 +171,7 @@ class Settings:
             problems.append(f"image_size must be at most {MAX_IMAGE_SIZE} (got {self.image_size})")
         if isinstance(self.isolate, str) and self.isolate.lower() not in ISOLATE_MODES:
             problems.append(f"isolate must be one of {', '.join(ISOLATE_MODES)}, not {self.isolate!r}")
-        for name, allowed in (("inference", INFERENCE_MODES), ("runner", RUNNERS)):
+        for name, allowed in (("inference", INFERENCE_MODES), ("runner", RUNNERS), ("index", INDEX_MODES)):
             value = getattr(self, name)
             if isinstance(value, str) and value not in allowed:
                 problems.append(f"{name} must be one of {', '.join(allowed)}, not {value!r}")

@@ -82,6 +82,15 @@ def load_synthetic_untagged(settings: Settings) -> Catalog:
     return catalog
 
 
+@register_source("synthetic-one-tag", "Synthetic shapes with one tag (tests)")
+def load_synthetic_one_tag(settings: Settings) -> Catalog:
+    """A vocabulary of one tag ("round"): the case that broke the Tags page's per-tag report (issue 25)."""
+    catalog = load_synthetic(settings)
+    catalog.items["tags"] = [[t for t in tags if t == "round"] for tags in catalog.items["tags"]]
+    catalog.key = catalog.key.replace("synthetic-", "synthetic-one-tag-")
+    return catalog
+
+
 def tiny_settings(tmp: Path, **changes) -> Settings:
     values = dict(data_dir=tmp / "data", artifacts_dir=tmp / "artifacts", catalog="synthetic",
                   backbone="test_efficientnet", image_size=32, pca_dim=16, pca_min_fit_items=0, n_trees=4, search_k=200,
@@ -106,10 +115,58 @@ def app(tmp_path_factory, monkeypatch):
     root = tmp_path_factory.getbasetemp() / "app-artifacts"
     for name, value in {"CATALOG": "synthetic", "BACKBONE": "test_efficientnet", "IMAGE_SIZE": "32",
                         "PCA_DIM": "16", "PCA_MIN_FIT_ITEMS": "0", "N_TREES": "4", "SEARCH_K": "200",
-                        "ARTIFACTS_DIR": str(root),
-                        "DATA_DIR": str(root / "data")}.items():
+                        "ARTIFACTS_DIR": str(root), "DATA_DIR": str(root / "data"),
+                        "STATIC_DIR": str(root / "static")}.items():
         monkeypatch.setenv(f"FVS_{name}", value)
     return AppTest.from_file(APP, default_timeout=TIMEOUT)
+
+
+BUILTIN_ENV = ("CATALOG", "BACKBONE", "IMAGE_SIZE", "PCA_DIM", "RUN", "N_TREES", "SEARCH_K", "CATALOG_LIMIT",
+               "DATA_DIR")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def thumbnails_outside_the_checkout(tmp_path_factory):
+    """Maps are made by ``prepare`` and by the app's background thread, with their hover thumbnails: in tests those
+    go to a temporary folder, never into the checkout's static/ (the browser test, which needs them served, gives
+    its server the default back)."""
+    import os
+
+    if "FVS_STATIC_DIR" in os.environ:
+        yield
+        return
+    os.environ["FVS_STATIC_DIR"] = str(tmp_path_factory.mktemp("static"))
+    yield
+    os.environ.pop("FVS_STATIC_DIR", None)
+
+
+@pytest.fixture(scope="session")
+def builtin_artifacts(tmp_path_factory) -> Path:
+    """One artifacts folder for every test on the real built-in catalogues, prepared once per test session as
+    ``python -m core prepare`` does on a fresh clone (the default catalogue with its shipped model: embeddings,
+    index, the default map and its thumbnails); what a test opens besides is built there on first use and shared
+    with the tests after it. Its thumbnails go to ``static/`` inside it, not into the checkout."""
+    import os
+
+    from core.search.serving import served_settings
+    from core.search.workspace import Workspace
+
+    root = tmp_path_factory.mktemp("builtin-artifacts")
+    # the defaults a fresh clone has: none of the FVS_* a developer may have exported
+    environ = {k: v for k, v in os.environ.items() if k.removeprefix("FVS_") not in BUILTIN_ENV}
+    settings = served_settings(Settings.from_env(environ, artifacts_dir=root, static_dir=root / "static"))
+    Workspace.open(settings).prepare_map()
+    return root
+
+
+@pytest.fixture
+def builtin_env(builtin_artifacts, monkeypatch) -> Path:
+    """The environment of a fresh clone, with ``builtin_artifacts`` as its artifacts and static folders."""
+    for name in BUILTIN_ENV:
+        monkeypatch.delenv(f"FVS_{name}", raising=False)
+    monkeypatch.setenv("FVS_ARTIFACTS_DIR", str(builtin_artifacts))
+    monkeypatch.setenv("FVS_STATIC_DIR", str(builtin_artifacts / "static"))
+    return builtin_artifacts
 
 
 @pytest.fixture(scope="session")

@@ -50,6 +50,7 @@ def test_home_shows_what_the_app_does_and_the_catalogue(app):
     assert app.title[0].value == "Fashion visual search"
     metrics = {m.label: m.value for m in app.metric}
     assert metrics["Catalogue items"] == "64" and metrics["Categories"] == "4"
+    assert metrics["Served index"] == "exact search"
     assert len(app.get("image")) >= 1  # the category montage
 
 
@@ -81,10 +82,26 @@ def test_exact_switch_changes_the_method(app):
     search_page(app)
     photos, _ = synthetic_photos()
     upload(app, "bar.png", encoded(photos[40]))
+    # 64 items: exact search serves (settings.exact_max_items), and the switch compares it with the Annoy index
+    assert {m.label: m for m in app.metric}["Search latency"].delta == "exact"
+    captions = [c.value for c in app.caption]
+    assert any(c.startswith("Served index: exact search, recall@10 1.000") for c in captions), captions
+    assert app.toggle(key="exact").label == "Annoy index instead"
+    app.toggle(key="exact").set_value(True).run()
     assert {m.label: m for m in app.metric}["Search latency"].delta == "annoy"
+    assert result_images(app) == 10
+
+
+def test_exact_switch_compares_a_served_index_with_exact_search(app, monkeypatch):
+    monkeypatch.setenv("FVS_INDEX", "annoy")
+    search_page(app)
+    photos, _ = synthetic_photos()
+    upload(app, "bar.png", encoded(photos[40]))
+    assert {m.label: m for m in app.metric}["Search latency"].delta == "annoy"
+    assert app.toggle(key="exact").label == "Exact search (brute force)"
+    assert "Annoy (search_k 200)" in app.toggle(key="exact").help
     app.toggle(key="exact").set_value(True).run()
     assert {m.label: m for m in app.metric}["Search latency"].delta == "exact"
-    assert result_images(app) == 10
 
 
 @pytest.mark.parametrize(
@@ -348,3 +365,33 @@ def test_model_page_shows_where_the_model_fails(app):
         rows = np.array(z, dtype=float)
     assert np.allclose(rows.sum(axis=1)[rows.sum(axis=1) > 0], 1.0)  # each row's shares add to 1
     assert any("python -m core bench cross-domain" in i.value for i in app.info)  # not measured in this folder
+
+
+def test_the_maps_first_draw_reads_what_prepare_made(app, monkeypatch, tmp_path):
+    """``python -m core prepare`` makes the default map and its thumbnails (Workspace.prepare_map); the first Map
+    visit then reads them instead of projecting (the page says "cached") or making a thumbnail."""
+    from core.config import Settings
+    from core.search.workspace import Workspace
+
+    monkeypatch.setenv("FVS_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("FVS_STATIC_DIR", str(tmp_path / "static"))
+    ws = Workspace.open(Settings.from_env())
+    emap = ws.prepare_map()
+
+    def cached() -> dict:
+        files = [*ws.store.path.glob("map-*.npz"), *ws.store.path.glob("silhouettes-*.json"),
+                 *ws.thumbnails_folder.glob("*.jpg")]
+        return {p: p.stat().st_mtime_ns for p in files}
+
+    made = cached()
+    assert len(made) == 2 + len(emap.rows) == 2 + len(ws.catalog)  # the map, its silhouettes, a thumbnail per point
+    app.run()
+    app.switch_page("app_pages/map.py").run()
+    assert not app.exception, app.exception
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Projection time"] == "cached"
+    assert float(metrics["Silhouette of the map"]) == pytest.approx(ws.map_silhouettes(emap)[0], abs=5e-4)
+    assert cached() == made  # nothing projected, measured or written again
+    app.toggle(key="map_variance").set_value(True).run()  # the PCA curve, made only when asked
+    assert not app.exception, app.exception
+    assert app.get_by_key("variance_chart")

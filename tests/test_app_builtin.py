@@ -9,18 +9,17 @@ import pytest
 from conftest import APP
 from streamlit.testing.v1 import AppTest
 
-TIMEOUT = 400  # the first open embeds the catalogue (the garment photos: 5,096 at 224 px)
+TIMEOUT = 400  # the shop's first open embeds it (440 photos at 224 px)
 
 
 @pytest.fixture
-def newcomer(tmp_path, monkeypatch) -> AppTest:
-    """Only the artifacts are elsewhere: every other setting is the default a fresh clone has."""
-    monkeypatch.setenv("FVS_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
-    for name in ("CATALOG", "BACKBONE", "IMAGE_SIZE", "PCA_DIM", "RUN"):
-        monkeypatch.delenv(f"FVS_{name}", raising=False)
+def newcomer(builtin_env) -> AppTest:
+    """Only the artifacts are elsewhere (the session's, prepared as `prepare` does on a fresh clone): every other
+    setting is the default a fresh clone has."""
     return AppTest.from_file(APP, default_timeout=TIMEOUT)
 
 
+@pytest.mark.slow
 def test_the_app_opens_on_the_garment_photos_with_their_fine_tuned_model_and_the_shop_shows_tag_sources(newcomer):
     newcomer.run()
     assert not newcomer.exception, newcomer.exception
@@ -28,7 +27,7 @@ def test_the_app_opens_on_the_garment_photos_with_their_fine_tuned_model_and_the
     assert newcomer.selectbox(key="model").value.startswith("run:")  # the shipped run, not ImageNet features
     metrics = {m.label: m.value for m in newcomer.metric}
     assert metrics["Catalogue items"] == "5,096" and metrics["Categories"] == "17"
-    # the same session (one first-start build for both): the shop's Tags page shows each tag with its source
+    # the same session: the shop's Tags page shows each tag with its source
     newcomer.selectbox(key="catalog").set_value("luma-shop").run()
     newcomer.switch_page("app_pages/tags.py").run()
     assert not newcomer.exception, newcomer.exception

@@ -79,9 +79,12 @@ def test_results_read_like_a_shop(tmp_path):
     assert luma.headline(row) == ("Strive Shoulder Pack", "Bags · Black · 32.00")
     assert luma.item_tags(row) == []  # mined from descriptions: the tag head's targets, not shown as facts
     photos = open_catalog(Settings(artifacts_dir=tmp_path, catalog="garment-photos"))
-    kids = int(photos.items["tags"].map(len).to_numpy().argmax())
+    kids = int(photos.items["tags"].map(lambda tags: "kids" in tags).to_numpy().argmax())
     title, facts = photos.headline(kids)
-    assert title == photos.items["category"][kids] and facts == "" and photos.item_tags(kids) == ["kids"]
+    assert title == photos.items["category"][kids] and facts == ""
+    shown = photos.item_tags(kids)  # its own tag, then its colours read from the photo, each with its source
+    assert shown[0] == "kids" and 1 < len(shown) <= 4
+    assert {photos.tag_sources[t] for t in shown[1:]} == {"colour from the photo"}
     assert len(photos.items["id"][kids]) == 8  # a short id, not a 36-character UUID
 
 

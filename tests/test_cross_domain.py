@@ -113,7 +113,7 @@ def test_the_shared_classes_name_real_categories_and_agree_with_the_accepted_map
         # a shared class joins only categories a person accepts for each other in that direction
         together = {c for c in builtin_categories(other) if shared_class(other, c) == shared}
         assert together and together <= set(accepted(name, other, category)), (category, together)
-    assert shared_class(name, "Watches") == "Watches"  # no counterpart: its own class
+    assert shared_class(SHOP, "Watches") == "luma-shop: Watches"  # no counterpart: a class of its own
 
 
 def test_the_benchmark_measures_a_given_run_on_both_targets(tmp_path):
@@ -123,3 +123,91 @@ def test_the_benchmark_measures_a_given_run_on_both_targets(tmp_path):
     assert model_settings(settings, "luma-shop", "served").run == "some-run"
     assert model_settings(settings, "garment-photos", "served").catalog == "garment-photos"
     assert model_settings(settings, "luma-shop", "imagenet").run == ""
+OTHER_STYLE = {"Square": "Box", "Disc": "Circle", "Bar": "Stick", "Ring": "Hoop"}
+
+
+def other_style(seed: int):
+    """The synthetic shapes drawn again (another jitter) under another catalogue's names: a second style."""
+    from conftest import synthetic_arrays
+
+    from core.catalog.base import Catalog
+    from core.photo.domain import FashionMnistDomain
+
+    def load(settings: Settings) -> Catalog:
+        pixels, items = synthetic_arrays(seed)
+        items["category"] = items["category"].map(OTHER_STYLE)
+        return Catalog(name="synthetic-other", key=f"synthetic-other-{seed}", items=items,
+                       categories=list(OTHER_STYLE.values()), domain=FashionMnistDomain(), pixels=pixels)
+
+    return load
+
+
+@pytest.fixture
+def two_styles(monkeypatch):
+    """Two tiny catalogues of one group in the shared category map (one shared class per shape); the second
+    catalogue's loader can be swapped for another drawing of it (``use(seed)``)."""
+    from core.catalog import registry, shared_categories
+
+    def use(seed: int) -> None:
+        monkeypatch.setitem(registry.SOURCES, "synthetic-other", other_style(seed))
+
+    use(1)
+    monkeypatch.setitem(registry.SOURCE_LABELS, "synthetic-other", "Synthetic shapes, another style (tests)")
+    monkeypatch.setitem(shared_categories.SHARED_CLASS, "synthetic", {c: c.lower() for c in OTHER_STYLE})
+    monkeypatch.setitem(shared_categories.SHARED_CLASS, "synthetic-other",
+                        {theirs: ours.lower() for ours, theirs in OTHER_STYLE.items()})
+    monkeypatch.setattr(shared_categories, "SHARED_GROUPS", [("synthetic", "synthetic-other")])
+    return use
+
+
+def test_the_shared_space_blends_own_and_shared_cosines_and_a_photo_finds_its_own_vector(two_styles, tmp_path):
+    settings = tiny_settings(tmp_path).replace(shared_weight=0.75)
+    ws = Workspace.open(settings)
+    assert ws.shared is not None and set(ws.shared.projection.fitted_on) == {"synthetic", "synthetic-other"}
+    own = Workspace.open(settings.replace(shared_weight=0.0))
+    shared = ws.shared.projection(ws.shared.reference_vectors)
+    assert ws.embeddings.shape == (len(own.embeddings), own.embeddings.shape[1] + shared.shape[1])
+    i, j = 3, 40
+    expected = 0.25 * float(own.embeddings[i] @ own.embeddings[j]) + 0.75 * float(shared[i] @ shared[j])
+    assert float(ws.embeddings[i] @ ws.embeddings[j]) == pytest.approx(expected, abs=1e-5)
+    # a query goes through the same two networks and the same blend as the catalogue's items
+    photos, _ = synthetic_photos()
+    assert np.allclose(ws.embed_photo(photos[5])[1], ws.embeddings[5], atol=1e-4)
+    assert ws.describe()["shared_space"]["weight"] == 0.75 and own.shared is None
+    assert own.describe()["shared_space"] is None
+
+
+def test_the_shared_projection_is_keyed_by_every_catalogue_of_its_group(two_styles, tmp_path):
+    settings = tiny_settings(tmp_path).replace(shared_weight=0.5)
+    first = Workspace.open(settings).shared.projection
+    folder = tmp_path / "artifacts" / "shared-projections"
+    assert [p.name for p in folder.glob("*.npz")] == [f"discriminant-{first.key}.npz"]
+    assert Workspace.open(settings).shared.projection.key == first.key  # loaded, not fitted again
+    two_styles(2)  # the other catalogue changes: the projection is fitted again, under another key
+    second = Workspace.open(settings).shared.projection
+    assert second.key != first.key and len(list(folder.glob("*.npz"))) == 2
+    # a catalogue outside every group is served its own vectors
+    from core.catalog import shared_categories
+
+    shared_categories.SHARED_GROUPS = []  # (restored by the fixture's monkeypatch)
+    assert Workspace.open(settings).shared is None
+
+
+def test_with_the_shared_space_a_photo_is_predicted_by_the_head_and_the_vote(two_styles, tmp_path):
+    from test_train import TINY_RECIPE
+
+    from core.search.workspace import HEAD_AND_VOTE
+    from core.training.trainer import train
+
+    settings = tiny_settings(tmp_path).replace(shared_weight=0.75)
+    run = train(settings, TINY_RECIPE.replace(epochs=1))
+    ws = Workspace.open(settings.replace(run=run.id))
+    photo = synthetic_photos()[0][7]
+    result = ws.search(photo, k=10)
+    steps, vector, probs = ws.embed_photo(photo)
+    vote = ws.vote(ws.index.search(vector, 10))
+    assert result.predicted_by == HEAD_AND_VOTE
+    assert dict(result.predicted)[result.predicted[0][0]] == pytest.approx(float(np.max((probs + vote) / 2)))
+    assert np.allclose(ws.predict(photo).categories, (probs + vote) / 2)  # the Tags page agrees with the Search page
+    plain = Workspace.open(settings.replace(run=run.id, shared_weight=0.0))
+    assert plain.search(photo, k=10).predicted_by == "the fine-tuned category head"

@@ -8,6 +8,9 @@ import pytest
 from sklearn.metrics import precision_recall_fscore_support
 
 from core.search.embedding_map import (
+    OTHER,
+    category_groups,
+    category_palette,
     components_for,
     compute_map,
     explained_variance,
@@ -104,3 +107,26 @@ def test_label_report_has_one_row_per_tag_for_one_tag_and_for_none():
     report = label_report(true, predicted, ["kids"])
     assert report.to_dict("records") == [{"label": "kids", "precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}]
     assert label_report(np.zeros((4, 0)), np.zeros((4, 0)), []).empty
+
+
+def contrast_on_white(colour: str) -> float:
+    """WCAG contrast ratio of a ``#rrggbb`` colour against white (1 = invisible, 21 = black)."""
+    channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return 1.05 / (luminance + 0.05)
+
+
+@pytest.mark.parametrize("n", [17, 30])
+def test_the_category_palette_gives_distinct_colours_visible_on_white(n):
+    categories = [f"Category {i}" for i in range(n)]
+    counts = [100 - i for i in range(n)]  # the first are the largest
+    groups, palette = category_groups(categories, counts), category_palette(categories, counts)
+    shown = set(groups.values())
+    assert set(palette) == shown and len(set(palette.values())) == len(shown)  # one distinct colour per group
+    assert min(contrast_on_white(c) for c in palette.values()) >= 3, palette  # WCAG 3:1 for graphics
+    if n <= 24:
+        assert shown == set(categories)  # every category its own colour, none merged
+    else:
+        assert len(shown) == 24 and OTHER in shown
+        assert all(groups[c] == c for c in categories[:23]) and groups[categories[-1]] == OTHER  # the largest kept

@@ -245,7 +245,7 @@ def test_every_page_works_on_read_only_artifacts_and_the_model_page_says_so(tmp_
 
     Workspace.open(tiny_settings(tmp_path / "rw"))
     for name, value in {"CATALOG": "synthetic", "BACKBONE": "test_efficientnet", "IMAGE_SIZE": "32",
-                        "PCA_DIM": "16", "N_TREES": "4", "SEARCH_K": "200", "RUN": "imagenet",
+                        "PCA_DIM": "16", "PCA_MIN_FIT_ITEMS": "0", "N_TREES": "4", "SEARCH_K": "200", "RUN": "imagenet",
                         "ARTIFACTS_DIR": str(read_only(tmp_path / "rw" / "artifacts")),
                         "DATA_DIR": str(tmp_path / "data")}.items():
         monkeypatch.setenv(f"FVS_{name}", value)
@@ -255,6 +255,7 @@ def test_every_page_works_on_read_only_artifacts_and_the_model_page_says_so(tmp_
         app.switch_page(f"app_pages/{page}.py").run()
         assert not app.exception and not app.error, (page, app.exception, [e.value for e in app.error])
     assert any("Served read-only" in info.value for info in app.info)
+    assert app.button(key="train_run").disabled  # a run would write checkpoints there
 
 
 # ------------------------------------------------------------------------------- 3. errors without internals
@@ -271,6 +272,39 @@ def test_an_uncaught_error_is_a_message_and_its_details_go_to_the_log(app, monke
     shown = " ".join(e.value for e in app.error)
     assert "Something went wrong" in shown and "/" not in shown and "Traceback" not in shown
     assert "internal failure" in caplog.text and "Traceback" in caplog.text  # the operator's copy
+
+
+def _shown_text(node) -> str:
+    """Everything an AppTest tree would send to the browser, as text: every element's message, expanders' and
+    tables' contents included (an Arrow table's bytes print their strings readably)."""
+    own = str(node.proto) if getattr(node, "proto", None) is not None else ""
+    return own + "".join(_shown_text(child) for child in getattr(node, "children", {}).values())
+
+
+@pytest.mark.slow
+def test_no_page_shows_a_visitor_the_server_folders(app, tmp_path_factory):
+    """The Model page printed the artifacts folder's absolute path under 'Artifacts on disk' and the Home page under
+    its chart; they now show it relative to the artifacts folder."""
+    import ui
+
+    artifacts = str(tmp_path_factory.getbasetemp() / "app-artifacts")
+    app.run()
+    seen = {}
+    for page in ("home", "search", "browse", "tags", "map", "model"):
+        if page != "home":
+            app.switch_page(f"app_pages/{page}.py").run()
+        assert not app.exception, (page, app.exception)
+        seen[page] = _shown_text(app._tree)
+        assert artifacts not in seen[page] and str(ROOT) not in seen[page], page
+    assert "artifacts/synthetic-" in seen["model"]  # still there, where an operator looks for it
+    settings = tiny_settings(Path(artifacts).parent)
+    assert ui.shown_path(settings.artifacts_dir / "runs" / "r1", settings) == "artifacts/runs/r1"
+    assert ui.shown_path(ROOT / "models" / "shop-run", settings.replace(shipped_runs_dir=ROOT / "models")) == \
+        "models/shop-run"
+    said = ui.without_server_paths(f"No checkpoint at {settings.artifacts_dir}/runs/x/checkpoint-best.pt nor at "
+                                   "/srv/secret/layout/weights.pth; see https://example.org/a/b", settings)
+    assert said == ("No checkpoint at artifacts/runs/x/checkpoint-best.pt nor at …/weights.pth; see "
+                    "https://example.org/a/b")
 
 
 def test_the_shipped_config_shows_visitors_no_error_details():
@@ -318,6 +352,33 @@ def test_absurd_prices_are_flagged_at_prepare_shown_compactly_and_leave_the_slid
     assert 0 <= low < high <= 1e4  # the slider spans the ordinary prices, not 1.797e308
     top = filter_rows(catalog, ItemFilter(price=open_ended((20.0, high), (low, high))))
     assert catalog.items["price"].iloc[top].max() == 1e308  # the outlier is still found from the top end
+
+
+def test_absurd_values_in_other_numeric_columns_are_flagged_and_shown_compactly(tmp_path):
+    """A rating of 1e308, a weight written with 411 digits and a -999999 sentinel are listed with their line and
+    kept; a 13-digit barcode column and a text column with numbers in it are not numbers out of range."""
+    from core.catalog.registry import open_catalog
+
+    huge = "1" + "0" * 410
+    columns = {"rating": ["4", "5", "1e308", "3", "4.5", "4", "-999999", "5"],
+               "weight_g": ["120", huge, "180", "-0", "0.30000000000000004", "150", "140", "160"],
+               "ean": [str(4006381333931 + i) for i in range(7)] + ["12"],
+               "size": ["S", "M", "L", "1e308", "XL", "M", "S", "L"]}
+    source = odd_shop(tmp_path / "shop", **columns)
+    settings = tiny_settings(tmp_path)
+    report = prepare_catalog(SourceSpec(path=str(source)), settings, name="absurd-columns")
+    flagged = report.problems[report.problems["problem"].str.contains("far outside")]
+    assert sorted(zip(flagged["where"], flagged["problem"].str.extract(r"'(\w+)'")[0], strict=True)) == \
+        [("line 3", "weight_g"), ("line 4", "rating"), ("line 8", "rating")], flagged
+    assert not flagged["skipped"].any() and "1.0e410" in " ".join(flagged["problem"])
+    catalog = open_catalog(settings.replace(catalog="absurd-columns"))
+    shown = {column: [catalog.details(row).get(column, "") for row in range(len(catalog))] for column in columns}
+    assert "1.0e410" in shown["weight_g"] and "0" in shown["weight_g"] and "0.30" in shown["weight_g"]
+    assert "120" in shown["weight_g"] and "4.5" in shown["rating"]  # ordinary numbers as the seller wrote them
+    cards = [catalog.headline(row)[1] for row in range(len(catalog))] + [" ".join(catalog.details(row).values())
+                                                                        for row in range(len(catalog))]
+    assert huge not in " ".join(cards) and "-0" not in shown["weight_g"]
+    assert max(len(text) for texts in shown.values() for text in texts) <= 12
 
 
 # ------------------------------------------------------------------------------- 6. recipes and weights files

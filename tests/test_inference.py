@@ -82,6 +82,30 @@ def test_a_network_that_cannot_be_exported_runs_with_torchscript(tmp_path, monke
     assert embedder.features(_batch()).shape[0] == 6
 
 
+def test_after_a_failed_export_the_prepare_summary_names_torchscript(tmp_path, monkeypatch, capsys):
+    """The summary said ``"inference": "onnx"`` after the export had fallen back to TorchScript (issue 29, 9)."""
+    import json
+
+    from core.__main__ import main
+    from core.search.workspace import Workspace
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(runtimes.torch.onnx, "export", refuse)
+    settings = tiny_settings(tmp_path, inference="onnx")
+    with pytest.warns(UserWarning, match="ONNX export failed"):
+        assert main(["prepare", "--catalog", "synthetic", "--backbone", "test_efficientnet", "--image-size", "32",
+                     "--pca-dim", "16", "--pca-min-fit-items", "0", "--n-trees", "4", "--inference", "onnx",
+                     "--run", "imagenet", "--artifacts-dir", str(settings.artifacts_dir),
+                     "--data-dir", str(settings.data_dir)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["inference"] == "torchscript"
+    with pytest.warns(UserWarning, match="ONNX export failed"):
+        assert Workspace.open(settings).describe()["inference"] == "torchscript"
+    assert not list((tmp_path / "artifacts" / "onnx").glob("*.onnx"))  # nothing exported was cached either
+
+
 def test_a_bad_runtime_name_is_refused_when_the_settings_are_made(tmp_path):
     with pytest.raises(ValueError, match="inference must be one of auto, cuda, onnx, torchscript, eager"):
         tiny_settings(tmp_path, inference="tensorrt")

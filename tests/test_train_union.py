@@ -75,6 +75,7 @@ def shared_names(monkeypatch):
     one is opened under its grouped variant (its name stays "synthetic")."""
     from core.catalog import registry
 
+    monkeypatch.setitem(SHARED_CLASS, FLAT, {shape: shape for shape in SHAPES})
     monkeypatch.setitem(SHARED_CLASS, WORN, {v: k for k, v in WORN_NAMES.items()})
     monkeypatch.setitem(registry.SOURCES, FLAT, registry.SOURCES[FLAT + "-grouped"])
 
@@ -271,3 +272,17 @@ def test_a_shared_class_head_maps_back_to_a_catalogues_categories_by_their_share
     features = np.array([[np.log(3.0), 0.0]], np.float32)  # p(tee) = 0.75, p(pants) = 0.25
     assert np.allclose(mapped.category_probs(features), [[0.5625, 0.1875, 0.25, 0.0]], atol=1e-6)
     assert mapped.categories == ["T-Shirt", "Polo", "Pants", "Dress"] and mapped.source == "mapped"
+
+
+def test_a_union_run_is_served_without_the_discriminants_blend(tmp_path, monkeypatch):
+    """A run trained on a group's catalogues together learned its own shared space: the ImageNet discriminant of
+    core.search.shared_space is not blended into its vectors (its figures were measured without), while the same
+    catalogue's ImageNet features still get it."""
+    from core.catalog import shared_categories
+
+    monkeypatch.setattr(shared_categories, "SHARED_GROUPS", [(FLAT, WORN)])
+    settings = union_settings(tmp_path).replace(shared_weight=0.75)
+    run = train(settings, RECIPE.replace(epochs=1))
+    member = settings.replace(catalog=WORN)
+    assert Workspace.open(member.replace(run=run.id)).shared is None
+    assert Workspace.open(member).shared is not None

@@ -29,6 +29,8 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
     Benchmark("search", "core.bench.search", "cold build, warm load, query latency, recall and precision (default)"),
     Benchmark("retrieval", "core.bench.retrieval", "exact, K-Means, PCA, Annoy and HNSW side by side; Annoy and "
               "HNSW sweeps; scale curve"),
+    Benchmark("crossover", "core.bench.crossover", "exact against Annoy at recall 0.95 by catalogue size: where "
+              "the served index switches (exact_max_items)"),
     Benchmark("load", "core.bench.load", "concurrent searches on one shared Workspace"),
     Benchmark("map", "core.bench.map", "UMAP time, cold and warm, and silhouettes"),
     Benchmark("embed", "core.bench.embed", "where a photo catalogue's embedding time goes; each runtime and decode "
@@ -39,6 +41,8 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
     Benchmark("photos", "core.bench.photos", "real photos (DIR with labels.csv) against their labels, contact sheet"),
     Benchmark("cross-domain", "core.bench.cross_domain", "held-out photos of one catalogue searched against the other "
               "(both directions) and in third styles no fit has seen; served model and ImageNet features"),
+    Benchmark("colour", "core.bench.colour", "garment colours read from the pixels against the shop's colour column; "
+              "their cost; contact sheets"),
     Benchmark("hostile", "core.bench.hostile", "peak memory under inputs that used to exhaust it"),
 )}
 DEFAULT = "search"  # `python -m core bench` with no name

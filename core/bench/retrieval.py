@@ -6,6 +6,10 @@ an Annoy sweep over ``n_trees`` × ``search_k``, an HNSW sweep over ``M`` × ``e
 settings), and a scale curve at larger N (real vectors where the catalogue has that many, otherwise vectors drawn
 from per-category Gaussians fitted to the real ones, labelled ``synthetic``). The result is one JSON document,
 also stored beside the model's artifacts so the Model page can show it.
+
+``--methods`` picks which are built; ``served`` (not in the default five) is what ``Settings.index`` would serve
+at that size (core/search/served.py: Annoy built, then exact, Annoy at a chosen ``search_k``, or HNSW), its build
+seconds being Annoy's build plus the choice (HNSW's build included where it was chosen).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from core.search.index import (
     l2_normalize,
 )
 from core.search.metrics import average_precision_at_k, nearest, precision_at_k, recall_at_k
+from core.search.served import choose_index
 from core.search.workspace import Workspace
 
 K = 10
@@ -40,6 +45,8 @@ SWEEP_TREES = (8, 16, 32, 64)
 SWEEP_SEARCH_K = (250, 500, 1000, 2000, 4000, 8000)
 SWEEP_M = (8, 16, 32)
 SWEEP_EF = (16, 32, 64, 128, 256)  # from the first power of two above the K + 1 = 11 neighbours measure() asks
+METHODS = ("exact", "kmeans", "pca", "annoy", "hnsw")  # the lab's default; "served" on request
+ALL_METHODS = (*METHODS, "served")
 RESULT_FILE = "retrieval.json"
 SERVED = True  # measures the catalogue's served model
 
@@ -77,13 +84,17 @@ def measure(searcher: Searcher, vectors: np.ndarray, labels: np.ndarray, queries
     }
 
 
-def build_methods(vectors: np.ndarray, settings, directory: Path,
-                  n_clusters: int | None = None) -> dict[str, tuple[Searcher, float, float]]:
-    """{method: (searcher, build seconds, bytes on disk)}; files are written under ``directory``."""
+def build_methods(vectors: np.ndarray, settings, directory: Path, n_clusters: int | None = None,
+                  methods: tuple[str, ...] = METHODS, choices: dict | None = None
+                  ) -> dict[str, tuple[Searcher, float, float]]:
+    """{method: (searcher, build seconds, bytes on disk)} for each of ``methods``; files are written under
+    ``directory``. The served method's ``IndexChoice`` goes into ``choices`` (when given) under "served"."""
     directory.mkdir(parents=True, exist_ok=True)
     built: dict[str, tuple[Searcher, float, float]] = {}
 
     def timed(name: str, make: Callable[[], Searcher], path: Path, save: Callable[[Searcher, Path], None]) -> None:
+        if name not in methods:
+            return
         started = time.perf_counter()
         searcher = make()
         seconds = time.perf_counter() - started
@@ -99,16 +110,34 @@ def build_methods(vectors: np.ndarray, settings, directory: Path,
     timed("pca", lambda: PCASearcher.build(vectors, settings.pca_search_dim, settings.seed),
           directory / "pca.npz", lambda s, p: s.save(p))
 
-    annoy_path = directory / f"annoy-{settings.n_trees}.ann"
-    started = time.perf_counter()
-    with atomic_path(annoy_path) as tmp:
-        AnnoySearcher.build(vectors, tmp, settings.n_trees, seed=settings.seed)
-    seconds = time.perf_counter() - started
-    built["annoy"] = (AnnoySearcher.load(annoy_path, vectors, settings.search_k), seconds, annoy_path.stat().st_size)
+    if "annoy" in methods or "served" in methods:
+        annoy_path = directory / f"annoy-{settings.n_trees}.ann"
+        started = time.perf_counter()
+        with atomic_path(annoy_path) as tmp:
+            AnnoySearcher.build(vectors, tmp, settings.n_trees, seed=settings.seed)
+        annoy_s = time.perf_counter() - started
+        annoy = AnnoySearcher.load(annoy_path, vectors, settings.search_k)
+        if "annoy" in methods:
+            built["annoy"] = (annoy, annoy_s, annoy_path.stat().st_size)
 
     timed("hnsw", lambda: HNSWSearcher.build(vectors, settings.hnsw_m, settings.hnsw_ef_construction,
                                              settings.hnsw_ef, settings.seed),
           directory / f"hnsw-{settings.hnsw_m}.bin", lambda s, p: s.save(p))
+
+    if "served" in methods:
+        hnsw_path = directory / f"served-hnsw-{settings.hnsw_m}.bin"
+
+        def build_hnsw() -> HNSWSearcher:
+            graph = HNSWSearcher.build(vectors, settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef,
+                                       settings.seed)
+            graph.save(hnsw_path)
+            return graph
+
+        choice, searcher = choose_index(vectors, settings, annoy, build_hnsw)
+        disk = annoy_path.stat().st_size + (hnsw_path.stat().st_size if hnsw_path.exists() else 0)
+        built["served"] = (searcher, annoy_s + choice.seconds, disk)
+        if choices is not None:
+            choices["served"] = choice
     return built
 
 
@@ -170,7 +199,7 @@ def synthetic_like(vectors: np.ndarray, labels: np.ndarray, n: int, seed: int) -
 
 
 def scale_curve(vectors: np.ndarray, labels: np.ndarray, settings, sizes: tuple[int, ...], directory: Path,
-                n_queries: int, progress: Progress = no_progress) -> list[dict]:
+                n_queries: int, progress: Progress = no_progress, methods: tuple[str, ...] = METHODS) -> list[dict]:
     rows = []
     for step, n in enumerate(sizes):
         if n <= len(vectors):
@@ -183,17 +212,31 @@ def scale_curve(vectors: np.ndarray, labels: np.ndarray, settings, sizes: tuple[
         truth = truth_top_k(data, queries)
         # Clusters grow like sqrt(N) so that each probe scans a comparable share of the data.
         clusters = max(16, int(4 * np.sqrt(n)))
-        for method, (searcher, build_s, disk) in build_methods(data, settings, directory / f"n{n}", clusters).items():
+        choices: dict = {}
+        built = build_methods(data, settings, directory / f"n{n}", clusters, methods, choices)
+        for method, (searcher, build_s, disk) in built.items():
             figures = measure(searcher, data, data_labels, queries, truth)
             rows.append({"n": n, "method": method, "source": source, "build_s": round(build_s, 2),
-                         "disk_mb": _mb(disk), "memory_mb": _mb(searcher.memory_bytes), **figures})
+                         "disk_mb": _mb(disk), "memory_mb": _mb(searcher.memory_bytes), **figures,
+                         **_served_figures(method, choices)})
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # a long curve's rows as they come
+        del built
         progress("Scale curve", step + 1, len(sizes))
     return rows
 
 
+def _served_figures(method: str, choices: dict) -> dict:
+    """What the served method chose at this size, and what the choice measured on its own sample."""
+    if method != "served":
+        return {}
+    choice = choices["served"]
+    return {"index": choice.label, "choice_recall_at_10": choice.recall_at_10, "choice_p50_ms": choice.p50_ms,
+            "choice_reason": choice.reason}
+
+
 def run_retrieval_bench(workspace: Workspace, n_queries: int = 500, sweep: bool = True,
                         scale: tuple[int, ...] = (10_000, 100_000, 1_000_000),
-                        progress: Progress = no_progress) -> dict:
+                        progress: Progress = no_progress, methods: tuple[str, ...] = METHODS) -> dict:
     settings = workspace.settings
     vectors = np.ascontiguousarray(workspace.embeddings, dtype=np.float32)
     labels = workspace.catalog.labels.astype(np.int64)
@@ -215,19 +258,23 @@ def run_retrieval_bench(workspace: Workspace, n_queries: int = 500, sweep: bool 
     }
     with tempfile.TemporaryDirectory(dir=settings.artifacts_dir) as tmp:
         lab = Path(tmp)
-        built = build_methods(vectors, settings, lab / "catalogue")
+        choices: dict = {}
+        built = build_methods(vectors, settings, lab / "catalogue", methods=methods, choices=choices)
         for done, (name, (searcher, build_s, disk)) in enumerate(built.items(), start=1):
             result["methods"][name] = {"build_s": round(build_s, 3), "disk_mb": _mb(disk),
                                        "memory_mb": _mb(searcher.memory_bytes),
-                                       **measure(searcher, vectors, labels, queries, truth)}
+                                       **measure(searcher, vectors, labels, queries, truth),
+                                       **_served_figures(name, choices)}
             progress("Comparing methods", done, len(built))
-        exact_p50 = result["methods"]["exact"]["p50_ms"]
+        del built
+        exact_p50 = result["methods"].get("exact", {}).get("p50_ms")
         for figures in result["methods"].values():
-            figures["speedup_vs_exact"] = round(exact_p50 / max(figures["p50_ms"], 1e-9), 1)
+            if exact_p50 is not None:
+                figures["speedup_vs_exact"] = round(exact_p50 / max(figures["p50_ms"], 1e-9), 1)
         if sweep:
             result["annoy_sweep"] = annoy_sweep(vectors, queries, truth, labels, lab, settings.seed, progress)
             result["hnsw_sweep"] = hnsw_sweep(vectors, queries, truth, labels, settings, progress)
-        result["scale"] = scale_curve(vectors, labels, settings, scale, lab, min(n_queries, 200), progress)
+        result["scale"] = scale_curve(vectors, labels, settings, scale, lab, min(n_queries, 200), progress, methods)
     return result
 
 
@@ -237,14 +284,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the sweeps (Annoy n_trees × search_k, HNSW M × ef)")
     parser.add_argument("--scale", default="10000,100000,1000000",
                         help="comma-separated N for the scale curve ('' to skip)")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"comma-separated, of {', '.join(ALL_METHODS)}; served: what Settings.index serves")
 
 
 def main(args: argparse.Namespace, settings: Settings, progress: Progress) -> dict:
     """The figures, also saved beside the model's artifacts for the Model page."""
     workspace = Workspace.open(settings, progress)
     scale = tuple(int(n) for n in args.scale.split(",") if n) if args.scale else ()
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    unknown = sorted(set(methods) - set(ALL_METHODS))
+    if unknown:
+        raise SystemExit(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(ALL_METHODS)}")
     results = run_retrieval_bench(workspace, n_queries=args.queries, sweep=not args.no_sweep, scale=scale,
-                                  progress=progress)
+                                  progress=progress, methods=methods)
     print(f"saved for the Model page: {save_result(workspace, results)}", file=sys.stderr)
     return results
 

@@ -12,13 +12,17 @@ import pandas as pd
 from PIL import Image
 
 from core.catalog.item_files import FileImages
-from core.catalog.sources import compact_number
+from core.catalog.sources import compact_number, shown_text
+from core.photo.colour import TAG_SOURCE, GarmentColours, garment_colours
 from core.photo.decode import ImageDecodeError
 from core.photo.domain import Domain
+from core.text import tags
 
+# Each item's colours as read from its photo by prepare (core.photo.colour): a list of basic colour terms.
+PHOTO_COLOURS = "photo_colours"
 # What the catalogue itself uses; any other column of a user's table is shown as it is (Catalog.details).
 OWN_COLUMNS = {"id", "path", "label", "category", "split", "group", "tags", "brand", "price", "description",
-               "member", "member_category", "member_row"}
+               PHOTO_COLOURS, "member", "member_category", "member_row"}
 
 
 @dataclass
@@ -77,7 +81,9 @@ class Catalog:
         """What a shop shows beside an item, where the catalogue has it: brand, price, description, and the
         source's own extra columns (colour, material, …) by name."""
         item = self.items.iloc[row]
-        out = {name: item[name] for name in (*self.extra_columns(), "brand", "description")
+        extras = self.extra_columns()  # a seller's own columns: a number in them is shown compactly
+        out = {name: shown_text(item[name]) if name in extras else item[name]
+               for name in (*extras, "brand", "description")
                if name in item.index and isinstance(item[name], str) and item[name]}
         if "price" in item.index and pd.notna(item["price"]):
             out["price"] = compact_number(item["price"])  # 1e308 as 1.0e308, never 411 digits
@@ -93,12 +99,29 @@ class Catalog:
         return name or category, " · ".join(facts)
 
     def item_tags(self, row: int) -> list[str]:
-        """The item's own tags (a shop's flags, "kids") as the catalogue gives them; none when they were mined
-        from its description (those are the tag head's training targets, not facts about the item)."""
-        if "tags" not in self.items.columns or self.tags_mined:
+        """The item's own tags (a shop's flags, "kids", its colours read from its photo) as the catalogue gives
+        them; of tags mined from its description, none (those are the tag head's training targets, not facts about
+        the item)."""
+        if "tags" not in self.items.columns:
             return []
         value = self.items.iloc[row]["tags"]
-        return [str(t) for t in value] if value is not None and not isinstance(value, str) else []
+        own = [str(t) for t in value] if value is not None and not isinstance(value, str) else []
+        return [t for t in own if self.tag_sources.get(t) == TAG_SOURCE] if self.tags_mined else own
+
+    def photo_colours(self, row: int) -> GarmentColours | None:
+        """The item's colours read from its photo, with their swatches (named again from the photo: the same
+        function ``prepare`` stored the names of, a few milliseconds); None for a catalogue prepared without them
+        (Fashion-MNIST, a catalogue prepared before colours were read)."""
+        if PHOTO_COLOURS not in self.items.columns:
+            return None
+        return garment_colours(self.image(row))
+
+    def trained_tags(self) -> list[str]:
+        """The tags a tag head learns: every tag but the colours read from the photos. Those are computed from the
+        pixels wherever they are needed (an upload gets them the same way), so a head would only learn to copy a
+        rule; leaving them out also keeps the vocabulary, and with it the checkpoints, of the runs trained before
+        colours were read."""
+        return [t for t in tags.vocabulary(self.items) if self.tag_sources.get(t) != TAG_SOURCE]
 
     def extra_columns(self) -> list[str]:
         """Columns a source brought beyond the ones the catalogue itself uses."""

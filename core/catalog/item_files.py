@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from core.catalog.sources import resolved_path
+from core.photo.colour import garment_colours
 from core.photo.decode import WORKING_SIZE, ImageDecodeError, decode_image, read_image_file
 from core.photo.domain import Domain
 
@@ -38,13 +39,16 @@ def load_photo(path: str, box: tuple[int, int, int, int] | None = None, min_side
     # "pad": a strip ``prepare`` was told to keep (--keep-odd-shapes) is padded, so it costs what a photo costs
     image = decode_image(data, name=path, draft_to=_draft_side(min_side, header_size, box) if min_side else
                          WORKING_SIZE, odd_shapes="pad")
-    if boxed:
-        scale = image.width / header_size[0]  # decode_image shrinks large photos
-        x1, y1, x2, y2 = (round(v * scale) for v in box)
-        x2, y2 = min(x2, image.width), min(y2, image.height)
-        if x2 - x1 >= 2 and y2 - y1 >= 2:
-            image = image.crop((x1, y1, x2, y2))
-    return image
+    return cropped_to_box(image, box, header_size) if boxed else image
+
+
+def cropped_to_box(image: Image.Image, box: tuple[int, int, int, int], stored_size: tuple[int, int]) -> Image.Image:
+    """The decoded ``image`` cropped to ``box``, given in the pixels of the file (``stored_size``): decode_image
+    shrinks large photos and decodes JPEGs at reduced scale. A box of less than 2 pixels leaves the image whole."""
+    scale = image.width / stored_size[0]
+    x1, y1, x2, y2 = (round(v * scale) for v in box)
+    x2, y2 = min(x2, image.width), min(y2, image.height)
+    return image.crop((x1, y1, x2, y2)) if x2 - x1 >= 2 and y2 - y1 >= 2 else image
 
 
 def _stored_size(data: bytes) -> tuple[int, int]:
@@ -130,26 +134,37 @@ class ItemDataset(torch.utils.data.Dataset):
         return self.images.item(self.start + i)
 
 
-def check_image(path: str, keep_odd_shapes: bool = False) -> str:
-    """"" when the file decodes as an image, else the reason (what ``prepare`` lists). A 1×1 dot or a 20000×20
-    strip decodes, but it is no garment photo, and such items ranked top for most queries: refused too, unless
-    ``keep_odd_shapes``."""
+def check_and_name_colours(path: str, box: tuple[int, int, int, int] | None = None, colours: bool = False,
+                           keep_odd_shapes: bool = False) -> tuple[str, tuple[str, ...]]:
+    """("" or why the file cannot be used, the garment's colour names). A 1×1 dot or a 20000×20 strip decodes, but
+    it is no garment photo, and such items ranked top for most queries: refused too, unless ``keep_odd_shapes``.
+    The colours are read from the image the check has just decoded (inside the item's box, if it has one), so
+    naming them costs no second decode."""
     name = path.rsplit("/", 1)[-1]
     try:
-        decode_image(read_image_file(path, name), name=name, odd_shapes="pad" if keep_odd_shapes else "refuse")
-        return ""
+        data = read_image_file(path, name)
+        image = decode_image(data, name=name, odd_shapes="pad" if keep_odd_shapes else "refuse")
     except ImageDecodeError as exc:
-        return str(exc).split(" Please ")[0]  # the upload advice does not apply to a catalogue file
+        return str(exc).split(" Please ")[0], ()  # the upload advice does not apply to a catalogue file
     except OSError as exc:
-        return f"cannot be read ({exc.strerror or exc})"
+        return f"cannot be read ({exc.strerror or exc})", ()
+    if not colours:
+        return "", ()
+    if box is not None and min(box) >= 0:
+        image = cropped_to_box(image, box, _stored_size(data))
+    return "", garment_colours(image).names
 
 
 class CheckDataset(torch.utils.data.Dataset):
-    def __init__(self, paths: list[str], keep_odd_shapes: bool = False):
-        self.paths, self.keep_odd_shapes = paths, keep_odd_shapes
+    """Each file checked (and, with ``colours``, its garment's colours named) in a DataLoader worker."""
+
+    def __init__(self, paths: list[str], boxes: np.ndarray | None = None, colours: bool = False,
+                 keep_odd_shapes: bool = False):
+        self.paths, self.boxes, self.colours, self.keep_odd_shapes = paths, boxes, colours, keep_odd_shapes
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> str:
-        return check_image(self.paths[i], self.keep_odd_shapes)
+    def __getitem__(self, i: int) -> tuple[str, tuple[str, ...]]:
+        box = tuple(int(v) for v in self.boxes[i]) if self.boxes is not None else None
+        return check_and_name_colours(self.paths[i], box, self.colours, self.keep_odd_shapes)

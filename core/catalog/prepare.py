@@ -2,8 +2,9 @@
 writes; ``core.catalog.prepared_layout`` reads what it wrote, and ``core.catalog.registry`` is the door every
 catalogue is opened through).
 
-Preparing reads the source (``core.catalog.sources``), opens every image once to list the unreadable ones, mines tags
-from descriptions when the source has no tags (``core.text.tags``), and writes ``<artifacts>/catalogs/<name>/``:
+Preparing reads the source (``core.catalog.sources``), opens every image once to list the unreadable ones and to name
+its garment's colours from its pixels (``core.photo.colour``), mines tags from descriptions when the source has no
+tags (``core.text.tags``), and writes ``<artifacts>/catalogs/<name>/``:
 ``items.parquet`` (the usable items), ``problems.csv`` (every entry skipped or repaired, with its row and reason)
 and ``catalog.json`` (the source spec, the counts and the tag vocabulary), the last one written last, so a
 prepare that is killed leaves no half catalogue behind. Images stay where they are.
@@ -25,10 +26,12 @@ import torch
 
 from core import locks
 from core.artifacts import atomic_path, file_checksum
+from core.catalog.base import PHOTO_COLOURS
 from core.catalog.builtin import builtin_names
 from core.catalog.item_files import CheckDataset
 from core.catalog.prepared_layout import MAX_PHOTO_SIZE, MIN_PHOTO_SIZE, catalogs_dir, prepared_info, prepared_names
 from core.catalog.sources import (
+    BOX,
     TABLE_SUFFIXES,
     CatalogError,
     Problem,
@@ -40,6 +43,7 @@ from core.catalog.sources import (
 from core.catalog.sources import problems_frame as frame_of
 from core.config import Settings
 from core.locks import die_with_parent
+from core.photo import colour
 from core.progress import Progress, no_progress
 from core.text import tags
 
@@ -172,9 +176,12 @@ def _prepare(spec: SourceSpec, settings: Settings, name: str, photo_size: int, w
              strict: bool, max_items: int, extra_info: dict | None, keep_odd_shapes: bool = False) -> PrepareReport:
     source = read_source(spec, max_items=max_items)
     items, problems = source.items, list(source.problems)
-    unreadable = check_images(items["path"].tolist(), workers, progress, keep_odd_shapes)
+    boxes = items[BOX].to_numpy(np.int64) if set(BOX) <= set(items.columns) else None
+    unreadable, colours = check_images(items["path"].tolist(), workers, progress, keep_odd_shapes, boxes=boxes,
+                                       colours=True)
     for row, reason in unreadable.items():
         problems.append(Problem(str(items.iloc[row]["where"]), as_given(items.iloc[row]["path"], spec), reason))
+    items[PHOTO_COLOURS] = [list(names) for names in colours]
     items = items.drop(index=items.index[list(unreadable)]).reset_index(drop=True).drop(columns="where")
     if strict and problems:
         raise CatalogError(f"{len(problems)} entries had problems, and strict checking is on; nothing was "
@@ -196,6 +203,7 @@ def _prepare(spec: SourceSpec, settings: Settings, name: str, photo_size: int, w
     tag_sources = {tag: "description" if tags_mined else "tags" for tag in vocabulary}
     if spec.tag_columns:
         vocabulary, tag_sources = _add_column_tags(items, spec.tag_columns, vocabulary, tag_sources)
+    vocabulary, tag_sources = _add_photo_colour_tags(items, vocabulary, tag_sources)
     categories = sorted(items["category"].unique())
     if len(categories) > MAX_CATEGORIES:
         raise CatalogError(f"{spec.path} has {len(categories):,} categories; a catalogue may have up to "
@@ -212,7 +220,7 @@ def _prepare(spec: SourceSpec, settings: Settings, name: str, photo_size: int, w
     report = PrepareReport(name, items, problems_frame, vocabulary, target)
     info = {"name": name, "layout": source.layout, "source": spec.as_dict(), "photo_size": photo_size,
             "categories": categories, "items": len(items), "tags": vocabulary, "tags_mined": tags_mined,
-            "tag_sources": tag_sources,
+            "tag_sources": tag_sources, "colour_version": colour.COLOUR_VERSION,
             "problems": len(problems),
             "prepared": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "checksums": {"items.parquet": file_checksum(target / "items.parquet")}, **(extra_info or {})}
@@ -249,6 +257,22 @@ def _add_column_tags(items: pd.DataFrame, columns: tuple[str, ...], vocabulary: 
     return vocabulary, {t: column_of[t] if t in kept else sources.get(t, "tags") for t in vocabulary}
 
 
+def _add_photo_colour_tags(items: pd.DataFrame, vocabulary: list[str],
+                           sources: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """Each item's colours read from its photo (``PHOTO_COLOURS``) join its tags ("Blue · colour from the photo"),
+    unless the source already names colours among its tags (a shop's colour column, colours mined from its
+    descriptions): the source's own word is kept as the truth, and two tags named "Blue" from two sources would
+    make a filter and the tag head's targets ambiguous. The photo's colours stay in their column either way."""
+    if any(colour.is_colour_word(tag) for tag in vocabulary):
+        return vocabulary, sources
+    given = items["tags"].tolist() if "tags" in items.columns else [[] for _ in range(len(items))]
+    named = [[colour.tag_of(term) for term in terms] for terms in items[PHOTO_COLOURS]]
+    items["tags"] = [list(dict.fromkeys([*(mine if mine is not None else []), *extra]))
+                     for mine, extra in zip(given, named, strict=True)]
+    added = sorted({tag for tags_of_item in named for tag in tags_of_item} - set(vocabulary))
+    return sorted({*vocabulary, *added}), {**sources, **{tag: colour.TAG_SOURCE for tag in added}}
+
+
 def _first(problems: list[Problem], n: int = 5) -> str:
     return "; ".join(f"{p.where}: {p.problem}" for p in problems[:n])
 
@@ -264,16 +288,23 @@ def as_given(path: str, spec: SourceSpec) -> str:
         return path
 
 
-def check_images(paths: list[str], workers: int, progress: Progress = no_progress,
-                 keep_odd_shapes: bool = False) -> dict[int, str]:
-    """Decode every image once, in worker processes: {row: reason} for those that cannot be used."""
-    loader = torch.utils.data.DataLoader(CheckDataset(paths, keep_odd_shapes), batch_size=64, num_workers=workers,
-                                         collate_fn=list, worker_init_fn=die_with_parent)
+def check_images(paths: list[str], workers: int, progress: Progress = no_progress, keep_odd_shapes: bool = False,
+                 boxes: np.ndarray | None = None, colours: bool = False
+                 ) -> tuple[dict[int, str], list[tuple[str, ...]]]:
+    """Decode every image once, in worker processes: ({row: reason} for those that cannot be used, each image's
+    garment colours, named from the decoded pixels when ``colours``; none for an unusable one)."""
+    if colours:
+        colour.naming_table()  # built once here, inherited by the forked workers instead of once in each
+    loader = torch.utils.data.DataLoader(CheckDataset(paths, boxes, colours, keep_odd_shapes), batch_size=64,
+                                         num_workers=workers, collate_fn=list, worker_init_fn=die_with_parent)
     bad: dict[int, str] = {}
+    named: list[tuple[str, ...]] = []
     done = 0
-    progress("Checking images", 0, len(paths))
+    stage = "Checking images and naming their colours" if colours else "Checking images"
+    progress(stage, 0, len(paths))
     for batch in loader:
-        bad.update({done + i: reason for i, reason in enumerate(batch) if reason})
+        bad.update({done + i: reason for i, (reason, _) in enumerate(batch) if reason})
+        named += [names for _, names in batch]
         done += len(batch)
-        progress("Checking images", done, len(paths))
-    return bad
+        progress(stage, done, len(paths))
+    return bad, named

@@ -17,6 +17,7 @@ from core.catalog.base import Catalog
 from core.catalog.builtin import BUILTINS, PHOTO_SIZE, Builtin, builtin_names, shipped_key
 from core.catalog.sources import CatalogError, SourceSpec
 from core.config import Settings
+from core.photo.colour import COLOUR_VERSION
 from core.threads import loader_workers
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,10 @@ def _open_builtin(settings: Settings, builtin: Builtin) -> Catalog:
                                 workers=loader_workers(settings), builtin=True, extra_info={"shipped_key": key})
 
     try:
-        current = prepared_layout.prepared_info(settings, builtin.name).get("shipped_key") == key
+        info = prepared_layout.prepared_info(settings, builtin.name)
+        # The colours read from the photos are not part of the key (they do not change what the model sees, and
+        # the shipped models are found by it): a copy prepared by an older colour naming is prepared again.
+        current = info.get("shipped_key") == key and info.get("colour_version") == COLOUR_VERSION
     except (OSError, ValueError):
         current = False
     if not current:

@@ -9,6 +9,10 @@ are written per direction because acceptance is not symmetric: a shop's "Tanks" 
 
 Categories with no counterpart are left out of a direction with the reason in ``LEFT_OUT``; a test checks that every
 category of both built-in catalogues is either mapped or left out with a reason.
+
+``SHARED_CLASS`` is the other use of the map: one class per garment, whatever the catalogue calls it, so that a
+projection fitted on several catalogues (``core.search.shared_space``), or a network trained on them together
+(``core.catalog.union``), learns that a phone photo of a T-shirt and a shop's Tee are one thing. Catalogues listed there form one group; a category not listed keeps a class of its own.
 """
 
 from __future__ import annotations
@@ -67,6 +71,31 @@ LEFT_OUT: dict[tuple[str, str], dict[str, str]] = {
 }
 
 
+# One class per garment across the catalogues of a group (the discriminant's labels). Where the accepted map is looser
+# (a Longsleeve may be a sweatshirt or a tee), the class is the garment's own: only clear equivalents are merged.
+SHARED_CLASS: dict[str, dict[str, str]] = {
+    GARMENT_PHOTOS: {"T-Shirt": "tee", "Polo": "tee", "Hoodie": "hoodie", "Outwear": "jacket", "Blazer": "jacket",
+                     "Undershirt": "tank", "Top": "tank", "Pants": "pants", "Shorts": "shorts"},
+    SHOP: {"Tees": "tee", "Hoodies & Sweatshirts": "hoodie", "Jackets": "jacket", "Tanks": "tank",
+           "Bras & Tanks": "tank", "Pants": "pants", "Shorts": "shorts"},
+}
+
+
+# Catalogues whose train splits are fitted together, each with its classes in SHARED_CLASS.
+SHARED_GROUPS: list[tuple[str, ...]] = [(GARMENT_PHOTOS, SHOP)]
+
+
+def shared_group(name: str) -> list[str]:
+    """The catalogues whose train splits a shared projection for ``name`` is fitted on (``name`` included, sorted);
+    [] for a catalogue outside every group (a user's catalogue, Fashion-MNIST)."""
+    return next((sorted(group) for group in SHARED_GROUPS if name in group), [])
+
+
+def shared_class(catalogue: str, category: str) -> str:
+    """The category's class across its group; a category with no counterpart is a class of its own."""
+    return SHARED_CLASS.get(catalogue, {}).get(category, f"{catalogue}: {category}")
+
+
 def accepted(source: str, target: str, category: str) -> tuple[str, ...]:
     """The categories of ``target`` a person accepts for a ``source`` garment of ``category``; () when the pair or
     the category has no counterpart (the query is then left out, never scored as wrong)."""
@@ -76,20 +105,3 @@ def accepted(source: str, target: str, category: str) -> tuple[str, ...]:
 def mapped_pairs() -> list[tuple[str, str]]:
     return list(ACCEPTED)
 
-
-# The class a category trains as when catalogues are trained together (``core.catalog.union``): categories that are
-# the same garment in two catalogues share one class, so cross-entropy (and the triplet loss) pull a flat-lay T-shirt
-# and a worn tee onto one point instead of keeping "T-Shirt" and "Tees" apart. A category not listed keeps its own
-# name (and so merges with a same-named category of another catalogue). The ambiguous rows of ``ACCEPTED`` stay out:
-# a "Longsleeve" is a sweatshirt or a long-sleeved tee, a "Top" a tank or a tee, so neither is forced into one class.
-SHARED_CLASS: dict[str, dict[str, str]] = {
-    GARMENT_PHOTOS: {"T-Shirt": "tee", "Polo": "tee", "Hoodie": "hoodie", "Outwear": "jacket", "Blazer": "jacket",
-                     "Undershirt": "tank", "Pants": "pants", "Shorts": "shorts"},
-    SHOP: {"Tees": "tee", "Hoodies & Sweatshirts": "hoodie", "Jackets": "jacket", "Tanks": "tank",
-           "Bras & Tanks": "tank", "Pants": "pants", "Shorts": "shorts"},
-}
-
-
-def shared_class(catalog: str, category: str) -> str:
-    """The class ``category`` of ``catalog`` trains as with other catalogues: its shared class, else itself."""
-    return SHARED_CLASS.get(catalog, {}).get(category, category)

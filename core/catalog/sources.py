@@ -18,6 +18,7 @@ import re
 import stat
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import numpy as np
@@ -228,6 +229,7 @@ def read_table(spec: SourceSpec, max_items: int = 0) -> SourceTable:
     known = {cols.image, cols.id, cols.category, cols.description, cols.tags, cols.brand, cols.price, cols.split,
              cols.group}
     extras = [c for c in raw.columns if c not in known]
+    implausible = implausible_numbers(raw[extras])
     for i, record in enumerate(raw.to_dict("records")):
         at = where(i)
         image = record[cols.image]
@@ -256,6 +258,7 @@ def read_table(spec: SourceSpec, max_items: int = 0) -> SourceTable:
             row["price"], reason = parse_price(record.get(cols.price))
             if reason:
                 problems.append(Problem(at, image, reason, skipped=False))
+        problems += [Problem(at, image, reason, skipped=False) for reason in implausible.get(i, ())]
         if cols.tags in raw.columns:
             row["tags"] = parse_tags(record.get(cols.tags))
         if cols.split in raw.columns:
@@ -470,6 +473,64 @@ def compact_number(value: float, digits: int = 2) -> str:
     if abs(value) >= 1e7 or abs(value) < 10 ** -digits:  # 9,999,999.99 is 12 characters
         return f"{value:.1e}".replace("e+", "e")
     return f"{value:,.{digits}f}"
+
+
+IMPLAUSIBLE_FACTOR = 1000  # beyond the far-out fences and this many times the column's largest ordinary magnitude
+
+
+def _number(text: str) -> Decimal | None:
+    """A cell written as a plain number (``12``, ``-0``, ``1e308``, a 411-digit integer) as an exact Decimal; None
+    for anything else (``12 cm``, ``N/A``, a blank). Decimal, not float: 10**410 written out is not infinity."""
+    try:
+        value = Decimal(text.strip())
+    except (InvalidOperation, ValueError):
+        return None
+    return None if value.is_nan() else value
+
+
+def implausible_numbers(table: pd.DataFrame) -> dict[int, list[str]]:
+    """Reasons by row position for the cells of numeric columns that lie far outside their column: not finite, or
+    beyond Tukey's far-out fences (quartiles ∓ 3 IQR) and over ``IMPLAUSIBLE_FACTOR`` times the largest magnitude
+    within them (at least 1). A column is numeric when every non-blank cell is a plain number. Relative to the
+    column because no absolute bound fits every column: a 13-digit barcode is ordinary, a rating of 1e308 is not;
+    a typo's extra zeros or a sentinel (-999999, 1e308) are what this catches. Listed, kept: the seller checks."""
+    reasons: dict[int, list[str]] = {}
+    for column in table.columns:
+        cells = [_text(v) for v in table[column]]
+        numbers = {i: _number(c) for i, c in enumerate(cells) if c}
+        if not numbers or any(n is None for n in numbers.values()):
+            continue
+        finite = pd.Series({i: float(n) for i, n in numbers.items() if n.is_finite() and abs(n) < Decimal("1e300")},
+                           dtype=float)
+        if len(finite):
+            q1, q3 = finite.quantile([0.25, 0.75]).to_numpy()
+            low, high = q1 - 3 * (q3 - q1), q3 + 3 * (q3 - q1)
+            ordinary = finite[(finite >= low) & (finite <= high)].abs().max()
+            bound = Decimal(IMPLAUSIBLE_FACTOR * max(float(ordinary), 1.0))
+        else:
+            low, high, bound = 0.0, 0.0, Decimal(0)
+        for i, value in numbers.items():
+            far = not value.is_finite() or (not low <= float(value) <= high and abs(value) > bound)
+            if far:
+                reasons.setdefault(i, []).append(
+                    f"{column!r} is {shown_text(cells[i])}, far outside the column's other values; kept, check it")
+    return reasons
+
+
+def shown_text(text: str) -> str:
+    """A text cell as shown on a card: a number written in more than 12 characters compactly (``1.0e410`` for a
+    411-digit integer, ``0.30`` for ``0.30000000000000004``), ``-0`` as ``0``; anything else as written, since a
+    short number's own spelling (``42``, ``007``) is what its seller chose."""
+    value = _number(text)
+    if value is None or (len(text) <= 12 and not (value.is_zero() and value.is_signed())):
+        return text
+    if value.is_zero():
+        return "0"
+    if not value.is_finite():
+        return "-inf" if value < 0 else "inf"
+    if abs(value) >= Decimal("1e7") or abs(value) < Decimal("0.01"):
+        return f"{value:.1e}".replace("e+", "e")
+    return compact_number(float(value))
 
 
 def parse_tags(value: object) -> list[str]:

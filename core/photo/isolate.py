@@ -82,7 +82,7 @@ def isolate(photo: Image.Image, box: tuple[int, int, int, int] | None = None, it
     mask[inner] = cv2.GC_PR_BGD
     in_box = None
     if box == full_box:
-        centre = _centre_ellipse(h, w, inner)
+        centre = centre_ellipse(h, w, inner)
     else:  # GrabCut's rectangle mode, with the outside only probably background (see above)
         in_box = np.zeros((h, w), bool)
         in_box[sy1:sy2, sx1:sx2] = True
@@ -144,11 +144,11 @@ def _whole(width: int, height: int, box: tuple[int, int, int, int]) -> Isolation
     return Isolation(mask, box, False)
 
 
-def _centre_ellipse(h: int, w: int, inner: tuple[slice, slice]) -> np.ndarray:
+def centre_ellipse(h: int, w: int, inner: tuple[slice, slice]) -> np.ndarray:
     """The middle of the region: 50 % of its width, 60 % of its height, where the garment almost always is."""
     y0, y1 = inner[0].start or 0, inner[0].stop or h
     x0, x1 = inner[1].start or 0, inner[1].stop or w
-    yy, xx = np.mgrid[:h, :w]
+    yy, xx = np.ogrid[:h, :w]  # broadcast, not two full grids (np.mgrid cost 2 ms at 64 px)
     cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
     ry, rx = max(1.0, 0.3 * (y1 - y0)), max(1.0, 0.25 * (x1 - x0))
     return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0

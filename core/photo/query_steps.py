@@ -11,10 +11,12 @@ import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from PIL import Image
 
+from core.photo.colour import GarmentColours, garment_colours
 from core.photo.domain import Domain
 from core.photo.isolate import Isolation, isolate, propose_box
 
@@ -69,6 +71,12 @@ class QuerySteps:
         backdrop = Image.new("RGB", self.photo.size, (210, 210, 210))
         backdrop.paste(self.photo, mask=self.isolation.mask_image())
         return backdrop.crop(self.isolation.box)
+
+    @cached_property
+    def colours(self) -> GarmentColours:
+        """The garment's colours, read the way ``prepare`` reads a catalogue item's (``core.photo.colour``): from
+        the photo, inside the user's crop if there is one, so an upload's "Blue" is a catalogue item's "Blue"."""
+        return garment_colours(self.photo.crop(self.user_box) if self.user_box is not None else self.photo)
 
     @property
     def query_image(self) -> Image.Image:

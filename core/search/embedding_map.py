@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -24,6 +25,44 @@ log = logging.getLogger(__name__)
 METHODS = ("umap", "pca")
 UMAP_INPUT_DIM = 50
 QUERY_NEIGHBOURS = 10
+# The map a first visit draws (the Map page's defaults), which ``Workspace.prepare_map`` makes ahead of it: UMAP of a
+# fixed 5,000-item sample, or of the whole catalogue when it has no more items than that.
+DEFAULT_METHOD = "umap"
+DEFAULT_SAMPLE = 5_000
+# Category colours: plotly's Dark24, every one dark enough to read on the page's white background (the theme's
+# 10-colour palette gave Blazer and Shirt the same red, and Outwear a near-white grey). Past 24 categories the
+# largest 23 keep a colour each and the rest share OTHER_COLOUR.
+CATEGORY_COLOURS = ("#2E91E5", "#E15F99", "#1CA71C", "#FB0D0D", "#DA16FF", "#222A2A", "#B68100", "#750D86",
+                    "#EB663B", "#511CFB", "#00A08B", "#FB00D1", "#FC0080", "#B2828D", "#6C7C32", "#778AAE",
+                    "#862A16", "#A777F1", "#620042", "#1616A7", "#DA60CA", "#6C4516", "#0D2A63", "#AF0038")
+OTHER = "other categories"
+OTHER_COLOUR = "#8C8C8C"
+
+
+def default_sample(n_items: int) -> int:
+    """The first visit's sample size: DEFAULT_SAMPLE items, or 0 (all of them) for a catalogue no larger."""
+    return DEFAULT_SAMPLE if n_items > DEFAULT_SAMPLE else 0
+
+
+def category_groups(categories: list[str], counts: list[int]) -> dict[str, str]:
+    """What each category is coloured as: itself when every category gets a colour of its own, else the largest
+    ``len(CATEGORY_COLOURS) - 1`` keep their name and the rest become OTHER (ties: catalogue order)."""
+    if len(categories) <= len(CATEGORY_COLOURS):
+        return {c: c for c in categories}
+    order = sorted(range(len(categories)), key=lambda i: (-counts[i], i))
+    kept = {categories[i] for i in order[: len(CATEGORY_COLOURS) - 1]}
+    return {c: c if c in kept else OTHER for c in categories}
+
+
+def category_palette(categories: list[str], counts: list[int]) -> dict[str, str]:
+    """A colour per shown group (``category_groups``), distinct from each other and readable on white; the
+    categories keep their catalogue order through the palette, so a category keeps its colour across models."""
+    groups = category_groups(categories, counts)
+    shown = [c for c in categories if groups[c] == c]
+    palette = dict(zip(shown, CATEGORY_COLOURS, strict=False))
+    if OTHER in groups.values():
+        palette[OTHER] = OTHER_COLOUR
+    return palette
 
 
 @dataclass(frozen=True)
@@ -107,6 +146,33 @@ def load_or_compute_map(store: ArtifactDir, embeddings: np.ndarray, rows: np.nda
         log.warning("the map could not be cached in %s (%s); it is computed on each start", store.path, exc)
         result = dataclasses.replace(result, cached=False)
     return result
+
+
+def map_silhouettes(store: ArtifactDir, emap: EmbeddingMap, embeddings: np.ndarray, labels: np.ndarray,
+                    seed: int = 0) -> tuple[float | None, float | None]:
+    """By category: (silhouette on the map's coordinates, on the raw vectors by cosine), cached beside the map.
+    The Map page shows both, and at 5,000 points they cost seconds a first visit should not wait for
+    (``Workspace.prepare_map`` makes them with the map)."""
+    labels = np.asarray(labels).astype(str)
+    digest = hashlib.blake2b(digest_size=8)
+    for part in (np.asarray(emap.rows, np.int64), np.ascontiguousarray(emap.coords, np.float32)):
+        digest.update(part.tobytes())
+    digest.update("\0".join(labels).encode())
+    built_from = store.meta().get("files", {}).get("embeddings.npy", {}).get("checksum", "")
+    name = f"silhouettes-{fingerprint({'map': digest.hexdigest(), 'embeddings': built_from, 'seed': seed})}.json"
+    if store.verified(name):
+        try:
+            values = json.loads(store.file(name).read_text())
+            return values["map"], values["embeddings"]
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable: compute again
+    values = {"map": silhouette(emap.coords, labels, seed=seed),
+              "embeddings": silhouette(np.asarray(embeddings, np.float32)[emap.rows], labels, metric="cosine",
+                                       seed=seed)}
+    with atomic_path(store.file(name)) as tmp:
+        tmp.write_text(json.dumps(values))
+    store.record(name, method=emap.method, points=len(emap.rows))
+    return values["map"], values["embeddings"]
 
 
 def explained_variance(embeddings: np.ndarray, rows: np.ndarray, max_components: int = 128, seed: int = 0

@@ -1,10 +1,11 @@
 """Nearest-neighbour search over unit-length embeddings: five methods behind one interface.
 
-``ExactSearcher`` is the ground truth (one matrix-vector product). ``AnnoySearcher`` is the fast path the app uses:
-an angular Annoy forest, saved to disk and memory-mapped on load, so every Streamlit session shares one read-only
-copy in the page cache. ``KMeansSearcher`` (cluster, then search the closest clusters) and ``PCASearcher`` (exact
-search on fewer dimensions) are the two classic alternatives, and ``HNSWSearcher`` (an hnswlib graph) the usual
-modern one, kept for the retrieval comparison.
+``ExactSearcher`` is the ground truth (one matrix-vector product), served to small catalogues. ``AnnoySearcher`` is
+the fast path the app serves above them: an angular Annoy forest, saved to disk and memory-mapped on load, so every
+Streamlit session shares one read-only copy in the page cache. ``KMeansSearcher`` (cluster, then search the closest
+clusters) and ``PCASearcher`` (exact search on fewer dimensions) are the two classic alternatives, in the retrieval
+lab, and ``HNSWSearcher`` (an hnswlib graph) the usual modern one, served where Annoy cannot hold its recall
+(core/search/served.py chooses).
 Scores are cosine similarities (Annoy's angular distance d = sqrt(2 - 2 cos); hnswlib's inner-product distance
 d = 1 - cos).
 """
@@ -210,7 +211,8 @@ class PCASearcher:
 class HNSWSearcher:
     """A hierarchical navigable small-world graph (hnswlib) over inner products, which on unit-length vectors are
     cosines. Unlike Annoy's file, hnswlib loads the whole graph, with its own copy of the vectors, into each
-    process's memory: it is in the lab as the comparison, not as the app's index."""
+    process's memory: the app serves it only where Annoy cannot hold recall 0.95 within 2 ms (core/search/served.py),
+    and the lab compares it."""
 
     name = "hnsw"
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from core.text.tags import DEFAULT_THRESHOLD
+from core.text.tags import DEFAULT_THRESHOLD, decide
 
 
 def recall_at_k(approx: Sequence[int], exact: Sequence[int], k: int) -> float:
@@ -73,8 +73,8 @@ def tag_f1(true: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
 TAG_THRESHOLDS = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2))
 
 
-def best_tag_threshold(true: np.ndarray, probabilities: np.ndarray,
-                       default: float = DEFAULT_THRESHOLD) -> tuple[float, float]:
+def best_tag_threshold(true: np.ndarray, probabilities: np.ndarray, default: float = DEFAULT_THRESHOLD,
+                       families: list[str] | None = None) -> tuple[float, float]:
     """(threshold, micro-F1) of the one threshold that maximises micro-F1 on these items, ties going to the one
     nearest ``default``.
 
@@ -83,7 +83,9 @@ def best_tag_threshold(true: np.ndarray, probabilities: np.ndarray,
     true, probabilities = np.asarray(true).astype(bool), np.asarray(probabilities)
     if true.size == 0:
         return default, 0.0
-    scored = [(tag_f1(true, probabilities >= t)["tag_f1_micro"], -abs(t - default), float(t)) for t in TAG_THRESHOLDS]
+    # decided as everywhere else (core.text.tags.decide: an exclusive family is one choice)
+    scored = [(tag_f1(true, decide(probabilities, families, t))["tag_f1_micro"], -abs(t - default), float(t))
+              for t in TAG_THRESHOLDS]
     f1, _, threshold = max(scored)
     return threshold, f1
 
@@ -135,7 +137,7 @@ def evaluate_workspace(ws, k: int = 10) -> dict:
     else:
         probs, classifier = ws.votes(indices, scores), "similarity-weighted vote of the 10 nearest items"
     tag_probs = ws.tag_probs()
-    tags = None if tag_probs is None else (ws.tag_truth()[rows], np.asarray(tag_probs)[rows] >= ws.tag_threshold)
+    tags = None if tag_probs is None else (ws.tag_truth()[rows], ws.decide_tags(np.asarray(tag_probs)[rows]))
     return {"catalog": ws.catalog.name, "model_key": ws.embedder.key, "run": ws.settings.run or None,
             "split": "test" if (ws.catalog.items["split"].to_numpy() == "test").any() else "all",
             "queries": len(rows), "classifier": classifier,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from core.text.lexicon import FASHION_WORDS
+from core.text.lexicon import FASHION_WORDS, KINDS
 
 
 def item_tags(items: pd.DataFrame) -> list[list[str]] | None:
@@ -38,6 +38,57 @@ def binarize(items: pd.DataFrame, vocab: list[str]) -> np.ndarray:
     binarizer = MultiLabelBinarizer(classes=vocab)
     known = set(vocab)
     return binarizer.fit_transform([[t for t in row if t in known] for row in tags]).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------- tag families
+# A tag's family says what kind of fact it is and whether a photo can show it. A shop's own columns are families
+# by name (``Catalog.tag_sources``: colour, pattern, material, climate, gender); a word mined from a description is
+# sorted by the garment lexicon's kinds. Material and climate are rarely visible in a photo: they stay the item's
+# facts (Browse filters, result cards), and the Tags page says the model's guesses at them are not read from the
+# photo. A family whose values exclude each other (a shop item is for men or for women, never both) is decided as
+# one choice; a garment's colours are not one of them (a striped tee is black and white).
+GARMENT_WORDS = "garment words"
+FAMILY_OF_KIND = {"garment type": GARMENT_WORDS, "fit": GARMENT_WORDS, "use": GARMENT_WORDS, "part": "parts",
+                  "material": "material", "colour": "colour", "pattern": "pattern"}
+FACT_FAMILIES = frozenset({"material", "climate"})
+EXCLUSIVE_FAMILIES = frozenset({"gender"})
+WORD_SOURCES = ("description", "tags", "")  # sources whose tags are words, sorted into families by the lexicon
+
+
+def tag_family(tag: str, source: str = "") -> str:
+    """The family of one tag: its source column's name, or for a word (mined, or from a tags column) the kind
+    the lexicon gives it (garment words when it has none)."""
+    if source not in WORD_SOURCES:
+        return source
+    word = tag.lower()
+    return next((FAMILY_OF_KIND[kind] for kind, words in KINDS.items() if word in words), GARMENT_WORDS)
+
+
+def tag_families(vocab: list[str], sources: dict[str, str]) -> list[str]:
+    """``tag_family`` of each tag of ``vocab``, with ``sources`` the catalogue's tag -> source."""
+    return [tag_family(t, sources.get(t, "")) for t in vocab]
+
+
+def from_photo(family: str) -> bool:
+    """Whether a model can read tags of this family from a photo (not material or climate: those are facts)."""
+    return family not in FACT_FAMILIES
+
+
+def decide(probs: np.ndarray, families: list[str] | None, threshold: float) -> np.ndarray:
+    """Which tags are predicted, (…, T) bool: each tag whose probability reaches ``threshold``, except in an
+    exclusive family (EXCLUSIVE_FAMILIES), where only the family's most probable value can be, and only if it
+    reaches the threshold. Every place that turns tag probabilities into tags calls this."""
+    probs = np.asarray(probs)
+    chosen = probs >= threshold
+    for family in EXCLUSIVE_FAMILIES & set(families or []):
+        columns = [i for i, f in enumerate(families) if f == family]
+        if len(columns) < 2:
+            continue
+        block = probs[..., columns]
+        best = np.zeros(block.shape, bool)
+        np.put_along_axis(best, block.argmax(axis=-1)[..., None], True, axis=-1)
+        chosen[..., columns] = best & (block >= threshold)
+    return chosen
 
 
 # ------------------------------------------------------------------------------------- tags mined from text

@@ -109,7 +109,7 @@ class Trainer:
         self.device = pick_device()
         configure_threads(self.settings)
         self.splits = Splits.of(self.catalog, self.config)
-        self.tag_names = tags.vocabulary(self.catalog.items)
+        self.tag_names = self.catalog.trained_tags()
         self.tags = torch.from_numpy(tags.binarize(self.catalog.items, self.tag_names)).to(self.device)
         self.labels = torch.from_numpy(self.catalog.labels.astype(np.int64)).to(self.device)
         # An in-memory catalogue is copied to the device once (mmaps are read-only); a file catalogue's images are
@@ -299,10 +299,12 @@ class Trainer:
         labels = self.catalog.labels[rows]
         neighbours, _ = nearest(predicted["embeddings"], predicted["embeddings"], 10, query_rows=np.arange(len(rows)))
         tag_truth = self.tags[torch.as_tensor(rows, device=self.device)].cpu().numpy() > 0.5
-        tags = (tag_truth, predicted["tags"] >= DEFAULT_THRESHOLD) if self.tag_names else None
-        out = quality_figures(predicted["categories"], labels, labels[neighbours], labels, tags)
+        families = tags.tag_families(self.tag_names, self.catalog.tag_sources)
+        decided = (tag_truth, tags.decide(predicted["tags"], families, DEFAULT_THRESHOLD)) if self.tag_names else None
+        out = quality_figures(predicted["categories"], labels, labels[neighbours], labels, decided)
         if self.tag_names:
-            out["tag_threshold"], out["tag_f1_micro_tuned"] = best_tag_threshold(tag_truth, predicted["tags"])
+            out["tag_threshold"], out["tag_f1_micro_tuned"] = best_tag_threshold(tag_truth, predicted["tags"],
+                                                                                 families=families)
         return out
 
     # ---------------------------------------------------------------- checkpoints
@@ -393,7 +395,7 @@ def prepare_run(settings: Settings, config: TrainConfig) -> tuple[Catalog, RunDi
     if not run.info_path.is_file():
         run.write_json("run.json", {"run": rid, "catalog": catalog.key, "catalog_name": catalog.name,
                                     "backbone": settings.backbone, "weights_path": settings.weights_path,
-                                    "categories": catalog.categories, "tags": tags.vocabulary(catalog.items),
+                                    "categories": catalog.categories, "tags": catalog.trained_tags(),
                                     "recipe": config.as_dict(),
                                     **({"members": catalog.members} if catalog.members else {}),
                                     "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
