@@ -387,11 +387,9 @@ class Workspace:
     def validation_rows(self) -> np.ndarray:
         """Where per-label figures are measured: a fine-tuned run's validation split (never trained on, never
         used for its test figures), else the catalogue's test split."""
-        if self.settings.run:
-            run = RunDir.of(self.settings)
-            if self.catalog.key not in run.info().get("members", {}).values():
-                return Splits.of(self.catalog, run.config()).val
-            # a union run carved its validation rows from the union: the member's test split is what it never saw
+        # a union run carved its validation rows from the union: the member's test split is what it never saw
+        if self.settings.run and not union_member(self.settings, self.catalog):
+            return Splits.of(self.catalog, RunDir.of(self.settings).config()).val
         return self.catalog.query_rows()
 
     def predict(self, query: Image.Image | int) -> Prediction:

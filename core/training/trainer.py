@@ -204,8 +204,8 @@ class Trainer:
 
     def _borrow_features(self, store: ArtifactDir, name: str) -> None:
         """Link another heads-only run's cache of the same catalogue, backbone, weights and image size into this
-        run: the frozen backbone's features do not depend on the rest of the recipe, and on 2 busy cores the garment
-        photos' pass took 25 minutes while training the heads on it takes seconds."""
+        run: the frozen backbone's features do not depend on the rest of the recipe, and on 2 busy cores the pass over
+        both built-in catalogues took 17.5 minutes while training the heads on it takes seconds (BENCHMARKS.md)."""
         mine = self.run.info()
         for other in sorted(self.run.path.parent.glob("*/run.json")):
             theirs, folder = RunDir(other.parent).info(), ArtifactDir(other.parent)
@@ -426,10 +426,12 @@ def train(settings: Settings, config: TrainConfig, progress: Progress = no_progr
             run.update_status(state="running", resumed_from_epoch=trainer.epoch if resumed else None,
                               device=str(trainer.device))
             history = trainer.fit()
-            best = load_checkpoint(run.best)
-            trainer.net.load_state_dict(best["model"])  # served: the best epoch, not the last one
+            known = None
             # a union run's own heads need every item's features; a heads-only run has them for free
-            known = trainer.catalogue_features() if trainer.features is not None or catalog.members else None
+            if trainer.features is not None or catalog.members:
+                best = load_checkpoint(run.best)
+                trainer.net.load_state_dict(best["model"])  # served: the best epoch's network, not the last one's
+                known = trainer.catalogue_features()
             if catalog.members and "member_heads" not in best:
                 best["member_heads"] = trainer.fit_member_heads(known)
                 best.pop("format", None)
