@@ -26,9 +26,18 @@ from core.config import FREEZE_POLICIES, INFERENCE_MODES, RUNNERS, SCHEDULES, Se
 from core.progress import tqdm_progress
 
 
+class _JoinCatalogs(argparse.Action):
+    """``--catalog a --catalog b`` is the union ``a+b`` (one flag given once is that catalogue)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        given = getattr(namespace, self.dest, None)
+        setattr(namespace, self.dest, f"{given}+{values}" if given else values)
+
+
 def _source_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--catalog", help="catalogue name: garment-photos (default), luma-shop, fashion-mnist, or "
-                        "one you prepared")
+    parser.add_argument("--catalog", action=_JoinCatalogs, help="catalogue name: garment-photos (default), "
+                        "luma-shop, fashion-mnist, or one you prepared; given twice or more (or joined by '+'), the "
+                        "catalogues as one, for training across photo styles (core/catalog/union.py)")
     parser.add_argument("--catalog-limit", type=int, help="use only the first N items (0 = all)")
     parser.add_argument("--backbone", help="efficientnet_lite0 (default), efficientnet_lite1, efficientnet_lite2, …")
     parser.add_argument("--weights", type=Path, dest="weights_path", help="local state dict for the backbone")

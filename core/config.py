@@ -271,6 +271,9 @@ class TrainConfig:
     # ragged mask edges): what isolated real photos look like after the catalogue's conversion. The rest of the
     # batch stays clean, which keeps the catalogue's own accuracy (BENCHMARKS.md, "Photo-robust training").
     photo_augment: float = 0.0
+    # Training on several catalogues at once (core/catalog/union.py): each epoch draws every member's train items
+    # equally often (a smaller catalogue's repeated), so batches mix the styles instead of being 92 % phone photos.
+    balance_catalogues: bool = False
     val_fraction: float = 0.1  # carved from the train split with ``seed``; the test split is never trained on
     seed: int = 0
 
@@ -319,7 +322,7 @@ class TrainConfig:
     def identity(self) -> dict[str, Any]:
         """What a run's id hashes: every field, except fields added later while they keep their default, so the
         runs trained before a field existed keep their ids."""
-        later = {"photo_augment": 0.0}
+        later = {"photo_augment": 0.0, "balance_catalogues": False}
         return {k: v for k, v in self.as_dict().items() if not (k in later and v == later[k])}
 
     @classmethod

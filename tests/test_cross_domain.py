@@ -103,6 +103,26 @@ def test_the_confusion_table_puts_known_mistakes_in_their_cells():
     assert shares.loc["Tees"].tolist() == pytest.approx([2 / 3, 1 / 3, 0]) and shares.loc["Pants", "Pants"] == 1
 
 
+@pytest.mark.parametrize("name", [GARMENT_PHOTOS, SHOP])
+def test_the_shared_classes_name_real_categories_and_agree_with_the_accepted_map(name):
+    from core.catalog.shared_categories import SHARED_CLASS, shared_class
+
+    assert set(SHARED_CLASS[name]) <= builtin_categories(name)
+    other = SHOP if name == GARMENT_PHOTOS else GARMENT_PHOTOS
+    for category, shared in SHARED_CLASS[name].items():
+        # a shared class joins only categories a person accepts for each other in that direction
+        together = {c for c in builtin_categories(other) if shared_class(other, c) == shared}
+        assert together and together <= set(accepted(name, other, category)), (category, together)
+    assert shared_class(SHOP, "Watches") == "luma-shop: Watches"  # no counterpart: a class of its own
+
+
+def test_the_benchmark_measures_a_given_run_on_both_targets(tmp_path):
+    from core.bench.cross_domain import model_settings
+
+    settings = tiny_settings(tmp_path, run="some-run")
+    assert model_settings(settings, "luma-shop", "served").run == "some-run"
+    assert model_settings(settings, "garment-photos", "served").catalog == "garment-photos"
+    assert model_settings(settings, "luma-shop", "imagenet").run == ""
 OTHER_STYLE = {"Square": "Box", "Disc": "Circle", "Bar": "Stick", "Ring": "Hoop"}
 
 

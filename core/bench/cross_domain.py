@@ -153,7 +153,9 @@ def score(ws: Workspace, queries: list[Query], k: int = K, progress: Progress = 
 
 
 def model_settings(settings: Settings, catalog: str, model: str) -> Settings:
-    chosen = settings.replace(catalog=catalog, run="imagenet" if model == "imagenet" else "")
+    """``served``: the run asked for (``--run``, e.g. one trained on both catalogues, serves both targets), else
+    each target's own served model; ``imagenet``: the backbone's ImageNet features."""
+    chosen = settings.replace(catalog=catalog, run="imagenet" if model == "imagenet" else settings.run)
     return served_settings(chosen)
 
 

@@ -22,7 +22,7 @@ from core.text import tags
 PHOTO_COLOURS = "photo_colours"
 # What the catalogue itself uses; any other column of a user's table is shown as it is (Catalog.details).
 OWN_COLUMNS = {"id", "path", "label", "category", "split", "group", "tags", "brand", "price", "description",
-               PHOTO_COLOURS}
+               PHOTO_COLOURS, "member", "member_category", "member_row"}
 
 
 @dataclass
@@ -37,6 +37,8 @@ class Catalog:
     pixels: np.ndarray | FileImages  # uint8 (N, *domain.shape): memory-mapped, or files read on demand
     tags_mined: bool = False  # the items' tags were mined from descriptions, not given by the source
     tag_sources: dict[str, str] = field(default_factory=dict)  # tag -> "description", "tags" or its column
+    # A union of catalogues trained together (core.catalog.union): member name -> its key; empty for one catalogue
+    members: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.items)

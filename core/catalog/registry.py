@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from core.catalog import fashion_mnist, prepare, prepared_layout
+from core.catalog import fashion_mnist, prepare, prepared_layout, union
 from core.catalog.base import Catalog
 from core.catalog.builtin import BUILTINS, PHOTO_SIZE, Builtin, builtin_names, shipped_key
 from core.catalog.sources import CatalogError, SourceSpec
@@ -35,7 +35,11 @@ def register_source(name: str, label: str) -> Callable:
 
 
 def open_catalog(settings: Settings) -> Catalog:
-    """``settings.catalog``: a registered source by name, or a catalogue prepared with ``python -m core prepare``."""
+    """``settings.catalog``: a registered source by name, a catalogue prepared with ``python -m core prepare``, or
+    several joined by "+" (``core.catalog.union``: catalogues trained together)."""
+    if union.is_union(settings.catalog):
+        return union.union_of([open_catalog(settings.replace(catalog=name))
+                               for name in union.member_names(settings.catalog)])
     if settings.catalog in SOURCES:
         return SOURCES[settings.catalog](settings)
     if settings.catalog in user_catalogs(settings):

@@ -11,8 +11,8 @@ Categories with no counterpart are left out of a direction with the reason in ``
 category of both built-in catalogues is either mapped or left out with a reason.
 
 ``SHARED_CLASS`` is the other use of the map: one class per garment, whatever the catalogue calls it, so that a
-projection fitted on several catalogues (``core.search.shared_space``) learns that a phone photo of a T-shirt and a
-shop's Tee are one thing. Catalogues listed there form one group; a category not listed keeps a class of its own.
+projection fitted on several catalogues (``core.search.shared_space``), or a network trained on them together
+(``core.catalog.union``), learns that a phone photo of a T-shirt and a shop's Tee are one thing. Catalogues listed there form one group; a category not listed keeps a class of its own.
 """
 
 from __future__ import annotations
@@ -104,3 +104,4 @@ def accepted(source: str, target: str, category: str) -> tuple[str, ...]:
 
 def mapped_pairs() -> list[tuple[str, str]]:
     return list(ACCEPTED)
+

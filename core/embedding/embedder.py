@@ -7,6 +7,7 @@ vectors, so a distributed runner can call the same Embedder on shards without to
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,8 @@ class Embedder:
     pca_whiten: bool = False
     runtime: str = "eager"  # what runs ``network``: cuda, onnx, torchscript or eager (core.embedding.runtimes)
     flip_average: bool = False  # features are the mean of the image's and its mirror image's (twice the cost)
+    # a run trained on several catalogues: each member's own category head (its categories), by member name
+    member_heads: dict[str, "Heads"] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Embedder":
@@ -71,8 +74,14 @@ class Embedder:
         transform = ModelInput(recipe.image_size, tuple(description["mean"]), tuple(description["std"]))
         key = model_key(description)
         graph, runtime = _for_runtime(EmbeddingOnly(net), recipe.image_size, settings, key)
-        return cls(graph, transform, key, description, heads=Heads.from_state(state), runtime=runtime,
-                   flip_average=settings.flip_average)
+        heads = Heads.from_state(state)
+        own = {name: dataclasses.replace(heads, categories=list(head["categories"]),
+                                         category_w=head["weight"].float().numpy(),
+                                         category_b=head["bias"].float().numpy(),
+                                         source="its own category head (a run trained on several catalogues)")
+               for name, head in state.get("member_heads", {}).items()}
+        return cls(graph, transform, key, description, heads=heads, runtime=runtime,
+                   flip_average=settings.flip_average, member_heads=own)
 
     def __post_init__(self) -> None:
         # Two single-image passes: they give the feature size, and the runtimes optimise on their first calls
@@ -150,6 +159,7 @@ class Heads:
     tag_b: np.ndarray | None = None
     # where a tag counts as predicted: chosen on the run's validation split (older runs: the default)
     tag_threshold: float = DEFAULT_THRESHOLD
+    source: str = "the fine-tuned category head"  # what the pages say predicted a category
 
     @classmethod
     def from_state(cls, state: dict) -> "Heads":
@@ -161,6 +171,18 @@ class Heads:
         return cls(list(state["categories"]), array("category_head.weight"), array("category_head.bias"),
                    list(state["tags"]), array("tag_head.weight"), array("tag_head.bias"),
                    float(state.get("tag_threshold", DEFAULT_THRESHOLD)))
+
+    def mapped(self, categories: list[str], classes: list[str], prior: np.ndarray, source: str) -> "Heads":
+        """A head over ``categories`` from this one over its classes: category ``c`` of class ``classes[c]`` gets
+        that class's logit plus log ``prior[c]`` (its share of its class), so p(c) = p(class) × p(c | class),
+        renormalised over the categories there are. A linear head again: the query path and the stored
+        probabilities use it like any other. A class this head does not know gives its categories no chance."""
+        index = {name: i for i, name in enumerate(self.categories)}
+        known = np.array([name in index for name in classes])
+        rows = np.array([index.get(name, 0) for name in classes])
+        bias = np.where(known, self.category_b[rows] + np.log(np.maximum(prior, 1e-12)), -1e9).astype(np.float32)
+        return dataclasses.replace(self, categories=list(categories), category_w=self.category_w[rows],
+                                   category_b=bias, source=source)
 
     def category_probs(self, features: np.ndarray) -> np.ndarray:
         logits = features @ self.category_w.T + self.category_b

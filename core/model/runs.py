@@ -271,19 +271,20 @@ class RunDir:
         accuracy = f", test {figures['top1']:.1%}" if "top1" in figures else ""
         name = info.get("backbone", "?")
         short = BACKBONES[name].label.replace(" (ImageNet)", "") if name in BACKBONES else name
-        return f"{short} fine-tuned · {recipe.get('image_size')} px · {recipe.get('epochs')} ep{accuracy}"
+        both = f" · on {info.get('catalog_name')}" if info.get("members") else ""  # a union run (several catalogues)
+        return f"{short} fine-tuned{both} · {recipe.get('image_size')} px · {recipe.get('epochs')} ep{accuracy}"
 
 
 def list_runs(settings: Settings, catalog_key: str | None = None) -> list[RunDir]:
     """Runs on disk (this machine's, then the shipped ones, one per id), newest first; only those trained on
-    ``catalog_key`` when given."""
+    ``catalog_key`` when given, a union run (``core.catalog.union``) counting as trained on each of its members."""
     found: dict[str, RunDir] = {}
     for root in run_roots(settings):
         for path in sorted(root.glob("*/run.json")) if root.is_dir() else []:
             found.setdefault(path.parent.name, RunDir(path.parent))
     runs = list(found.values())
     if catalog_key is not None:
-        runs = [r for r in runs if r.info().get("catalog") == catalog_key]
+        runs = [r for r in runs if catalog_key in (r.info().get("catalog"), *r.info().get("members", {}).values())]
     return sorted(runs, key=lambda r: r.info_path.stat().st_mtime, reverse=True)
 
 

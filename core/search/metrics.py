@@ -132,7 +132,8 @@ def evaluate_workspace(ws, k: int = 10) -> dict:
     rows, labels = ws.catalog.query_rows(), ws.catalog.labels
     indices, scores = nearest(np.asarray(ws.embeddings)[rows], ws.embeddings, max(k, 10), query_rows=rows)
     if ws.category_probs is not None:
-        probs, classifier = np.asarray(ws.category_probs)[rows], "fine-tuned category head"
+        probs = np.asarray(ws.category_probs)[rows]
+        classifier = ws.embedder.heads.source.removeprefix("the ") if ws.embedder.heads else "fine-tuned category head"
     else:
         probs, classifier = ws.votes(indices, scores), "similarity-weighted vote of the 10 nearest items"
     tag_probs = ws.tag_probs()

@@ -17,6 +17,7 @@ from core.catalog.registry import open_catalog
 from core.config import Settings
 from core.embedding.embedder import Embedder
 from core.model.runs import CheckpointError, RunDir, list_runs, runs_root
+from core.search.workspace import serving_heads
 
 IMAGENET = "imagenet"  # run "imagenet": the backbone's ImageNet features, even where a fine-tuned model is served
 
@@ -55,11 +56,21 @@ def ship_run(settings: Settings, run_id: str, n_check: int = 64) -> Path:
         shutil.copy2(run.path / name, target / name)
     served = settings.replace(run=run_id, backbone=run.info().get("backbone", settings.backbone),
                               catalog=run.info().get("catalog_name", settings.catalog))
-    catalog, embedder = open_catalog(served), Embedder.from_settings(served)
-    rows = catalog.query_rows()[:n_check]
-    probs = embedder.heads.category_probs(embedder.features(catalog.domain_batch(rows)))
-    check = {"catalog": catalog.key, "ids": catalog.items["id"].to_numpy()[rows].tolist(),
-             "predicted": [catalog.categories[i] for i in np.argmax(probs, axis=1)],
-             "probability": [round(float(p), 4) for p in probs.max(axis=1)]}
+    members = run.info().get("members", {})
+    if members:  # a run trained on several catalogues: what it predicts on each one it serves
+        check = {"members": {name: _check(served.replace(catalog=name), n_check) for name in members}}
+    else:
+        check = _check(served, n_check)
     (target / CHECK_FILE).write_text(json.dumps(check, indent=1) + "\n")
     return target
+
+
+def _check(served: Settings, n_check: int) -> dict:
+    """The category predictions of the heads serving ``served.catalog`` for its first ``n_check`` test items."""
+    catalog, embedder = open_catalog(served), Embedder.from_settings(served)
+    heads = serving_heads(served, catalog, embedder)
+    rows = catalog.query_rows()[:n_check]
+    probs = heads.category_probs(embedder.features(catalog.domain_batch(rows)))
+    return {"catalog": catalog.key, "ids": catalog.items["id"].to_numpy()[rows].tolist(),
+            "predicted": [catalog.categories[i] for i in np.argmax(probs, axis=1)],
+            "probability": [round(float(p), 4) for p in probs.max(axis=1)]}

@@ -7,6 +7,7 @@ progress) whatever is missing or damaged. The app keeps one per (catalogue, mode
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import threading
@@ -24,10 +25,11 @@ from PIL import Image
 from core.artifacts import ArtifactDir, ReadOnlyArtifacts, atomic_path, fingerprint, save_npy, space_for
 from core.catalog.base import Catalog
 from core.catalog.registry import open_catalog
+from core.catalog.shared_categories import shared_class
 from core.catalog.splits import Splits
 from core.catalog.thumbnails import missing_thumbnails, thumbnails_dir, write_thumbnails
 from core.config import Settings
-from core.embedding.embedder import Embedder, Projection, describe_model, model_key
+from core.embedding.embedder import Embedder, Heads, Projection, describe_model, model_key
 from core.embedding.ray_runner import RayRunner, remove_shards
 from core.embedding.sequential_runner import SequentialRunner, map_rows, remove_partial
 from core.locks import exclusive
@@ -119,13 +121,17 @@ class Workspace:
 
     # ---------------------------------------------------------------- building / loading
     @classmethod
-    def open(cls, settings: Settings, progress: Progress = no_progress) -> "Workspace":
+    def open(cls, settings: Settings, progress: Progress = no_progress,
+             features: np.ndarray | None = None) -> "Workspace":
+        """``features``: the model's features of every item when the caller already has them (a heads-only run's
+        trainer: its embedding layer over its cached backbone features), used instead of an embedding pass."""
         progress("Loading catalogue", 0, 1)
         catalog = open_catalog(settings)
         settings = settings.for_catalog(catalog.domain.input_size, len(catalog.fit_rows()))
         progress("Loading catalogue", 1, 1)
         progress("Loading model", 0, 1)
         embedder = Embedder.from_settings(settings)
+        embedder.heads = serving_heads(settings, catalog, embedder)
         if embedder.heads is not None and embedder.heads.categories != catalog.categories:
             raise ValueError(f"Run {settings.run} was trained on other categories ({embedder.heads.categories}) "
                              f"than catalogue {catalog.name!r} has; pick it with the catalogue it was trained on.")
@@ -134,7 +140,9 @@ class Workspace:
         # Photos of other styles: the group's discriminant and this catalogue's ImageNet features (Workspaces of
         # their own, each built under its own lock) before this store's lock is taken.
         shared = None
-        if shared_space.active(settings, catalog.name):
+        # a run trained on the group's catalogues together (core.catalog.union) learned its own shared space: it
+        # is served as it was measured, without the discriminant's blend (BENCHMARKS.md, issue 28)
+        if shared_space.active(settings, catalog.name) and not union_member(settings, catalog):
             projection, reference = shared_space.load_or_fit(settings, catalog.name, Workspace, progress)
             shared = SharedSpace(projection, reference.embedder, settings.shared_weight, reference.embeddings)
         vectors_store = shared.store_in(store) if shared else store  # where the served vectors and index live
@@ -153,7 +161,7 @@ class Workspace:
             # much: an ordinary error for the caller, never a dead process (core.artifacts.reserve).
             with space_for(store.path, build_bytes(store, catalog, embedder, settings),
                            f"the embeddings and index of {catalog.name!r}"):
-                embeddings = load_or_build_embeddings(store, catalog, embedder, settings, progress)
+                embeddings = load_or_build_embeddings(store, catalog, embedder, settings, progress, features)
                 if shared:
                     embeddings = load_or_build_shared_vectors(vectors_store, store, embeddings, shared, progress)
                 annoy = load_or_build_annoy(vectors_store, embeddings, settings, progress)
@@ -306,7 +314,7 @@ class Workspace:
             order = np.argsort(-combined, kind="stable")
             ranked = Neighbours(found.indices[order], found.scores[order])
         if probs is not None and self.shared is None:
-            shares, predicted_by = probs, "the fine-tuned category head"
+            shares, predicted_by = probs, self.embedder.heads.source
         else:  # without a trained head, the category is the similarity-weighted vote of the nearest neighbours
             unfiltered = allowed is None and not narrow
             votes = found if unfiltered else _drop(searcher.search(vector, VOTE_NEIGHBOURS + extra), exclude)
@@ -379,7 +387,8 @@ class Workspace:
     def validation_rows(self) -> np.ndarray:
         """Where per-label figures are measured: a fine-tuned run's validation split (never trained on, never
         used for its test figures), else the catalogue's test split."""
-        if self.settings.run:
+        # a union run carved its validation rows from the union: the member's test split is what it never saw
+        if self.settings.run and not union_member(self.settings, self.catalog):
             return Splits.of(self.catalog, RunDir.of(self.settings).config()).val
         return self.catalog.query_rows()
 
@@ -565,8 +574,9 @@ def _drop(found: Neighbours, row: int | None) -> Neighbours:
 
 
 def load_or_build_embeddings(store: ArtifactDir, catalog: Catalog, embedder: Embedder, settings: Settings,
-                             progress: Progress = no_progress) -> np.ndarray:
-    """Sets ``embedder.projection`` as a side effect: the query path must project exactly like the catalogue."""
+                             progress: Progress = no_progress, known: np.ndarray | None = None) -> np.ndarray:
+    """Sets ``embedder.projection`` as a side effect: the query path must project exactly like the catalogue.
+    ``known``: the model's features of every item, already computed (else a runner embeds the catalogue)."""
     name, projection_name = "embeddings.npy", "projection.npz"
     needed = [name] + ([projection_name] if embedder.pca_dim else [])
     if embedder.heads is not None:
@@ -581,9 +591,12 @@ def load_or_build_embeddings(store: ArtifactDir, catalog: Catalog, embedder: Emb
             pass  # recorded but unreadable: rebuild below
     # Features stream into a resumable file beside the artifacts: a pass killed at 60 % continues from there.
     partial = store.file("features.partial.npy")
-    runner = catalogue_runner(embedder, settings, progress)
     started = time.perf_counter()
-    features = runner.run(catalog.pixels, out=partial)
+    if known is not None and known.shape == (len(catalog), embedder.feature_dim):
+        runner, features = None, np.asarray(known, np.float32)
+    else:
+        runner = catalogue_runner(embedder, settings, progress)
+        features = runner.run(catalog.pixels, out=partial)
     embedder.projection = None
     if embedder.pca_dim:
         embedder.projection = Projection.fit(features, embedder.pca_dim, whiten=embedder.pca_whiten,
@@ -601,10 +614,11 @@ def load_or_build_embeddings(store: ArtifactDir, catalog: Catalog, embedder: Emb
     embeddings = map_rows(embedder.vectors, features)
     seconds = time.perf_counter() - started
     save_npy(store.file(name), embeddings)
-    embedded = len(embeddings) - runner.resumed_from
-    store.record(name, shape=list(embeddings.shape), seconds=round(seconds, 2), resumed_from=runner.resumed_from,
+    resumed_from = runner.resumed_from if runner is not None else 0
+    embedded = len(embeddings) - resumed_from
+    store.record(name, shape=list(embeddings.shape), seconds=round(seconds, 2), resumed_from=resumed_from,
                  images_per_s=round(embedded / max(seconds, 1e-9), 1), inference=embedder.runtime,
-                 runner=settings.runner)
+                 runner=settings.runner if runner is not None else "the trainer's features of every item")
     del features
     remove_partial(partial)
     remove_shards(partial)  # the Ray runner's resumable shards, whichever runner finished the pass
@@ -626,6 +640,46 @@ def built_names(settings: Settings) -> list[str]:
     if settings.run:
         names += [PROBS] + ([TAG_PROBS] if RunDir.of(settings).info().get("tags") else [])
     return names
+
+
+def union_member(settings: Settings, catalog: Catalog) -> bool:
+    """Whether the settings' run was trained on several catalogues (core.catalog.union), ``catalog`` among them."""
+    return bool(settings.run) and catalog.key in RunDir.of(settings).info().get("members", {}).values()
+
+
+def serving_heads(settings: Settings, catalog: Catalog, embedder: Embedder) -> Heads | None:
+    """The heads that serve ``catalog``: the run's own, or for a run trained on several catalogues
+    (core.catalog.union) and served on one of them, that member's own head where the run fitted one, else its
+    shared-class head mapped back to the member's categories (its embedding layer gives the vectors either way)."""
+    if embedder.heads is None or not union_member(settings, catalog):
+        return embedder.heads
+    own = embedder.member_heads.get(catalog.name)
+    if own is None or sorted(catalog.categories) != own.categories:
+        return member_heads(embedder.heads, catalog)
+    return _in_order(own, catalog.categories)
+
+
+def _in_order(head: Heads, categories: list[str]) -> Heads:
+    """A head's rows put in the catalogue's category order (labels index ``categories``)."""
+    rows = [head.categories.index(c) for c in categories]
+    return dataclasses.replace(head, categories=list(categories), category_w=head.category_w[rows],
+                               category_b=head.category_b[rows])
+
+
+def member_heads(heads: Heads, catalog: Catalog) -> Heads:
+    """A union run's shared-class head as a head over a member catalogue's own categories: each category gets its
+    shared class's probability times its share of that class among the member's train items (add-one smoothed),
+    so "T-Shirt" and "Polo" split the class "tee" the way the garment photos do. The union's tag head serves as it
+    is: its vocabulary holds every member's tags."""
+    in_train = (catalog.items["split"] == "train").to_numpy()
+    counts = catalog.items[in_train if in_train.any() else slice(None)]["category"].astype(str).value_counts()
+    classes = [shared_class(catalog.name, c) for c in catalog.categories]
+    own = np.array([counts.get(c, 0) + 1.0 for c in catalog.categories])
+    per_class = {k: sum(own[i] for i, c in enumerate(classes) if c == k) for k in set(classes)}
+    prior = np.array([own[i] / per_class[c] for i, c in enumerate(classes)])
+    return heads.mapped(catalog.categories, classes, prior,
+                        "the shared-class head of a run trained on several catalogues, mapped to this "
+                        "catalogue's categories")
 
 
 def build_bytes(store: ArtifactDir, catalog: Catalog, embedder: Embedder, settings: Settings) -> int:

@@ -9,6 +9,8 @@ uninterrupted run would have had (on CUDA, cuDNN's backward kernels and bf16 mak
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -124,8 +126,9 @@ class Trainer:
         self.net.to(self.device)
         if self.channels_last:  # measured 1.6x faster on CPU as well as on GPU (BENCHMARKS.md)
             self.net.to(memory_format=torch.channels_last)
-        self.batch_size = min(self.config.batch_size, len(self.splits.train))
-        self.steps_per_epoch = len(self.splits.train) // self.batch_size  # whole batches: batch norm needs > 1
+        self.train_rows = self._epoch_rows()
+        self.batch_size = min(self.config.batch_size, len(self.train_rows))
+        self.steps_per_epoch = len(self.train_rows) // self.batch_size  # whole batches: batch norm needs > 1
         self.optimizer = torch.optim.AdamW(param_groups_weight_decay(self.net, self.config.weight_decay),
                                            lr=self.config.lr)
         self.scheduler = self._schedule()
@@ -133,6 +136,17 @@ class Trainer:
         self.epoch, self.history, self.best_top1 = 0, [], -1.0
 
     # ---------------------------------------------------------------- pieces
+    def _epoch_rows(self) -> np.ndarray:
+        """The rows one epoch trains on: the train split, or with ``balance_catalogues`` on a union, every member's
+        train rows repeated up to the largest member's count (whole copies, then the first rows again)."""
+        train = self.splits.train
+        if not (self.config.balance_catalogues and self.catalog.members):
+            return train
+        member_of = self.catalog.items["member"].to_numpy()[train]
+        parts = [train[member_of == name] for name in self.catalog.members]
+        largest = max(len(p) for p in parts)
+        return np.sort(np.concatenate([np.resize(p, largest) for p in parts if len(p)]))
+
     def _schedule(self) -> torch.optim.lr_scheduler.LRScheduler:
         total = self.config.epochs * self.steps_per_epoch
         warmup = min(total - 1, round(self.config.warmup_epochs * self.steps_per_epoch))
@@ -169,6 +183,8 @@ class Trainer:
         """The "heads" policy: backbone features of every item, computed once (on disk beside the run)."""
         store, name = ArtifactDir(self.run.path), f"features-{self.config.image_size}px.npy"
         path = store.file(name)
+        if not store.verified(name):
+            self._borrow_features(store, name)
         if store.verified(name):  # size and checksum recorded when written: a damaged cache is computed again
             features = np.load(path)
             if features.shape[0] == len(self.catalog):
@@ -185,6 +201,67 @@ class Trainer:
         save_npy(path, features)
         store.record(name, shape=list(features.shape))
         return torch.from_numpy(features).to(self.device)
+
+    def _borrow_features(self, store: ArtifactDir, name: str) -> None:
+        """Link another heads-only run's cache of the same catalogue, backbone, weights and image size into this
+        run: the frozen backbone's features do not depend on the rest of the recipe, and on 2 busy cores the pass over
+        both built-in catalogues took 17.5 minutes while training the heads on it takes seconds (BENCHMARKS.md)."""
+        mine = self.run.info()
+        for other in sorted(self.run.path.parent.glob("*/run.json")):
+            theirs, folder = RunDir(other.parent).info(), ArtifactDir(other.parent)
+            same = all(theirs.get(k) == mine.get(k) for k in ("catalog", "backbone", "weights_path"))
+            if other.parent == self.run.path or not same or theirs.get("recipe", {}).get("image_size") != \
+                    self.config.image_size or not folder.verified(name):
+                continue
+            store.file(name).unlink(missing_ok=True)
+            try:
+                os.link(folder.file(name), store.file(name))
+            except OSError:
+                shutil.copyfile(folder.file(name), store.file(name))
+            shape = list(np.load(store.file(name), mmap_mode="r").shape)
+            store.record(name, shape=shape, borrowed_from=other.parent.name)
+            return
+
+    @torch.no_grad()
+    def catalogue_features(self) -> np.ndarray:
+        """What the served network (backbone + embedding layer) gives every item: for a heads-only run its
+        embedding layer over the cached backbone features (no second backbone pass), else one eval pass over the
+        catalogue (a union run fits its members' own heads on it), which then indexes it
+        (``Workspace.open(features=…)``) instead of a second pass there."""
+        self.net.eval()
+        if self.features is not None:
+            step = 4096
+            return torch.cat([self.net.embedding(self.features[i : i + step]).float().cpu()
+                              for i in range(0, len(self.features), step)]).numpy()
+        out, step = [], self.inference_rows
+        for start in range(0, len(self.catalog), step):
+            rows = np.arange(start, min(start + step, len(self.catalog)))
+            with self._autocast():
+                out.append(self.net.embedding(self.net.backbone(self.inputs(rows))).float().cpu())
+            self.progress("Embedding the catalogue with the trained network", int(rows[-1]) + 1, len(self.catalog))
+        return torch.cat(out).numpy()
+
+    def fit_member_heads(self, features: np.ndarray) -> dict[str, dict]:
+        """Each member catalogue's own category head, for a union run: a softmax regression on the trained
+        network's features of that member's train rows (validation and test rows left out), over its own
+        categories. The shared-class head cannot tell a garment photo's "T-Shirt" from its "Polo", nor the shop's
+        "Tanks" from its "Bras & Tanks"; each catalogue's own head can, and is what serves it."""
+        from sklearn.linear_model import LogisticRegression
+
+        items, heads = self.catalog.items, {}
+        member_of = items["member"].to_numpy()
+        for name in self.catalog.members:
+            rows = self.splits.train[member_of[self.splits.train] == name]
+            categories = list(dict.fromkeys(items["member_category"].iloc[rows]))
+            if len(categories) < 2:
+                continue
+            order = {c: i for i, c in enumerate(sorted(categories))}
+            labels = items["member_category"].iloc[rows].map(order).to_numpy()
+            model = LogisticRegression(C=1.0, max_iter=2000).fit(features[rows], labels)
+            heads[name] = {"categories": sorted(categories),
+                           "weight": torch.from_numpy(model.coef_.astype(np.float32)),
+                           "bias": torch.from_numpy(model.intercept_.astype(np.float32))}
+        return heads
 
     def _forward(self, rows: torch.Tensor, generator: torch.Generator | None = None):
         with self._autocast():
@@ -262,7 +339,7 @@ class Trainer:
             epoch = self.epoch
             generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
             torch.manual_seed(self.config.seed * 1_000_003 + epoch)  # dropout
-            order = torch.from_numpy(self.splits.train)[torch.randperm(len(self.splits.train), generator=generator)]
+            order = torch.from_numpy(self.train_rows)[torch.randperm(len(self.train_rows), generator=generator)]
             self.net.train()
             for module in self.frozen:
                 module.eval()
@@ -320,6 +397,7 @@ def prepare_run(settings: Settings, config: TrainConfig) -> tuple[Catalog, RunDi
                                     "backbone": settings.backbone, "weights_path": settings.weights_path,
                                     "categories": catalog.categories, "tags": catalog.trained_tags(),
                                     "recipe": config.as_dict(),
+                                    **({"members": catalog.members} if catalog.members else {}),
                                     "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return catalog, run
 
@@ -348,9 +426,22 @@ def train(settings: Settings, config: TrainConfig, progress: Progress = no_progr
             run.update_status(state="running", resumed_from_epoch=trainer.epoch if resumed else None,
                               device=str(trainer.device))
             history = trainer.fit()
+            known = None
+            # a union run's own heads need every item's features; a heads-only run has them for free
+            if trainer.features is not None or catalog.members:
+                best = load_checkpoint(run.best)
+                trainer.net.load_state_dict(best["model"])  # served: the best epoch's network, not the last one's
+                known = trainer.catalogue_features()
+            if catalog.members and "member_heads" not in best:
+                best["member_heads"] = trainer.fit_member_heads(known)
+                best.pop("format", None)
+                run.save_checkpoint(run.best, best)
             del trainer  # frees the training copy of the catalogue and the optimiser state before indexing
             run.update_status(state="indexing", stage="loading the fine-tuned model")
-            figures = evaluate_run(settings.replace(run=run.id), report)
+            if catalog.members:
+                figures = evaluate_members(settings.replace(run=run.id), catalog, report, known)
+            else:
+                figures = evaluate_run(settings.replace(run=run.id), report, known)
             figures["best_epoch"] = int(np.argmax([h["val_top1"] for h in history]) + 1)
             run.write_json("test.json", figures)
         except TrainingStopped:
@@ -379,9 +470,26 @@ def _reporting(run: RunDir, progress: Progress, should_stop: Callable[[], bool])
     return report
 
 
-def evaluate_run(settings: Settings, progress: Progress = no_progress) -> dict:
-    """Embeddings + index for the settings' model (built if missing), then its test-split figures."""
-    return evaluate_workspace(Workspace.open(settings, progress))
+def evaluate_run(settings: Settings, progress: Progress = no_progress, features: np.ndarray | None = None) -> dict:
+    """Embeddings + index for the settings' model (built if missing; from ``features`` when given, see
+    ``Workspace.open``), then its test-split figures."""
+    return evaluate_workspace(Workspace.open(settings, progress, features))
+
+
+def evaluate_members(settings: Settings, union: Catalog, progress: Progress = no_progress,
+                     known: np.ndarray | None = None) -> dict:
+    """A union run's test figures: each member catalogue served by the run (what the dashboard serves), and their
+    query-weighted means as the run's own figures. The union itself is not indexed: its items are the members'.
+    ``known``: the served network's features of every union item (heads-only runs), split by member."""
+    member_of = union.items["member"].to_numpy()
+    per_member = {name: evaluate_run(settings.replace(catalog=name), progress,
+                                     None if known is None else known[member_of == name])
+                  for name in union.members}
+    queries = sum(f["queries"] for f in per_member.values())
+    shared = set.intersection(*(set(k for k, v in f.items() if isinstance(v, float)) for f in per_member.values()))
+    means = {k: sum(f[k] * f["queries"] for f in per_member.values()) / queries for k in sorted(shared)}
+    return {"catalog": settings.catalog, "run": settings.run, "queries": queries,
+            "averaged": "query-weighted mean over the member catalogues' test splits", **means, "members": per_member}
 
 
 def start_training(settings: Settings, config: TrainConfig) -> RunDir:
