@@ -250,7 +250,8 @@ def _catalog_key(settings: Settings) -> str:
 @st.cache_resource(show_spinner="Loading catalogue, model and index…", max_entries=4)
 def _open_workspace(settings: Settings) -> Workspace:
     ws = Workspace.open(settings)
-    ws.prepare_map_in_background()  # the first Map visit then finds its map made (or waits for it, never twice)
+    if not ws.read_only:  # a read-only store keeps no map: a visit computes it for itself
+        ws.prepare_map_in_background()  # the first Map visit then finds its map made (or waits for it, never twice)
     return ws
 
 

@@ -154,8 +154,8 @@ with query_col:
                   delta_arrow="off")
         st.caption(" · ".join(f"{stage} {ms:.1f} ms" for stage, ms in result.timings_ms.items()))
         if served is not None and result.method.split(" + ")[0] == ws.index.name:
-            st.caption(f"Served index: {served.label}, recall@10 {served.recall_at_10:.3f} against exact search "
-                       f"(measured on {served.queries} of the catalogue's items when it was chosen).")
+            st.caption(ui.plain(f"Served index: {served.label}, recall@10 {served.recall_at_10:.3f} against exact "
+                                f"search (measured on {served.queries} of the catalogue's items when it was chosen)."))
 
 with results_col:
     if result is None:

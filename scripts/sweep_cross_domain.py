@@ -89,11 +89,21 @@ def blend(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
     return np.hstack([np.sqrt(1 - w) * a, np.sqrt(w) * b]).astype(np.float32)
 
 
+def variants(served: np.ndarray, imagenet: np.ndarray, lda: LinearDiscriminantAnalysis) -> dict[str, np.ndarray]:
+    """Every combination measured, for the catalogue's vectors and the queries' alike."""
+    out = {"served": served, "imagenet": imagenet, "discriminant": l2_normalize(lda.transform(imagenet))}
+    for w in BLENDS:
+        out[f"blend {w}"] = blend(served, imagenet, w)
+        out[f"served + discriminant {w}"] = blend(served, out["discriminant"], w)
+    out["discriminant + raw 50/50"] = blend(out["discriminant"], imagenet, 0.5)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--photos", type=Path, default=None)
     args = parser.parse_args()
-    settings = Settings.from_env()
+    settings = Settings.from_env().replace(shared_weight=0.0)  # each model's own vectors: the levers are built here
     progress = tqdm_progress()
     workspaces = {}
     for target in (GARMENT_PHOTOS, SHOP):
@@ -115,13 +125,7 @@ def main() -> None:
         served, imagenet = workspaces[target, "served"], workspaces[target, "imagenet"]
         catalog = served.catalog
         categories = catalog.items["category"].astype(str).to_numpy()
-        cat_vectors = {"served": np.asarray(served.embeddings), "imagenet": np.asarray(imagenet.embeddings)}
-        cat_vectors["discriminant"] = l2_normalize(lda.transform(cat_vectors["imagenet"]))
-        for w in BLENDS:
-            cat_vectors[f"blend {w}"] = blend(cat_vectors["served"], cat_vectors["imagenet"], w)
-        cat_vectors["discriminant + raw 50/50"] = blend(cat_vectors["discriminant"], cat_vectors["imagenet"], 0.5)
-        for w in BLENDS:
-            cat_vectors[f"served + discriminant {w}"] = blend(cat_vectors["served"], cat_vectors["discriminant"], w)
+        cat_vectors = variants(np.asarray(served.embeddings), np.asarray(imagenet.embeddings), lda)
         own = {name: own_precision(v, catalog) for name, v in cat_vectors.items()}
         for set_name, queries in query_sets(settings, target, args.photos).items():
             cache = Path(settings.artifacts_dir) / "bench-cross-domain" / "sweep" / (
@@ -137,12 +141,7 @@ def main() -> None:
                 probs = np.stack([s[2] for s, _ in embedded])
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 np.savez(cache, served=q["served"], imagenet=q["imagenet"], probs=probs)
-            q["discriminant"] = l2_normalize(lda.transform(q["imagenet"]))
-            for w in BLENDS:
-                q[f"blend {w}"] = blend(q["served"], q["imagenet"], w)
-            q["discriminant + raw 50/50"] = blend(q["discriminant"], q["imagenet"], 0.5)
-            for w in BLENDS:
-                q[f"served + discriminant {w}"] = blend(q["served"], q["discriminant"], w)
+            q = variants(q["served"], q["imagenet"], lda)
             accepted = [query.accepted for query in queries]
             row = {name: shares(cat_vectors[name], q[name], categories, accepted) for name in q}
             sure = [catalog.categories[int(np.argmax(p))] if np.max(p) >= RERANK_AT else None for p in probs]

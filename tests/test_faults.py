@@ -230,8 +230,8 @@ def test_prepared_artifacts_on_a_read_only_folder_are_served(tmp_path, read_only
     photo = tmp_path / "photo.png"
     Image.new("RGB", (64, 64), (30, 40, 110)).save(photo)
     assert main(["search", str(photo), "--catalog", "synthetic", "--backbone", "test_efficientnet",
-                 "--image-size", "32", "--pca-dim", "16", "--n-trees", "4", "--artifacts-dir",
-                 str(served.artifacts_dir), "--run", "imagenet"]) == 0
+                 "--image-size", "32", "--pca-dim", "16", "--pca-min-fit-items", "0", "--n-trees", "4",
+                 "--artifacts-dir", str(served.artifacts_dir), "--run", "imagenet"]) == 0
     assert "predicted" in capsys.readouterr().out
     with pytest.raises(ReadOnlyArtifacts, match="read-only"):  # another model's index would have to be built
         Workspace.open(served.replace(n_trees=8))

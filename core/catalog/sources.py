@@ -431,6 +431,9 @@ PLAUSIBLE_PRICE = 1e9  # above this a price is listed as a problem (kept): a typ
 _AMBIGUOUS = re.compile(r"^\D*\d{1,3}[.,]\d{3}\D*$")
 
 
+_PRICE_REST = re.compile(r"[\s.,:;'’()\-]*(?:[A-Z]{3}[\s.,:;'’()\-]*)?")
+
+
 def parse_price(value: object) -> tuple[float, str]:
     """A price as a float, or NaN and the reason. A plain number is read as one (``12.5``, ``1e3``); anything else
     by price-parser, which knows currency signs and codes, thousands separators and decimal commas
@@ -447,8 +450,12 @@ def parse_price(value: object) -> tuple[float, str]:
                                  "left empty: write it as 1234 or 1.234"
         from price_parser import Price
 
-        amount = Price.fromstring(text).amount_float
-        if amount is None or re.search(r"\d", text) is None:
+        parsed = Price.fromstring(text)
+        amount = parsed.amount_float
+        # price-parser finds a number inside any text ("s3cr3t-price" gives 3): what is left besides the amount and
+        # its currency must be punctuation, or a currency code, for the cell to be a price
+        rest = text.replace(parsed.amount_text or "", " ", 1).replace(parsed.currency or "", " ", 1)
+        if amount is None or not _PRICE_REST.fullmatch(rest):
             return float("nan"), "the price is not a number; left empty"
         price = -amount if re.match(r"^\s*-", text) else amount
     if not np.isfinite(price):

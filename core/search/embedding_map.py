@@ -169,9 +169,12 @@ def map_silhouettes(store: ArtifactDir, emap: EmbeddingMap, embeddings: np.ndarr
     values = {"map": silhouette(emap.coords, labels, seed=seed),
               "embeddings": silhouette(np.asarray(embeddings, np.float32)[emap.rows], labels, metric="cosine",
                                        seed=seed)}
-    with atomic_path(store.file(name)) as tmp:
-        tmp.write_text(json.dumps(values))
-    store.record(name, method=emap.method, points=len(emap.rows))
+    try:
+        with atomic_path(store.file(name)) as tmp:
+            tmp.write_text(json.dumps(values))
+        store.record(name, method=emap.method, points=len(emap.rows))
+    except OSError as exc:  # a read-only or full artifacts folder: the figures are shown, computed again next time
+        log.warning("silhouettes not cached in %s: %s", store.path, exc)
     return values["map"], values["embeddings"]
 
 

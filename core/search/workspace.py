@@ -424,7 +424,10 @@ class Workspace:
             return map_silhouettes(self.store, emap, self.embeddings, labels, self.settings.seed)
 
     def _map_lock(self, notify: Callable[[str], None] | None = None) -> AbstractContextManager[None]:
-        # a file lock: the CLI's prepare and the app's sessions and background thread all take turns on it
+        # a file lock: the CLI's prepare and the app's sessions and background thread all take turns on it; a
+        # read-only store writes no map (it is computed in memory where missing), so there is nothing to guard
+        if self.read_only:
+            return contextlib.nullcontext()
         return exclusive(self.store.file(".map.lock"), notify=notify or (lambda message: None))
 
     @property
