@@ -207,6 +207,10 @@ class ArtifactDir:
         meta.update(fields)
         self.write_meta(meta)
 
+    def checksum(self, name: str) -> str | None:
+        """The checksum meta.json recorded for ``name`` (what derived artifacts are keyed by), None if unrecorded."""
+        return self.meta().get("files", {}).get(name, {}).get("checksum")
+
     def verified(self, name: str, full_check: bool = True) -> bool:
         """True if the file is exactly what meta.json recorded (size always; checksum when ``full_check``)."""
         entry = self.meta().get("files", {}).get(name)

@@ -75,19 +75,17 @@ def _trainer(settings, config, **kw) -> Trainer:
     return Trainer(settings, config, catalog, run, **kw)
 
 
-@pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
-def test_resume_after_an_interruption_gives_the_same_weights(tmp_path, schedule):
-    config = TINY_RECIPE.replace(epochs=3, schedule=schedule)
-    straight = _trainer(tiny_settings(tmp_path / "a"), config)
+def assert_an_interrupted_run_resumes_to_the_same_weights(straight_settings, settings, config) -> None:
+    """Train ``config`` straight through, then again in another folder killed in the middle of epoch 2 and resumed:
+    the same weights and the same validation history (shared with the union runs' test)."""
+    straight = _trainer(straight_settings, config)
     straight.fit()
-
     calls = {"n": 0}
 
-    def stop_in_epoch_two() -> bool:  # a kill in the middle of epoch 2 (5 steps per epoch)
+    def stop_in_epoch_two() -> bool:  # a kill in the middle of epoch 2
         calls["n"] += 1
-        return calls["n"] == 7
+        return calls["n"] == straight.steps_per_epoch + 2
 
-    settings = tiny_settings(tmp_path / "b")
     with pytest.raises(TrainingStopped):
         _trainer(settings, config, should_stop=stop_in_epoch_two).fit()
     resumed = _trainer(settings, config)
@@ -96,6 +94,12 @@ def test_resume_after_an_interruption_gives_the_same_weights(tmp_path, schedule)
     for (name, a), (_, b) in zip(straight.net.state_dict().items(), resumed.net.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     assert [h["val_top1"] for h in straight.history] == [h["val_top1"] for h in resumed.history]
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
+def test_resume_after_an_interruption_gives_the_same_weights(tmp_path, schedule):
+    assert_an_interrupted_run_resumes_to_the_same_weights(tiny_settings(tmp_path / "a"), tiny_settings(tmp_path / "b"),
+                                                          TINY_RECIPE.replace(epochs=3, schedule=schedule))
 
 
 def test_validation_is_carved_from_train_and_test_is_untouched(settings):

@@ -8,8 +8,8 @@ import hashlib
 
 import numpy as np
 import pytest
-import torch
 from conftest import SHAPES, encoded, synthetic_arrays, synthetic_photos, tiny_settings
+from test_train import _trainer, assert_an_interrupted_run_resumes_to_the_same_weights
 
 from core.catalog.base import Catalog
 from core.catalog.registry import open_catalog, register_source
@@ -22,7 +22,7 @@ from core.model.runs import list_runs
 from core.photo.domain import FashionMnistDomain
 from core.search.serving import served_run, ship_run
 from core.search.workspace import Workspace, member_heads, serving_heads
-from core.training.trainer import Trainer, TrainingStopped, prepare_run, train
+from core.training.trainer import Trainer, train
 
 FLAT, WORN = "synthetic", "synthetic-worn"
 UNION = f"{FLAT}+{WORN}"
@@ -118,11 +118,6 @@ def test_held_out_anywhere_is_held_out_everywhere():
     assert held_out_everywhere(items).tolist() == ["test", "test", "train", "train", "test"]
 
 
-def _trainer(settings, config, **kw) -> Trainer:
-    catalog, run = prepare_run(settings, config)
-    return Trainer(settings, config, catalog, run, **kw)
-
-
 def cross_style_gap(trainer: Trainer) -> float:
     """Mean cosine of a flat and a worn shot of the same shared class, less that of different classes, over the
     held-out items: how much closer a garment's two styles are than two different garments."""
@@ -148,24 +143,8 @@ def test_training_both_styles_learns_the_heads_and_brings_the_styles_together(tm
 
 
 def test_an_interrupted_union_run_resumes_to_the_same_weights(tmp_path):
-    config = RECIPE.replace(epochs=2)
-    straight = _trainer(union_settings(tmp_path / "a"), config)
-    straight.fit()
-    calls = {"n": 0}
-
-    def stop_in_epoch_two() -> bool:
-        calls["n"] += 1
-        return calls["n"] == straight.steps_per_epoch + 2
-
-    settings = union_settings(tmp_path / "b")
-    with pytest.raises(TrainingStopped):
-        _trainer(settings, config, should_stop=stop_in_epoch_two).fit()
-    resumed = _trainer(settings, config)
-    assert resumed.resume() and resumed.epoch == 1
-    resumed.fit()
-    for (name, a), (_, b) in zip(straight.net.state_dict().items(), resumed.net.state_dict().items(), strict=True):
-        assert torch.equal(a, b), name
-    assert [h["val_top1"] for h in straight.history] == [h["val_top1"] for h in resumed.history]
+    a, b = union_settings(tmp_path / "a"), union_settings(tmp_path / "b")
+    assert_an_interrupted_run_resumes_to_the_same_weights(a, b, RECIPE.replace(epochs=2))
 
 
 def test_a_union_run_serves_each_member_catalogue(tmp_path):

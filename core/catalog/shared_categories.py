@@ -12,7 +12,8 @@ category of both built-in catalogues is either mapped or left out with a reason.
 
 ``SHARED_CLASS`` is the other use of the map: one class per garment, whatever the catalogue calls it, so that a
 projection fitted on several catalogues (``core.search.shared_space``), or a network trained on them together
-(``core.catalog.union``), learns that a phone photo of a T-shirt and a shop's Tee are one thing. Catalogues listed there form one group; a category not listed keeps a class of its own.
+(``core.catalog.union``), learns that a phone photo of a T-shirt and a shop's Tee are one thing. Catalogues listed
+there form one group; a category not listed keeps a class of its own.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 A union catalogue (``garment-photos+luma-shop``; ``train --catalog garment-photos --catalog luma-shop``) is its
 members' items one after the other, labelled with the shared classes of ``core.catalog.shared_categories`` (a
 garment photo's "T-Shirt" and the shop's "Tees" are one class, "tee"; a category without a counterpart is a class of
-its own, named with its catalogue), so the existing trainer and heads learn one space for both styles. Each item keeps where it came from (``member``, ``member_category``): a run trained on the
-union serves each member catalogue with its embedding layer (``core.search.workspace``).
+its own, named with its catalogue), so the existing trainer and heads learn one space for both styles. Each item
+keeps where it came from (``member``, ``member_category``): a run trained on the union serves each member catalogue
+with its embedding layer (``core.search.workspace``).
 
 Splits stay honest across catalogues: every member keeps its own test split, and a group (one garment, or one
 sender's photos) that is held out in any member is held out in all of them, so no photo of a test garment is

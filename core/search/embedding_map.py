@@ -125,7 +125,7 @@ def compute_map(embeddings: np.ndarray, rows: np.ndarray, method: str, dims: int
 def load_or_compute_map(store: ArtifactDir, embeddings: np.ndarray, rows: np.ndarray, method: str, dims: int = 2,
                         seed: int = 0) -> EmbeddingMap:
     """Cached in the model's artifact directory, keyed by the embeddings' checksum and every map setting."""
-    built_from = store.meta().get("files", {}).get("embeddings.npy", {}).get("checksum", "")
+    built_from = store.checksum("embeddings.npy") or ""
     rows_hash = hashlib.blake2b(np.asarray(rows, np.int64).tobytes(), digest_size=8).hexdigest()
     key = fingerprint({"embeddings": built_from, "method": method, "dims": dims, "seed": seed, "rows": rows_hash})
     name = f"map-{method}-{dims}d-{len(rows)}-{key}.npz"
@@ -158,7 +158,7 @@ def map_silhouettes(store: ArtifactDir, emap: EmbeddingMap, embeddings: np.ndarr
     for part in (np.asarray(emap.rows, np.int64), np.ascontiguousarray(emap.coords, np.float32)):
         digest.update(part.tobytes())
     digest.update("\0".join(labels).encode())
-    built_from = store.meta().get("files", {}).get("embeddings.npy", {}).get("checksum", "")
+    built_from = store.checksum("embeddings.npy") or ""
     name = f"silhouettes-{fingerprint({'map': digest.hexdigest(), 'embeddings': built_from, 'seed': seed})}.json"
     if store.verified(name):
         try:

@@ -105,7 +105,7 @@ def load_or_fit(settings: Settings, catalogue: str, workspaces: Any, progress: P
             workspaces.open(member, progress)
         members[name] = (open_catalog(member), workspaces.store_for(member))
     inputs = {name: {"catalog": catalog.key, "store": store.path.name,
-                     "embeddings": store.meta().get("files", {}).get("embeddings.npy", {}).get("checksum", "")}
+                     "embeddings": store.checksum("embeddings.npy") or ""}
               for name, (catalog, store) in members.items()}
     key = fingerprint({"version": VERSION, "catalogues": inputs, "classes": SHARED_CLASS})
     store = ArtifactDir(Path(settings.artifacts_dir) / "shared-projections")

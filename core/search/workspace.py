@@ -296,8 +296,7 @@ class Workspace:
             text = self.text_index.scores(words)
             words_ms = (time.perf_counter() - text_started) * 1e3
         narrow = text is not None and words_mode == "narrow"
-        rerank_at = self.settings.category_rerank if rerank is None else (self.settings.category_rerank or
-                                                                          RERANK_SURE) * bool(rerank)
+        rerank_at = self.rerank_threshold(rerank)
         started = time.perf_counter()
         if narrow:  # the photo's nearest among the items that mention a word: k of them whenever k exist
             mentions = text > 0 if allowed is None else allowed & (text > 0)
@@ -349,6 +348,13 @@ class Workspace:
         else:
             hits["matched"] = [[] for _ in range(len(rows))]
         return hits.reset_index(drop=True)
+
+    def rerank_threshold(self, rerank: bool | None) -> float:
+        """How sure a prediction must be for its category to go first (0: no re-ranking). None follows the settings;
+        True asks for it at the settings' threshold, or RERANK_SURE where the settings leave it off."""
+        if rerank is None:
+            return self.settings.category_rerank
+        return (self.settings.category_rerank or RERANK_SURE) if rerank else 0.0
 
     @staticmethod
     def head_and_vote(probs: np.ndarray, vote: np.ndarray) -> np.ndarray:
@@ -545,8 +551,7 @@ def load_or_build_shared_vectors(store: ArtifactDir, own_store: ArtifactDir, own
     """The catalogue's served vectors: its own (``own_store``'s) and the discriminant's, blended, in ``store`` (the
     shared folder). Keyed by the own vectors' checksum; the projection's key covers the reference vectors."""
     name = "embeddings.npy"
-    own_checksum = own_store.meta().get("files", {}).get(name, {}).get("checksum", "")
-    built_from = fingerprint({"own": own_checksum, "reference": shared.reference.key,
+    built_from = fingerprint({"own": own_store.checksum(name) or "", "reference": shared.reference.key,
                               "projection": shared.projection.key, "weight": shared.weight})
     if store.verified(name) and store.meta().get("files", {}).get(name, {}).get("built_from") == built_from:
         try:
@@ -698,6 +703,11 @@ def build_bytes(store: ArtifactDir, catalog: Catalog, embedder: Embedder, settin
     return int(max(0, n * embedder.feature_dim * 4 - allocated) + 2 * n * (dim + outputs) * 4 + annoy + (1 << 20))
 
 
+def _built_from_these_embeddings(store: ArtifactDir, name: str) -> bool:
+    """An index file is trusted when it is what meta.json recorded and was built from the embeddings now there."""
+    return store.verified(name) and store.meta()["files"][name].get("embeddings") == store.checksum("embeddings.npy")
+
+
 def annoy_name(settings: Settings) -> str:
     return f"annoy-{settings.n_trees}trees.ann"
 
@@ -705,9 +715,8 @@ def annoy_name(settings: Settings) -> str:
 def load_or_build_annoy(store: ArtifactDir, embeddings: np.ndarray, settings: Settings,
                         progress: Progress = no_progress) -> AnnoySearcher:
     name = annoy_name(settings)
-    files = store.meta().get("files", {})
-    built_from = files.get("embeddings.npy", {}).get("checksum")
-    if store.verified(name) and files.get(name, {}).get("embeddings") == built_from:
+    built_from = store.checksum("embeddings.npy")
+    if _built_from_these_embeddings(store, name):
         try:
             return AnnoySearcher.load(store.file(name), embeddings, settings.search_k)
         except (OSError, ValueError):
@@ -731,9 +740,8 @@ def load_or_build_hnsw(store: ArtifactDir, embeddings: np.ndarray, settings: Set
     """The HNSW graph, kept like the Annoy index: written atomically, recorded with the embeddings it was built
     from, checked on every load and rebuilt when it does not match. Built only where it is served."""
     name = hnsw_name(settings)
-    files = store.meta().get("files", {})
-    built_from = files.get("embeddings.npy", {}).get("checksum")
-    if store.verified(name) and files.get(name, {}).get("embeddings") == built_from:
+    built_from = store.checksum("embeddings.npy")
+    if _built_from_these_embeddings(store, name):
         try:
             return HNSWSearcher.load(store.file(name), embeddings, settings.hnsw_ef)
         except (OSError, ValueError, RuntimeError):
@@ -767,9 +775,8 @@ def index_choice_name(settings: Settings) -> str:
 def _choice_inputs(store: ArtifactDir, settings: Settings) -> dict:
     """What a recorded choice depends on: the vectors, the Annoy file it measured, and the policy's settings.
     Another value of any of them chooses (and measures) again."""
-    files = store.meta().get("files", {})
-    return {"embeddings": files.get("embeddings.npy", {}).get("checksum"),
-            "annoy": files.get(annoy_name(settings), {}).get("checksum"), **_policy(settings)}
+    return {"embeddings": store.checksum("embeddings.npy"), "annoy": store.checksum(annoy_name(settings)),
+            **_policy(settings)}
 
 
 def _recorded_choice(store: ArtifactDir, settings: Settings, full_check: bool = False) -> IndexChoice | None:
@@ -798,9 +805,9 @@ def load_or_choose_index(store: ArtifactDir, embeddings: np.ndarray, settings: S
             return choice, ExactSearcher(embeddings)
         if choice.kind == "annoy":
             return choice, AnnoySearcher(annoy.index, int(choice.search_k), annoy.fallback, annoy.path)
-        graph = store.meta().get("files", {}).get(hnsw_name(settings), {}).get("checksum")
+        graph = store.checksum(hnsw_name(settings))
         hnsw = load_or_build_hnsw(store, embeddings, settings, progress)
-        if store.meta().get("files", {}).get(hnsw_name(settings), {}).get("checksum") == graph:
+        if store.checksum(hnsw_name(settings)) == graph:
             hnsw.ef = int(choice.ef)
             return choice, hnsw
     choice, searcher = choose_index(embeddings, settings, annoy,
@@ -822,7 +829,7 @@ def _choose_in_memory(store: ArtifactDir, embeddings: np.ndarray, settings: Sett
     if choice is not None and choice.kind == "annoy":
         return choice, AnnoySearcher(annoy.index, int(choice.search_k), annoy.fallback, annoy.path)
     name = hnsw_name(settings)
-    built_from = store.meta().get("files", {}).get("embeddings.npy", {}).get("checksum")
+    built_from = store.checksum("embeddings.npy")
 
     def graph() -> HNSWSearcher:
         if store.verified(name) and store.meta()["files"][name].get("embeddings") == built_from:
