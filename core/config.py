@@ -271,6 +271,10 @@ class TrainConfig:
     # ragged mask edges): what isolated real photos look like after the catalogue's conversion. The rest of the
     # batch stays clean, which keeps the catalogue's own accuracy (BENCHMARKS.md, "Photo-robust training").
     photo_augment: float = 0.0
+    # Share of each batch turned into another photo style (core/training/styles.py): a garment cut out onto a
+    # plain backdrop, or an on-model photo cropped to the garment, from masks the project's isolation finds once
+    # per catalogue. Colour catalogues only.
+    style_augment: float = 0.0
     # Training on several catalogues at once (core/catalog/union.py): each epoch draws every member's train items
     # equally often (a smaller catalogue's repeated), so batches mix the styles instead of being 92 % phone photos.
     balance_catalogues: bool = False
@@ -306,8 +310,9 @@ class TrainConfig:
         for name in ("warmup_epochs", "weight_decay", "tag_weight", "triplet_weight", "triplet_margin"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative (got {getattr(self, name)})")
-        if not 0.0 <= self.photo_augment <= 1.0:
-            problems.append(f"photo_augment must be in [0, 1] (got {self.photo_augment})")
+        for name in ("photo_augment", "style_augment"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                problems.append(f"{name} must be in [0, 1] (got {getattr(self, name)})")
         if not 0.0 <= self.label_smoothing < 1.0:
             problems.append(f"label_smoothing must be in [0, 1) (got {self.label_smoothing})")
         if problems:
@@ -322,7 +327,7 @@ class TrainConfig:
     def identity(self) -> dict[str, Any]:
         """What a run's id hashes: every field, except fields added later while they keep their default, so the
         runs trained before a field existed keep their ids."""
-        later = {"photo_augment": 0.0, "balance_catalogues": False}
+        later = {"photo_augment": 0.0, "balance_catalogues": False, "style_augment": 0.0}
         return {k: v for k, v in self.as_dict().items() if not (k in later and v == later[k])}
 
     @classmethod

@@ -35,6 +35,7 @@ from core.search.workspace import Workspace
 from core.text import tags
 from core.text.tags import DEFAULT_THRESHOLD
 from core.threads import configure_threads
+from core.training.styles import GarmentMasks, garment_masks, style_augment
 
 STATUS_EVERY_S = 2.0
 
@@ -127,6 +128,9 @@ class Trainer:
         if self.channels_last:  # measured 1.6x faster on CPU as well as on GPU (BENCHMARKS.md)
             self.net.to(memory_format=torch.channels_last)
         self.train_rows = self._epoch_rows()
+        self.masks: GarmentMasks | None = None
+        if self.config.style_augment > 0 and self.colour and self.config.freeze != "heads":
+            self.masks = garment_masks(self.settings, self.catalog, self.splits.train, self.progress)
         self.batch_size = min(self.config.batch_size, len(self.train_rows))
         self.steps_per_epoch = len(self.train_rows) // self.batch_size  # whole batches: batch norm needs > 1
         self.optimizer = torch.optim.AdamW(param_groups_weight_decay(self.net, self.config.weight_decay),
@@ -170,6 +174,9 @@ class Trainer:
             x = self.transform.resized(self.pixels[torch.as_tensor(rows, device=self.device)])
         if generator is not None and self.config.photo_augment > 0 and not self.colour:
             x = photo_augment(x, generator, self.config.photo_augment)
+        if generator is not None and self.masks is not None:
+            masks, found = self.masks.batch(torch.as_tensor(rows).cpu().numpy(), x.device)
+            x = style_augment(x, masks, found, generator, self.config.style_augment)
         x = self.transform.normalise(x)
         if generator is not None and self.config.augment:
             x = augment(x, generator, self.colour)
