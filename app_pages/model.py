@@ -258,8 +258,14 @@ if crossed is None:
             "of each built-in catalogue against the other (and in third styles no fit has seen) with the served "
             "models and ImageNet features, and its figures appear here.")
 else:
+    measured = sorted({m.get("run") or "ImageNet features" for name, m in crossed.get("models", {}).items()
+                       if name.endswith("/ served")})
     st.caption(f"Share of each query's top {crossed['k']} in a category a person accepts; queries are "
-               f"{crossed['queries_are']}. Measured with `python -m core bench cross-domain`.")
+               f"{crossed['queries_are']}. Measured with `python -m core bench cross-domain`; its served column "
+               f"is {', '.join(measured) or 'unrecorded'}.")
+    if ws.settings.run and measured and ws.settings.run not in measured:
+        st.warning(f"These figures are of {', '.join(measured)}, not of the model served now ({ws.settings.run}): "
+                   "run the benchmark again to measure it.")
     table = pd.DataFrame([{"queries": name, "n": next(iter(models.values()))["queries"],
                            **{f"{model}": figures[f"top{crossed['k']}_share"] for model, figures in models.items()}}
                           for name, models in crossed["rows"].items()])

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -365,6 +368,18 @@ def test_model_page_shows_where_the_model_fails(app):
         rows = np.array(z, dtype=float)
     assert np.allclose(rows.sum(axis=1)[rows.sum(axis=1) > 0], 1.0)  # each row's shares add to 1
     assert any("python -m core bench cross-domain" in i.value for i in app.info)  # not measured in this folder
+    saved = Path(os.environ["FVS_ARTIFACTS_DIR"]) / "bench-cross-domain" / "cross-domain.json"
+    counts = {"Square": {"Square": 3, "Disc": 1}}
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps({"k": 10, "queries_are": "held out", "rows": {"a → b": {"served": {
+        "queries": 4, "top10_share": 0.75, "confusion": counts}}}, "models": {"b / served": {"run": "run-x"}}}))
+    try:
+        app.run()
+        assert not app.exception, app.exception
+        assert any("its served column is run-x" in c.value for c in app.caption)  # which model the figures are of
+        assert app.selectbox(key="cross_domain_direction").options == ["a → b"]
+    finally:
+        saved.unlink()
 
 
 def test_the_maps_first_draw_reads_what_prepare_made(app, monkeypatch, tmp_path):
