@@ -122,3 +122,14 @@ def test_a_run_with_style_augmentation_trains_on_the_styled_photos(tmp_path):
     assert not torch.allclose(plain, styled)
     trainer.fit()
     assert trainer.history[0]["train_loss"] > 0
+
+
+def test_a_styled_run_interrupted_mid_epoch_resumes_to_the_same_weights(tmp_path):
+    """The masks come from disk and every style draw from the epoch's seeded generator, so a kill and a resume end
+    where an uninterrupted run ends."""
+    from test_train import assert_an_interrupted_run_resumes_to_the_same_weights
+
+    config = TrainConfig(epochs=2, batch_size=4, image_size=32, embedding_dim=16, freeze="full", style_augment=0.5)
+    assert_an_interrupted_run_resumes_to_the_same_weights(
+        tiny_settings(tmp_path / "straight", catalog="colour-shapes"),
+        tiny_settings(tmp_path / "resumed", catalog="colour-shapes"), config)
