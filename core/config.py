@@ -275,6 +275,9 @@ class TrainConfig:
     # plain backdrop, or an on-model photo cropped to the garment, from masks the project's isolation finds once
     # per catalogue. Colour catalogues only.
     style_augment: float = 0.0
+    # Stronger augmentation on top of ``augment`` (core/training/augmentations.py): random-resized crops, saturation
+    # and contrast jitter, random erasing.
+    strong_augment: bool = False
     # Training on several catalogues at once (core/catalog/union.py): each epoch draws every member's train items
     # equally often (a smaller catalogue's repeated), so batches mix the styles instead of being 92 % phone photos.
     balance_catalogues: bool = False
@@ -327,7 +330,7 @@ class TrainConfig:
     def identity(self) -> dict[str, Any]:
         """What a run's id hashes: every field, except fields added later while they keep their default, so the
         runs trained before a field existed keep their ids."""
-        later = {"photo_augment": 0.0, "balance_catalogues": False, "style_augment": 0.0}
+        later = {"photo_augment": 0.0, "balance_catalogues": False, "style_augment": 0.0, "strong_augment": False}
         return {k: v for k, v in self.as_dict().items() if not (k in later and v == later[k])}
 
     @classmethod

@@ -309,7 +309,7 @@ def test_top_k_does_not_credit_categories_nobody_voted_for():
 
 
 def test_photo_augment_changes_only_the_chosen_share_and_only_garment_pixels():
-    from core.training.trainer import photo_augment
+    from core.training.augmentations import photo_augment
 
     x = torch.zeros(64, 3, 16, 16)
     x[:, :, 4:12, 4:12] = torch.rand(64, 1, 8, 8) * 0.6 + 0.3
@@ -321,6 +321,22 @@ def test_photo_augment_changes_only_the_chosen_share_and_only_garment_pixels():
     assert torch.equal(photo_augment(x, torch.Generator().manual_seed(0), 0.0), x)
     with pytest.raises(ValueError, match="photo_augment must be in"):
         TrainConfig(photo_augment=1.5)
+
+
+def test_strong_augment_crops_every_photo_and_erases_a_quarter_of_them():
+    from core.training.augmentations import ERASE_SHARE, strong_augment
+
+    ramp = torch.linspace(-1, 1, 32)
+    x = (ramp.view(1, 1, 1, 32) + ramp.view(1, 1, 32, 1)).expand(200, 3, 32, 32) * 0.5  # smooth: no edge anywhere
+    out = strong_augment(x.clone(), torch.Generator().manual_seed(0), colour=True)
+    assert out.shape == x.shape and torch.equal(out, strong_augment(x.clone(), torch.Generator().manual_seed(0), True))
+    steps = (out[..., 1:] - out[..., :-1]).abs().amax(dim=(1, 2, 3))
+    erased = steps > 0.5  # a rectangle of noise; the crops and the jitter keep the ramp's small steps
+    assert abs(float(erased.float().mean()) - ERASE_SHARE) < 0.1
+    grey = strong_augment(x.clone(), torch.Generator().manual_seed(0), colour=False)  # no jitter: only the crop
+    cropped = (grey[~erased][:, 0, 0, 0] - x[0, 0, 0, 0]).abs() > 1e-3  # the corner moved: zoomed in, shifted
+    assert float(cropped.float().mean()) > 0.9
+    assert "strong_augment" not in TrainConfig().identity()  # runs trained before it keep their ids
 
 
 def test_a_recipe_without_photo_augment_keeps_its_run_id():

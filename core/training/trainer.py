@@ -35,6 +35,7 @@ from core.search.workspace import Workspace
 from core.text import tags
 from core.text.tags import DEFAULT_THRESHOLD
 from core.threads import configure_threads
+from core.training.augmentations import augment, photo_augment, strong_augment
 from core.training.styles import GarmentMasks, garment_masks, style_augment
 
 STATUS_EVERY_S = 2.0
@@ -46,53 +47,6 @@ class TrainingStopped(RuntimeError):
 
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def augment(x: torch.Tensor, generator: torch.Generator, colour: bool) -> torch.Tensor:
-    """Shift (±8 %), scale (±10 %) and horizontal flip, in one affine resample; brightness/contrast/saturation
-    jitter only for colour catalogues (a grayscale catalogue's intensities mean something: negated darkness)."""
-    n = len(x)
-    r = torch.rand(n, 6, generator=generator).to(x.device)
-    scale = 0.9 + 0.2 * r[:, 0]
-    flip = torch.where(r[:, 1] < 0.5, -1.0, 1.0).to(x.device)
-    theta = torch.zeros(n, 2, 3, device=x.device)
-    theta[:, 0, 0], theta[:, 1, 1] = flip / scale, 1.0 / scale
-    theta[:, 0, 2], theta[:, 1, 2] = 0.16 * (r[:, 2] - 0.5), 0.16 * (r[:, 3] - 0.5)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    if colour:
-        brightness = (0.8 + 0.4 * r[:, 4]).view(n, 1, 1, 1)
-        contrast = (0.8 + 0.4 * r[:, 5]).view(n, 1, 1, 1)
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        x = (x - mean) * contrast + mean * brightness
-    return x
-
-
-def photo_augment(x: torch.Tensor, generator: torch.Generator, share: float) -> torch.Tensor:
-    """Make ``share`` of the batch look like converted real photos; x is (B, 3, H, W) in [0, 1], background ~0.
-
-    What the query path does to a phone shot, drawn at random per item: gamma from camera exposure (0.6-1.6),
-    contrast squeezed or stretched around the garment's mean (0.5-1.3), a light garment flattened and lifted the way
-    the isolated conversion lifts it (a blend toward 0.35 + its mean), slight blur from downscaling (σ up to 1 px
-    at 28 px), and ragged mask edges (a random border ring of the garment dimmed)."""
-    n = len(x)
-    r = torch.rand(n, 6, generator=generator).to(x.device)
-    chosen = (r[:, 0] < share).view(n, 1, 1, 1)
-    garment = x.mean(dim=1, keepdim=True) > 0.03
-    area = garment.float().mean(dim=(2, 3), keepdim=True).clamp_min(1e-3)
-    mean = (x * garment).mean(dim=(2, 3), keepdim=True) / area
-    gamma = torch.exp((r[:, 1] - 0.4) * 0.98).view(n, 1, 1, 1)  # log-uniform, 0.67..1.8 → exposure
-    y = x.clamp_min(1e-4) ** gamma
-    contrast = (0.5 + 0.8 * r[:, 2]).view(n, 1, 1, 1)
-    y = (y - mean) * contrast + mean
-    flatten = (r[:, 3] < 0.3).view(n, 1, 1, 1)  # a light garment after the lift: flat, mid-gray, texture kept
-    y = torch.where(flatten, 0.35 + 0.4 * (y - mean) + 0.1 * mean, y)
-    blur = F.avg_pool2d(F.pad(y, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-    y = torch.lerp(y, blur, (r[:, 4] * 0.8).view(n, 1, 1, 1))
-    edge = garment & (F.max_pool2d((~garment).float(), 3, stride=1, padding=1) > 0)
-    y = torch.where(edge & (r[:, 5] < 0.5).view(n, 1, 1, 1), y * 0.4, y)
-    y = torch.where(garment, y.clamp(0, 1), x)
-    return torch.where(chosen, y, x)
 
 
 @dataclass
@@ -180,6 +134,8 @@ class Trainer:
         x = self.transform.normalise(x)
         if generator is not None and self.config.augment:
             x = augment(x, generator, self.colour)
+            if self.config.strong_augment:
+                x = strong_augment(x, generator, self.colour)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def _autocast(self):
