@@ -273,7 +273,7 @@ class TrainConfig:
     photo_augment: float = 0.0
     # Share of each batch turned into another photo style (core/training/styles.py): a garment cut out onto a
     # plain backdrop, or an on-model photo cropped to the garment, from masks the project's isolation finds once
-    # per catalogue. Colour catalogues only.
+    # per catalogue. Colour catalogues only, and not with ``freeze="heads"`` (its cached features are unaugmented).
     style_augment: float = 0.0
     # Stronger augmentation on top of ``augment`` (core/training/augmentations.py): random-resized crops, saturation
     # and contrast jitter, random erasing.
