@@ -166,7 +166,7 @@ def garment_mask(rgb: np.ndarray) -> np.ndarray:
 
     nearest, _ = cKDTree(lab[border]).query(lab[centre], k=1, distance_upper_bound=SURROUNDINGS_DELTA + 1)
     unlike = nearest > SURROUNDINGS_DELTA  # inf where no border colour lies within the bound
-    if unlike.mean() < MIN_KEPT:
+    if not unlike.size or unlike.mean() < MIN_KEPT:  # no centre at all (a sliver of an image): keep what there is
         return centre
     garment = np.zeros((h, w), bool)
     garment[centre] = unlike
