@@ -829,10 +829,9 @@ def _choose_in_memory(store: ArtifactDir, embeddings: np.ndarray, settings: Sett
     if choice is not None and choice.kind == "annoy":
         return choice, AnnoySearcher(annoy.index, int(choice.search_k), annoy.fallback, annoy.path)
     name = hnsw_name(settings)
-    built_from = store.checksum("embeddings.npy")
 
     def graph() -> HNSWSearcher:
-        if store.verified(name) and store.meta()["files"][name].get("embeddings") == built_from:
+        if _built_from_these_embeddings(store, name):
             return HNSWSearcher.load(store.file(name), embeddings, settings.hnsw_ef)
         return HNSWSearcher.build(embeddings, settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef,
                                   seed=settings.seed)

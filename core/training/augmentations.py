@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, colour: bool) -> torch.Tensor:
-    """Shift (±8 %), scale (±10 %) and horizontal flip, in one affine resample; brightness/contrast/saturation
-    jitter only for colour catalogues (a grayscale catalogue's intensities mean something: negated darkness)."""
+    """Shift (±8 %), scale (±10 %) and horizontal flip, in one affine resample; brightness and contrast jitter
+    only for colour catalogues (a grayscale catalogue's intensities mean something: negated darkness)."""
     n = len(x)
     r = torch.rand(n, 6, generator=generator).to(x.device)
     scale = 0.9 + 0.2 * r[:, 0]
